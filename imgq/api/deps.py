@@ -1,0 +1,44 @@
+"""Request-scoped access to the app's runtime."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from imgq.api.schemas import ErrorResponse
+from imgq.dispatch.base import Dispatcher
+from imgq.worker.runtime import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def get_dispatcher(request: Request) -> Dispatcher | None:
+    return request.app.state.dispatcher  # type: ignore[no-any-return]
+
+
+def base_url(request: Request) -> str:
+    configured = request.app.state.runtime.settings.public_url
+    return (configured or str(request.base_url)).rstrip("/")
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+DispatcherDep = Annotated[Dispatcher | None, Depends(get_dispatcher)]
+BaseUrl = Annotated[str, Depends(base_url)]
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI descriptions of the error responses a route may give."""
+    text = {
+        400: "The request is malformed (message says how).",
+        404: "No such job or item.",
+        409: "The job or item is not in a state that allows this.",
+        410: "The job's files expired and were removed.",
+        413: "Too many files, a file too large, or an image with too many pixels.",
+        415: "A file is not an image in a supported format.",
+        422: "The pipeline or a parameter is invalid (message names the step and field).",
+        503: "The database or storage cannot be reached.",
+    }
+    return {c: {"model": ErrorResponse, "description": text[c]} for c in codes}

@@ -1,0 +1,38 @@
+"""Operations, health and readiness."""
+
+from __future__ import annotations
+
+import anyio
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from imgq.api.deps import RuntimeDep
+from imgq.api.schemas import OperationOut
+
+router = APIRouter()
+
+
+@router.get("/v1/operations", response_model=list[OperationOut], tags=["operations"],
+            summary="Every operation, its parameters (JSON schema) and resource class")
+async def list_operations(rt: RuntimeDep) -> list[OperationOut]:
+    return [OperationOut(**op.describe()) for op in rt.registry]
+
+
+@router.get("/healthz", tags=["health"], summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["health"], summary="The database and storage are reachable",
+            responses={503: {"description": "A dependency is down; the body says which."}})
+async def readyz(rt: RuntimeDep) -> JSONResponse:
+    checks: dict[str, str] = {}
+    for name, ping in (("database", rt.repo.ping), ("storage", rt.blobs.ping)):
+        try:
+            await anyio.to_thread.run_sync(ping)
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"unavailable: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks},
+                        status_code=200 if ok else 503)

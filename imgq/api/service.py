@@ -1,0 +1,95 @@
+"""Submitting jobs: shared by the v1 API and the compatibility APIs (one job system)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import anyio
+
+from imgq.api.uploads import StagedFile, Upload
+from imgq.dispatch.base import Dispatcher
+from imgq.domain.models import Item, Job
+from imgq.domain.pipeline import StepSpec, parse_pipeline
+from imgq.domain.status import Status
+from imgq.errors import InvalidRequest
+from imgq.ops.image import INPUT_FORMATS, ImageInfo, Limits, probe
+from imgq.store.repository import utcnow
+from imgq.worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def limits_of(rt: Runtime) -> Limits:
+    s = rt.settings
+    return Limits(max_pixels=s.max_pixels, max_frames=s.max_frames,
+                  reject_animated=s.animated.value == "reject")
+
+
+def parse_ttl(rt: Runtime, raw: str | int | None) -> int:
+    if raw in (None, ""):
+        return rt.settings.ttl_seconds
+    try:
+        ttl = int(raw)  # type: ignore[arg-type]
+    except ValueError:
+        raise InvalidRequest(f"ttl_seconds must be a whole number of seconds, got {raw!r}") from None
+    if not 1 <= ttl <= rt.settings.max_ttl_seconds:
+        raise InvalidRequest(f"ttl_seconds must be between 1 and {rt.settings.max_ttl_seconds}")
+    return ttl
+
+
+async def submit_job(
+    rt: Runtime, dispatcher: Dispatcher | None, upload: Upload,
+    pipeline: str | list[Any] | list[StepSpec], ttl_seconds: int, source: str = "api",
+    extra: dict[str, Any] | None = None,
+) -> Job:
+    """Check everything, then store files and rows, then dispatch. Nothing is stored when a
+    check fails; the staged uploads are the caller's to discard."""
+    if not upload.files:
+        raise InvalidRequest("no files: send one or more images in the 'files' field")
+    specs = pipeline if _is_specs(pipeline) else parse_pipeline(pipeline)  # type: ignore[arg-type]
+    steps = rt.registry.bind(specs)  # type: ignore[arg-type]
+    limits = limits_of(rt)
+    infos = [await anyio.to_thread.run_sync(probe, f.path, f.name, limits) for f in upload.files]
+    job = _new_job(rt, [s.to_dict() for s in specs], rt.registry.resource_of(steps),  # type: ignore[union-attr]
+                   ttl_seconds, source, extra or {}, upload.files, infos)
+    stored: list[str] = []
+    try:
+        for item, staged in zip(job.items, upload.files):
+            await anyio.to_thread.run_sync(rt.blobs.put_file, item.input_key, staged.path)
+            stored.append(item.input_key)
+        await anyio.to_thread.run_sync(rt.repo.create_job, job)
+    except BaseException:
+        rt.blobs.delete(stored)
+        raise
+    log.info("job %s: %d items queued (%s)", job.id, len(job.items), job.resource,
+             extra={"job_id": job.id})
+    if dispatcher is not None:
+        # The rows are committed: if this publish is lost, the sweeper dispatches them later.
+        dispatcher.submit([i.id for i in job.items], job.resource)
+    return job
+
+
+def _is_specs(pipeline: object) -> bool:
+    return isinstance(pipeline, list) and bool(pipeline) and isinstance(pipeline[0], StepSpec)
+
+
+def _new_job(rt: Runtime, pipeline: list[dict[str, Any]], resource: str, ttl: int, source: str,
+             extra: dict[str, Any], files: list[StagedFile], infos: list[ImageInfo]) -> Job:
+    now = utcnow()
+    job_id = str(uuid.uuid4())
+    items = [
+        Item(
+            id=str(uuid.uuid4()), job_id=job_id, idx=idx, status=Status.queued,
+            input_name=staged.name, queued_at=now,
+            input_key=f"{job_id}/inputs/{idx}.{INPUT_FORMATS[info.format][2]}",
+            input_meta={"format": info.format, "width": info.width, "height": info.height,
+                        "bytes": info.bytes, "frames": info.frames},
+        )
+        for idx, (staged, info) in enumerate(zip(files, infos))
+    ]
+    return Job(id=job_id, created_at=now, expires_at=now + timedelta(seconds=ttl),
+               pipeline=pipeline, resource=resource, item_count=len(items), source=source,
+               extra=extra, items=items)

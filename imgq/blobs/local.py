@@ -1,0 +1,87 @@
+"""Blobs in a local folder, written through a temporary file and a rename."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
+from imgq.blobs.base import CHUNK, BlobStore, check_key
+
+
+class LocalBlobStore(BlobStore):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / ".tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def put_file(self, key: str, path: Path) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent.resolve() == self.tmp.resolve():
+            os.replace(path, target)
+            return
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp)
+        os.close(fd)
+        try:
+            shutil.copyfile(path, tmp_name)
+            os.replace(tmp_name, target)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+
+    def open_local(self, key: str) -> AbstractContextManager[Path]:
+        path = self._path(key)
+        if not path.is_file():
+            raise KeyError(key)
+        return nullcontext(path)
+
+    def iter_bytes(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        path = self._path(key)
+        if not path.is_file():
+            raise KeyError(key)
+        return _read_chunks(path, chunk_size)
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            path = self._path(key)
+            path.unlink(missing_ok=True)
+            _prune_empty(path.parent, self.root)
+
+    def ping(self) -> None:
+        fd, name = tempfile.mkstemp(dir=self.tmp)
+        os.close(fd)
+        os.unlink(name)
+
+    def staging_dir(self) -> Path:
+        return self.tmp
+
+
+def _read_chunks(path: Path, chunk_size: int) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        while chunk := fh.read(chunk_size):
+            yield chunk
+
+
+def _prune_empty(folder: Path, root: Path) -> None:
+    while folder != root and folder.is_dir():
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent

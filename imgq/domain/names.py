@@ -1,0 +1,46 @@
+"""File names from clients: kept for display and downloads, never used as paths."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]+")
+MAX_NAME = 120
+
+
+def safe_name(raw: str | None, fallback: str = "image") -> str:
+    """A display name with no directory parts, control characters or reserved characters."""
+    name = unicodedata.normalize("NFC", raw or "")
+    name = re.split(r"[/\\]", name)[-1]
+    name = _UNSAFE.sub("_", name).strip(" .")
+    if not name:
+        return fallback
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    ext = ext[:10]
+    stem = stem[: MAX_NAME - len(ext) - 1] or fallback
+    return f"{stem}.{ext}" if ext else stem
+
+
+def with_extension(name: str, ext: str) -> str:
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return f"{stem}.{ext}"
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Make names unique the way file managers do: photo.png, photo (2).png, ..."""
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        candidate, n = name, 1
+        stem, dot, ext = name.rpartition(".")
+        if not dot:
+            stem, ext = name, ""
+        while candidate.lower() in seen:
+            n += 1
+            candidate = f"{stem} ({n}).{ext}" if ext else f"{stem} ({n})"
+        seen.add(candidate.lower())
+        out.append(candidate)
+    return out

@@ -1,0 +1,154 @@
+"""One exception tree. Each error knows its HTTP status, a stable code, and a message safe to show.
+
+The docstring of a class is its default message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ImgqError(Exception):
+    """Something went wrong."""
+
+    status_code = 500
+    code = "internal_error"
+    #: Whether retrying the same work could succeed (used by the worker's retry policy).
+    transient = False
+
+    def __init__(self, message: str | None = None, **details: Any) -> None:
+        self.message = message or (self.__doc__ or "").strip()
+        self.details = details
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class NotFound(ImgqError):
+    """Not found."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(ImgqError):
+    """The resource is not in a state that allows this."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class Gone(ImgqError):
+    """The files of this job have expired and were removed."""
+
+    status_code = 410
+    code = "expired"
+
+
+class InvalidRequest(ImgqError):
+    """The request is invalid."""
+
+    status_code = 400
+    code = "invalid_request"
+
+
+class InvalidPipeline(ImgqError):
+    """The pipeline is invalid."""
+
+    status_code = 422
+    code = "invalid_pipeline"
+
+
+class InvalidParameters(InvalidPipeline):
+    """An operation's parameters are invalid."""
+
+    code = "invalid_parameters"
+
+
+class TooManyFiles(ImgqError):
+    """Too many files in one job."""
+
+    status_code = 413
+    code = "too_many_files"
+
+
+class FileTooLarge(ImgqError):
+    """A file is larger than allowed."""
+
+    status_code = 413
+    code = "file_too_large"
+
+
+class ImageTooLarge(ImgqError):
+    """An image has more pixels than allowed."""
+
+    status_code = 413
+    code = "image_too_large"
+
+
+class UnsupportedFormat(ImgqError):
+    """The file is not an image in a supported format."""
+
+    status_code = 415
+    code = "unsupported_format"
+
+
+class AnimatedRefused(UnsupportedFormat):
+    """Animated images are not accepted by this server."""
+
+    code = "animated_refused"
+
+
+class DecodeError(ImgqError):
+    """The image could not be decoded."""
+
+    status_code = 422
+    code = "decode_error"
+
+
+class ProcessingError(ImgqError):
+    """The image could not be processed."""
+
+    status_code = 422
+    code = "processing_error"
+
+
+class TransientError(ImgqError):
+    """A temporary failure; the work will be retried."""
+
+    status_code = 503
+    code = "transient_error"
+    transient = True
+
+
+class Cancelled(ImgqError):
+    """The item was cancelled."""
+
+    status_code = 409
+    code = "cancelled"
+
+
+class TimeLimitExceeded(ImgqError):
+    """The item took longer than its time limit."""
+
+    status_code = 504
+    code = "time_limit"
+
+
+class InvalidTransition(ImgqError):
+    """A state change was refused because the item was not in a state it may come from."""
+
+    status_code = 409
+    code = "invalid_transition"
+
+
+class Unavailable(ImgqError):
+    """A backing service is unavailable."""
+
+    status_code = 503
+    code = "unavailable"
+    transient = True

@@ -1,0 +1,137 @@
+"""The operation interface, the registry, and pipeline validation against it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from imgq.domain.pipeline import StepSpec
+from imgq.errors import InvalidParameters, InvalidPipeline
+from imgq.ops.image import Image
+
+Resource = Literal["cpu", "gpu"]
+
+
+class Params(BaseModel):
+    """Base of every operation's parameters: unknown fields are refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(Params):
+    pass
+
+
+class StepContext(Protocol):
+    """What a running step may use: report progress, and ask whether to stop."""
+
+    def progress(self, fraction: float, stage: str | None = None) -> None: ...
+
+    def should_abort(self) -> bool: ...
+
+    def check(self) -> None:
+        """Raise Cancelled or TimeLimitExceeded when the item must stop."""
+        ...
+
+
+class NullContext:
+    def progress(self, fraction: float, stage: str | None = None) -> None:
+        pass
+
+    def should_abort(self) -> bool:
+        return False
+
+    def check(self) -> None:
+        pass
+
+
+class Operation:
+    """One image operation. Subclasses set the class attributes and implement `apply`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    params_model: ClassVar[type[Params]] = NoParams
+    resource: ClassVar[Resource] = "cpu"
+    #: Set when the operation is offered but cannot run here; the text says why.
+    unavailable_reason: ClassVar[str | None] = None
+
+    def apply(self, image: Image, params: Any, ctx: StepContext) -> Image:
+        raise NotImplementedError
+
+    def load(self, path: Path, fmt: str, params: Any) -> Image | None:
+        """Optionally decode and apply at once (shrink-on-load); None means not possible."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "summary": self.summary,
+            "resource": self.resource,
+            "available": self.unavailable_reason is None,
+            "unavailable_reason": self.unavailable_reason,
+            "params": self.params_model.model_json_schema(),
+        }
+
+
+@dataclass(frozen=True)
+class BoundStep:
+    op: Operation
+    params: Params
+
+    @property
+    def name(self) -> str:
+        return self.op.name
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._ops: dict[str, Operation] = {}
+
+    def add(self, op: Operation) -> None:
+        if op.name in self._ops:
+            raise ValueError(f"operation {op.name!r} is already registered")
+        self._ops[op.name] = op
+
+    def get(self, name: str) -> Operation:
+        try:
+            return self._ops[name]
+        except KeyError:
+            raise InvalidPipeline(
+                f"unknown operation {name!r}; known: {', '.join(sorted(self._ops))}"
+            ) from None
+
+    def __iter__(self) -> Iterator[Operation]:
+        return iter(sorted(self._ops.values(), key=lambda op: op.name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._ops
+
+    def bind(self, steps: list[StepSpec]) -> list[BoundStep]:
+        """Validate every step's parameters; 422 naming the step and the field at fault."""
+        return [self._bind_one(i, spec) for i, spec in enumerate(steps)]
+
+    def _bind_one(self, index: int, spec: StepSpec) -> BoundStep:
+        op = self.get(spec.op)
+        if op.unavailable_reason:
+            raise InvalidPipeline(f"step {index} ({op.name}): unavailable: {op.unavailable_reason}")
+        try:
+            params = op.params_model.model_validate(spec.params)
+        except ValidationError as exc:
+            raise InvalidParameters(_describe(index, op.name, exc), step=index, op=op.name) from None
+        return BoundStep(op, params)
+
+    def resource_of(self, steps: list[BoundStep]) -> Resource:
+        return "gpu" if any(s.op.resource == "gpu" for s in steps) else "cpu"
+
+
+def _describe(index: int, name: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "parameters"
+        msg = "unknown parameter" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{field}: {msg}")
+    return f"step {index} ({name}): " + "; ".join(parts)

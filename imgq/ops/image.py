@@ -1,0 +1,250 @@
+"""The image abstraction: sniffing, header checks, decoding and encoding, on libvips.
+
+Operations receive and return :class:`Image`; only this module and the operation modules
+touch pyvips. Images are decoded lazily with sequential access, so a pipeline streams through
+libvips instead of holding whole decoded images in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pyvips
+
+from imgq.errors import AnimatedRefused, DecodeError, ImageTooLarge, UnsupportedFormat
+
+log = logging.getLogger(__name__)
+
+#: format name -> (libvips loader, media type, file extension)
+INPUT_FORMATS: dict[str, tuple[str, str, str]] = {
+    "jpeg": ("jpegload", "image/jpeg", "jpg"),
+    "png": ("pngload", "image/png", "png"),
+    "webp": ("webpload", "image/webp", "webp"),
+    "gif": ("gifload", "image/gif", "gif"),
+    "tiff": ("tiffload", "image/tiff", "tiff"),
+    "heif": ("heifload", "image/heif", "heic"),
+    "avif": ("heifload", "image/avif", "avif"),
+}
+OUTPUT_FORMATS: dict[str, tuple[str, str]] = {
+    "jpeg": ("image/jpeg", "jpg"),
+    "png": ("image/png", "png"),
+    "webp": ("image/webp", "webp"),
+    "avif": ("image/avif", "avif"),
+    "gif": ("image/gif", "gif"),
+    "tiff": ("image/tiff", "tiff"),
+}
+ANIMATABLE = frozenset({"gif", "webp"})
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+
+
+def sniff(head: bytes) -> str | None:
+    """Name the format from the first bytes of a file (at least 32), or None."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[4:8] == b"ftyp":
+        brands = {head[8:12]} | {head[i : i + 4] for i in range(16, min(len(head), 32), 4)}
+        if brands & _AVIF_BRANDS:
+            return "avif"
+        if brands & _HEIF_BRANDS:
+            return "heif"
+    return None
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_pixels: int
+    max_frames: int
+    reject_animated: bool
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    width: int
+    height: int
+    frames: int = 1
+    bytes: int = 0
+
+
+def _load(path: Path | str, fmt: str, **options: Any) -> pyvips.Image:
+    loader = getattr(pyvips.Image, INPUT_FORMATS[fmt][0])
+    return loader(str(path), **options)
+
+
+def probe(path: Path, name: str, limits: Limits) -> ImageInfo:
+    """Check a stored upload from its header only, before anything is decoded."""
+    with path.open("rb") as fh:
+        head = fh.read(64)
+    fmt = sniff(head)
+    if fmt is None:
+        raise UnsupportedFormat(
+            f"{name}: not an image in a supported format "
+            f"(accepted: {', '.join(sorted(INPUT_FORMATS))})",
+            file=name,
+        )
+    try:
+        header = _load(path, fmt, access="sequential")
+    except pyvips.Error as exc:
+        raise UnsupportedFormat(f"{name}: unreadable {fmt} header ({_vips_reason(exc)})", file=name) from None
+    frames = _pages(header)
+    width, height = header.width, header.height
+    if frames > 1 and fmt in ANIMATABLE:
+        if limits.reject_animated:
+            raise AnimatedRefused(f"{name}: animated images are not accepted", file=name)
+        if frames > limits.max_frames:
+            raise ImageTooLarge(
+                f"{name}: {frames} frames, more than the limit of {limits.max_frames}", file=name
+            )
+        height = int(header.get("page-height")) if "page-height" in header.get_fields() else height
+    if width * height > limits.max_pixels:
+        raise ImageTooLarge(
+            f"{name}: {width}×{height} is {width * height:,} pixels, "
+            f"more than the limit of {limits.max_pixels:,}",
+            file=name,
+        )
+    return ImageInfo(fmt, width, height, frames, path.stat().st_size)
+
+
+def _pages(image: pyvips.Image) -> int:
+    return int(image.get("n-pages")) if "n-pages" in image.get_fields() else 1
+
+
+def _vips_reason(exc: pyvips.Error) -> str:
+    detail = (exc.detail or exc.message or "").strip().splitlines()
+    return detail[-1][:200] if detail else "unknown reason"
+
+
+@dataclass
+class EncodeOptions:
+    format: str | None = None  # None: same as the input where it can be written
+    quality: int | None = None
+    lossless: bool = False
+    keep_metadata: bool = False
+
+
+@dataclass
+class Image:
+    """An image on its way through a pipeline. `vips` is lazy until encoded."""
+
+    vips: pyvips.Image
+    source_format: str
+    encode: EncodeOptions = field(default_factory=EncodeOptions)
+
+    @property
+    def width(self) -> int:
+        return int(self.vips.width)
+
+    @property
+    def height(self) -> int:
+        return int(self.vips.height)
+
+    @property
+    def bands(self) -> int:
+        return int(self.vips.bands)
+
+    @property
+    def has_alpha(self) -> bool:
+        return bool(self.vips.hasalpha())
+
+    @property
+    def is_16bit(self) -> bool:
+        return self.vips.format == "ushort"
+
+    def with_vips(self, image: pyvips.Image) -> Image:
+        return replace(self, vips=image)
+
+    def map_colour(self, fn: Callable[[pyvips.Image], pyvips.Image]) -> Image:
+        """Apply `fn` to the colour bands only, keep alpha and the sample format as they were."""
+        src = self.vips
+        colour, alpha = (src[:-1], src[-1]) if self.has_alpha else (src, None)
+        out = fn(colour)
+        if out.format != src.format:
+            out = out.cast(src.format)
+        if alpha is not None:
+            out = out.bandjoin(alpha)
+        return self.with_vips(out.copy(interpretation=src.interpretation))
+
+    def output_format(self) -> str:
+        fmt = self.encode.format or self.source_format
+        if fmt == "heif":
+            return "avif"
+        return fmt if fmt in OUTPUT_FORMATS else "png"
+
+
+def decode(path: Path, fmt: str) -> Image:
+    """Decode for processing: strict about truncated data, EXIF orientation applied once."""
+    try:
+        image = _load(path, fmt, access="sequential", fail_on="error")
+        if image.get_typeof("orientation") and int(image.get("orientation")) not in (0, 1):
+            image = _load(path, fmt, fail_on="error").autorot()
+    except pyvips.Error as exc:
+        raise DecodeError(f"cannot decode {fmt} image: {_vips_reason(exc)}") from None
+    return Image(vips=image, source_format=fmt)
+
+
+_SAVE_OPTIONS: dict[str, Callable[[EncodeOptions], dict[str, Any]]] = {
+    "jpeg": lambda o: {"Q": o.quality or 85, "optimize_coding": True, "interlace": False},
+    "png": lambda o: {"compression": 6},
+    "webp": lambda o: {"Q": o.quality or 80, "lossless": o.lossless, "effort": 4},
+    "avif": lambda o: {
+        "Q": o.quality or 50, "lossless": o.lossless, "compression": "av1", "effort": 2
+    },
+    "gif": lambda o: {},
+    "tiff": lambda o: {"compression": "deflate"},
+}
+
+
+def _prepare_for(image: Image, fmt: str) -> pyvips.Image:
+    out = image.vips
+    if not image.encode.keep_metadata and out.get_typeof("icc-profile-data"):
+        try:  # the colours stay right once the profile is stripped
+            out = out.icc_transform("srgb")
+        except pyvips.Error:
+            log.debug("icc transform failed; keeping pixel values as they are")
+    if out.hasalpha() and fmt == "jpeg":
+        out = out.flatten(background=[255] * (out.bands - 1))
+    if out.format == "ushort" and fmt not in SIXTEEN_BIT_FORMATS:
+        grey = out.bands - int(out.hasalpha()) == 1
+        out = (out / 257).cast("uchar").copy(interpretation="b-w" if grey else "srgb")
+    if out.format not in ("uchar", "ushort"):
+        out = out.cast("uchar")
+    return out
+
+
+SIXTEEN_BIT_FORMATS = frozenset({"png", "tiff"})
+_SAVERS = {"jpeg": "jpegsave", "png": "pngsave", "webp": "webpsave", "avif": "heifsave",
+           "gif": "gifsave", "tiff": "tiffsave"}
+
+
+def encode_to_file(
+    image: Image, path: Path, monitor: Callable[[pyvips.Image], None] | None = None
+) -> ImageInfo:
+    """Write the image in its output format; return the written image's info.
+
+    This is where libvips computes the whole lazy pipeline; `monitor` may attach progress
+    callbacks to the final image and kill the computation (cancel, time limit).
+    """
+    fmt = image.output_format()
+    out = _prepare_for(image, fmt)
+    if monitor is not None:
+        monitor(out)
+    options = _SAVE_OPTIONS[fmt](image.encode)
+    options["keep"] = "all" if image.encode.keep_metadata else "none"
+    try:
+        getattr(out, _SAVERS[fmt])(str(path), **options)
+    except pyvips.Error as exc:
+        raise DecodeError(f"cannot process the image: {_vips_reason(exc)}") from None
+    return ImageInfo(fmt, int(out.width), int(out.height), 1, path.stat().st_size)

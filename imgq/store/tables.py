@@ -1,0 +1,92 @@
+"""SQLAlchemy tables. Only the repository reads and writes them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("pipeline", JSON, nullable=False),
+    Column("resource", String(8), nullable=False),
+    Column("item_count", Integer, nullable=False),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("data_removed", Boolean, nullable=False, default=False),
+    Column("source", String(32), nullable=False, default="api"),
+    Column("extra", JSON, nullable=False, default=dict),
+    Index("ix_jobs_created_at", "created_at"),
+    Index("ix_jobs_expires_at", "expires_at"),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("progress", Integer, nullable=False, default=0),
+    Column("stage", String(200), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("not_before", UTCDateTime(), nullable=True),
+    Column("lease_until", UTCDateTime(), nullable=True),
+    Column("claim_token", String(36), nullable=True),
+    Column("error_code", String(64), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("queued_at", UTCDateTime(), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=True),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    Column("processing_seconds", Float, nullable=True),
+    Column("input_name", String(300), nullable=False),
+    Column("input_key", String(200), nullable=False),
+    Column("input_meta", JSON, nullable=False),
+    Column("result_name", String(300), nullable=True),
+    Column("result_key", String(200), nullable=True),
+    Column("result_meta", JSON, nullable=True),
+    Index("ix_items_job_idx", "job_id", "idx", unique=True),
+    Index("ix_items_status_not_before", "status", "not_before"),
+)

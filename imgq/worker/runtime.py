@@ -1,0 +1,43 @@
+"""What a process needs to do imgq's work, built once from the settings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pyvips
+
+from imgq.blobs import BlobStore, open_blob_store
+from imgq.config import Settings
+from imgq.ops import default_registry
+from imgq.ops.base import Registry
+from imgq.store.db import make_engine, migrate
+from imgq.store.repository import Repository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    repo: Repository
+    blobs: BlobStore
+    registry: Registry
+
+    @classmethod
+    def from_settings(cls, settings: Settings, run_migrations: bool = False) -> Runtime:
+        engine = make_engine(settings.database_url)
+        if run_migrations:
+            migrate(engine)
+        return cls(settings, Repository(engine), open_blob_store(settings.storage_url),
+                   default_registry())
+
+    def close(self) -> None:
+        self.repo.engine.dispose()
+
+
+def tune_libvips(threads: int) -> None:
+    """One worker process per core works best with few libvips threads each, and no
+    operation cache: every item is a different image, and the cache would hold files open."""
+    pyvips.concurrency_set(max(1, threads))
+    pyvips.cache_set_max(0)

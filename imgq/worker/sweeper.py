@@ -1,0 +1,52 @@
+"""Periodic upkeep: lost leases, re-dispatch, stuck items, expiry."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from imgq.dispatch.base import Dispatcher
+from imgq.worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    requeued: list[str] = field(default_factory=list)
+    lost_failed: list[str] = field(default_factory=list)
+    dispatched: int = 0
+    stuck_failed: list[str] = field(default_factory=list)
+    expired_jobs: list[str] = field(default_factory=list)
+
+
+def sweep_queue(rt: Runtime, dispatcher: Dispatcher | None, report: SweepReport) -> None:
+    """Requeue items whose worker stopped; dispatch queued items no message carries (outbox)."""
+    report.requeued, report.lost_failed = rt.repo.requeue_lost(rt.settings.max_attempts)
+    if report.requeued:
+        log.warning("requeued %d items whose lease ran out", len(report.requeued))
+    if dispatcher is not None:
+        due = rt.repo.due_items()
+        by_resource: dict[str, list[str]] = {}
+        for item_id, resource in due:
+            by_resource.setdefault(resource, []).append(item_id)
+        for resource, ids in by_resource.items():
+            dispatcher.submit(ids, resource)
+        report.dispatched = len(due)
+
+
+def sweep_expiry(rt: Runtime, report: SweepReport) -> None:
+    report.stuck_failed = rt.repo.fail_stuck(rt.settings.stuck_after)
+    for job_id in rt.repo.expired_jobs():
+        rt.blobs.delete(rt.repo.blob_keys(job_id))
+        rt.repo.mark_expired(job_id)
+        report.expired_jobs.append(job_id)
+    if report.expired_jobs:
+        log.info("expired %d jobs and removed their files", len(report.expired_jobs))
+
+
+def sweep(rt: Runtime, dispatcher: Dispatcher | None = None) -> SweepReport:
+    report = SweepReport()
+    sweep_queue(rt, dispatcher, report)
+    sweep_expiry(rt, report)
+    return report
