@@ -1,0 +1,43 @@
+"""Shared fixtures. Services: skip when absent on a laptop, fail when absent in CI."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+POSTGRES_URL = os.environ.get("IMGQ_TEST_POSTGRES_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def service_missing(name: str, reason: str) -> None:
+    """Skip on a laptop; in CI a missing service is a failure, never a silent skip."""
+    message = f"{name} is not reachable ({reason})"
+    if IN_CI:
+        pytest.fail(f"{message}; CI must run these tests", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh schema on the test PostgreSQL, dropped afterwards."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    try:
+        admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            schema = f"imgq_test_{uuid.uuid4().hex[:10]}"
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # the driver's own error names the cause
+        service_missing("PostgreSQL", f"{POSTGRES_URL}: {type(exc).__name__}: {exc}".splitlines()[0])
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

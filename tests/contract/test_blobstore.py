@@ -1,0 +1,86 @@
+"""The BlobStore contract, written once; every backend runs it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imgq.blobs import BlobStore, open_blob_store
+
+
+@pytest.fixture(params=["local"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+    yield open_blob_store((tmp_path / "blobs").as_uri())
+
+
+def _file(tmp_path: Path, data: bytes, name: str = "src") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_put_then_read_back_the_same_bytes(store: BlobStore, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 5000
+    store.put_file("job/inputs/0.png", _file(tmp_path, data))
+    assert store.exists("job/inputs/0.png")
+    assert store.size("job/inputs/0.png") == len(data)
+    assert b"".join(store.iter_bytes("job/inputs/0.png", chunk_size=1000)) == data
+    with store.open_local("job/inputs/0.png") as path:
+        assert path.read_bytes() == data
+
+
+def test_put_replaces_an_existing_blob_whole(store: BlobStore, tmp_path: Path) -> None:
+    store.put_file("a/b", _file(tmp_path, b"first", "one"))
+    store.put_file("a/b", _file(tmp_path, b"second", "two"))
+    assert b"".join(store.iter_bytes("a/b")) == b"second"
+
+
+def test_readers_never_see_a_partial_blob(store: BlobStore, tmp_path: Path) -> None:
+    big = _file(tmp_path, b"x" * 4_000_000, "big")
+    small = _file(tmp_path, b"y" * 10, "small")
+    store.put_file("k/v", small)
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            seen.add(len(b"".join(store.iter_bytes("k/v"))))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for _ in range(5):
+        store.put_file("k/v", big)
+        store.put_file("k/v", small)
+    stop.set()
+    thread.join()
+    assert seen <= {10, 4_000_000}
+
+
+def test_missing_blobs_raise_key_error(store: BlobStore) -> None:
+    assert not store.exists("no/such")
+    with pytest.raises(KeyError):
+        store.size("no/such")
+    with pytest.raises(KeyError):
+        list(store.iter_bytes("no/such"))
+    with pytest.raises(KeyError):
+        with store.open_local("no/such"):
+            pass
+
+
+def test_delete_ignores_missing_keys(store: BlobStore, tmp_path: Path) -> None:
+    store.put_file("d/1", _file(tmp_path, b"1"))
+    store.delete(["d/1", "d/2"])
+    assert not store.exists("d/1")
+
+
+@pytest.mark.parametrize("key", ["../x", "/abs", "a/../b", "a//b", "", "a\x00b", ".hidden"])
+def test_path_like_keys_are_refused(store: BlobStore, tmp_path: Path, key: str) -> None:
+    with pytest.raises(ValueError):
+        store.put_file(key, _file(tmp_path, b"1"))
+
+
+def test_ping_succeeds_on_a_working_store(store: BlobStore) -> None:
+    store.ping()

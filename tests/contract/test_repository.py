@@ -1,0 +1,177 @@
+"""The repository's contract, run against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from imgq.domain.status import JobStatus, Status
+from imgq.errors import InvalidTransition, NotFound
+from imgq.store.repository import Repository
+from tests.contract.conftest import make_job
+
+
+def test_a_created_job_reads_back_with_its_items_in_order(repo: Repository) -> None:
+    job = make_job(3)
+    repo.create_job(job)
+    got = repo.get_job(job.id)
+    assert [i.id for i in got.items] == [i.id for i in job.items]
+    assert got.status == JobStatus.queued
+    assert got.items[0].input_meta["format"] == "png"
+    assert got.created_at.tzinfo is not None
+    assert abs((got.created_at - job.created_at).total_seconds()) < 0.001
+
+
+def test_unknown_job_is_not_found(repo: Repository) -> None:
+    with pytest.raises(NotFound):
+        repo.get_job("nope")
+
+
+def test_jobs_list_newest_first_with_total(repo: Repository) -> None:
+    jobs = [make_job(1, created_offset=i) for i in range(5)]
+    for job in jobs:
+        repo.create_job(job)
+    page, total = repo.list_jobs(limit=2, offset=1)
+    assert total == 5
+    assert [j.id for j in page] == [jobs[3].id, jobs[2].id]
+
+
+def test_get_jobs_keeps_the_order_asked_and_skips_unknown(repo: Repository) -> None:
+    a, b = make_job(1), make_job(1)
+    repo.create_job(a)
+    repo.create_job(b)
+    assert [j.id for j in repo.get_jobs([b.id, "missing", a.id])] == [b.id, a.id]
+
+
+def test_an_item_is_claimed_once_even_when_raced(repo: Repository) -> None:
+    job = make_job(1)
+    repo.create_job(job)
+    item_id = job.items[0].id
+    with ThreadPoolExecutor(8) as pool:
+        claims = list(pool.map(lambda _: repo.claim(item_id, 30), range(8)))
+    won = [c for c in claims if c is not None]
+    assert len(won) == 1
+    assert won[0].item.status == Status.running and won[0].item.attempts == 1
+
+
+def test_finishing_moves_running_to_succeeded_with_metadata(repo: Repository) -> None:
+    job = make_job(1)
+    repo.create_job(job)
+    claim = repo.claim(job.items[0].id, 30)
+    assert claim is not None
+    repo.finish_succeeded(claim, "k/result.png", "in0.png", {"format": "png", "width": 2,
+                                                              "height": 2, "bytes": 5}, 0.5)
+    item = repo.get_item(claim.item.id)
+    assert (item.status, item.progress, item.result_key) == (Status.succeeded, 100, "k/result.png")
+    assert item.finished_at is not None and item.processing_seconds == 0.5
+
+
+def test_a_stale_claim_can_change_nothing(repo: Repository) -> None:
+    job = make_job(1)
+    repo.create_job(job)
+    first = repo.claim(job.items[0].id, 0.05)
+    assert first is not None
+    time.sleep(0.1)
+    assert repo.requeue_lost(max_attempts=3) == ([first.item.id], [])
+    second = repo.claim(first.item.id, 30)
+    assert second is not None and second.item.attempts == 2
+    with pytest.raises(InvalidTransition, match="another worker"):
+        repo.finish_succeeded(first, "k", "n", {}, 1.0)
+    assert not repo.heartbeat(first, 30).owned
+    repo.finish_failed(second, "decode_error", "bad")
+    assert repo.get_item(first.item.id).status == Status.failed
+
+
+def test_a_finished_item_refuses_another_finish(repo: Repository) -> None:
+    job = make_job(1)
+    repo.create_job(job)
+    claim = repo.claim(job.items[0].id, 30)
+    assert claim is not None
+    repo.finish_failed(claim, "decode_error", "cannot decode")
+    with pytest.raises(InvalidTransition, match="failed"):
+        repo.finish_succeeded(claim, "k", "n", {}, 1.0)
+
+
+def test_cancelled_item_is_never_claimed(repo: Repository) -> None:
+    job = make_job(2)
+    repo.create_job(job)
+    running = repo.claim(job.items[0].id, 30)
+    assert running is not None
+    cancelled = repo.cancel_job(job.id)
+    assert [i.status for i in cancelled.items] == [Status.running, Status.cancelled]
+    assert repo.claim(job.items[1].id, 30) is None
+    assert repo.heartbeat(running, 30).cancel_requested
+    repo.finish_cancelled(running)
+    assert repo.get_job(job.id).status == JobStatus.cancelled
+
+
+def test_retry_later_is_not_due_until_its_time(repo: Repository) -> None:
+    job = make_job(1)
+    repo.create_job(job)
+    claim = repo.claim(job.items[0].id, 30)
+    assert claim is not None
+    repo.retry_later(claim, 0.3, "transient_error", "try again")
+    assert repo.due_items() == []
+    assert repo.claim(claim.item.id, 30) is None
+    time.sleep(0.35)
+    assert repo.due_items() == [(claim.item.id, "cpu")]
+    again = repo.claim(claim.item.id, 30)
+    assert again is not None and again.item.attempts == 2
+
+
+def test_lost_items_out_of_attempts_fail_with_a_reason(repo: Repository) -> None:
+    job = make_job(1)
+    repo.create_job(job)
+    claim = repo.claim(job.items[0].id, 0.01)
+    assert claim is not None
+    time.sleep(0.05)
+    assert repo.requeue_lost(max_attempts=1) == ([], [claim.item.id])
+    item = repo.get_item(claim.item.id)
+    assert item.status == Status.failed and item.error_code == "worker_lost"
+
+
+def test_stuck_queued_items_fail_with_a_helpful_message(repo: Repository) -> None:
+    job = make_job(1, created_offset=-100)
+    repo.create_job(job)
+    assert repo.fail_stuck(older_than_seconds=50) == [job.items[0].id]
+    item = repo.get_item(job.items[0].id)
+    assert item.status == Status.failed and "workers are running" in (item.error_message or "")
+
+
+def test_expiry_keeps_a_tombstone_without_files(repo: Repository) -> None:
+    old = make_job(1, ttl=-1)
+    unfinished = make_job(1, ttl=-1)
+    fresh = make_job(1)
+    for job in (old, unfinished, fresh):
+        repo.create_job(job)
+    claim = repo.claim(old.items[0].id, 30)
+    assert claim is not None
+    repo.finish_succeeded(claim, f"{old.id}/results/0.png", "r.png", {}, 0.1)
+    assert repo.expired_jobs() == [old.id]
+    assert set(repo.blob_keys(old.id)) == {old.items[0].input_key, f"{old.id}/results/0.png"}
+    repo.mark_expired(old.id)
+    tomb = repo.get_job(old.id)
+    assert tomb.data_removed and tomb.status == JobStatus.expired
+    assert tomb.items[0].result_key is None
+    assert repo.expired_jobs() == []
+
+
+def test_delete_removes_rows_and_returns_keys(repo: Repository) -> None:
+    job = make_job(2)
+    repo.create_job(job)
+    assert sorted(repo.delete_job(job.id)) == sorted(i.input_key for i in job.items)
+    with pytest.raises(NotFound):
+        repo.get_job(job.id)
+
+
+def test_progress_and_stage_are_recorded_by_heartbeats(repo: Repository) -> None:
+    job = make_job(1)
+    repo.create_job(job)
+    claim = repo.claim(job.items[0].id, 30)
+    assert claim is not None
+    beat = repo.heartbeat(claim, 30, progress=140, stage="tile 3/4")
+    assert beat.owned and not beat.cancel_requested
+    item = repo.get_item(claim.item.id)
+    assert (item.progress, item.stage) == (100, "tile 3/4")

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import pytest
+
+from imgq.domain.names import safe_name, unique_names, with_extension
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("photo.jpg", "photo.jpg"), ("../../x.png", "x.png"), ("..\\..\\win.png", "win.png"),
+     ("a\x00b.png", "a_b.png"), ("", "image"), (None, "image"), ("..", "image"),
+     ("/etc/passwd", "passwd"), ("my photo (1).JPG", "my photo (1).JPG")],
+)
+def test_client_names_never_become_paths(raw: str | None, expected: str) -> None:
+    assert safe_name(raw) == expected
+
+
+def test_very_long_names_are_shortened_keeping_the_extension() -> None:
+    name = safe_name("a" * 4096 + ".png")
+    assert len(name) <= 120 and name.endswith(".png")
+
+
+def test_result_name_takes_the_output_extension() -> None:
+    assert with_extension("photo.jpg", "webp") == "photo.webp"
+    assert with_extension("noext", "png") == "noext.png"
+
+
+def test_archive_names_are_unique_regardless_of_case() -> None:
+    assert unique_names(["a.png", "A.png", "a.png", "b"]) == ["a.png", "A (2).png", "a (3).png", "b"]
