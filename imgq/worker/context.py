@@ -22,6 +22,7 @@ class ItemContext:
                  steps: int) -> None:
         self.repo, self.claim, self.lease = repo, claim, lease
         self.started = time.monotonic()
+        self.time_limit = time_limit
         self.deadline = self.started + time_limit
         self.steps = max(1, steps)
         self.step_index = 0
@@ -81,7 +82,7 @@ class ItemContext:
             raise Cancelled()
         if time.monotonic() > self.deadline:
             raise TimeLimitExceeded(
-                f"the item took longer than its time limit of {self.deadline - self.started:.0f} s"
+                f"the item took longer than its time limit of {self.time_limit:g} s"
             )
 
     def monitor(self, image: pyvips.Image) -> None:

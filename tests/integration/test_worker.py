@@ -1,0 +1,208 @@
+"""The worker's execute(): claim → run → store → finish, retries, cancel, time limit, sweeper."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import pyvips
+
+from imgq.config import load_settings
+from imgq.domain.models import Item, Job
+from imgq.domain.status import JobStatus, Status
+from imgq.errors import TransientError
+from imgq.ops import default_registry
+from imgq.ops.base import NoParams, Operation, Registry, StepContext
+from imgq.ops.image import Image
+from imgq.store.repository import utcnow
+from imgq.worker.execute import backoff, execute
+from imgq.worker.runtime import Runtime
+from imgq.worker.sweeper import sweep
+
+
+class Flaky(Operation):
+    """Fails transiently the first `failures` times it runs."""
+
+    name = "flaky"
+    summary = "test"
+    failures: ClassVar[int] = 0
+    calls: ClassVar[int] = 0
+
+    def apply(self, image: Image, params: NoParams, ctx: StepContext) -> Image:
+        type(self).calls += 1
+        if type(self).calls <= type(self).failures:
+            raise TransientError("storage hiccup")
+        return image
+
+
+class Slow(Operation):
+    """Takes a while, asking between its slices whether to stop (as tiled AI steps do)."""
+
+    name = "slow"
+    summary = "test"
+    started = threading.Event()
+
+    def apply(self, image: Image, params: NoParams, ctx: StepContext) -> Image:
+        type(self).started.set()
+        for i in range(200):
+            ctx.check()
+            ctx.progress(i / 200, f"slice {i + 1}/200")
+            time.sleep(0.01)
+        return image
+
+
+class Broken(Operation):
+    name = "broken"
+    summary = "test"
+
+    def apply(self, image: Image, params: NoParams, ctx: StepContext) -> Image:
+        raise ValueError("a bug")
+
+
+@pytest.fixture
+def rt(tmp_path: Path) -> Iterator[Runtime]:
+    settings = load_settings(data_dir=tmp_path, lease_seconds=5, retry_backoff=0.05,
+                             max_attempts=3, item_time_limit=30)
+    runtime = Runtime.from_settings(settings, run_migrations=True)
+    registry = Registry()
+    for op in default_registry():
+        registry.add(op)
+    for op in (Flaky(), Slow(), Broken()):
+        registry.add(op)
+    runtime.registry = registry
+    Flaky.calls, Flaky.failures = 0, 0
+    Slow.started.clear()
+    yield runtime
+    runtime.close()
+
+
+def submit(rt: Runtime, pipeline: list[dict[str, Any]], data: bytes | None = None) -> Job:
+    job_id = str(uuid.uuid4())
+    src = rt.settings.data_dir / f"upload-{job_id}"
+    if data is None:
+        pyvips.Image.black(32, 24, bands=3).write_to_file(str(src) + ".png")
+        src = Path(str(src) + ".png")
+    else:
+        src.write_bytes(data)
+    key = f"{job_id}/inputs/0.png"
+    rt.blobs.put_file(key, src)
+    now = utcnow()
+    item = Item(id=str(uuid.uuid4()), job_id=job_id, idx=0, status=Status.queued,
+                input_name="photo.png", input_key=key, queued_at=now,
+                input_meta={"format": "png", "width": 32, "height": 24, "bytes": 1})
+    job = Job(id=job_id, created_at=now, expires_at=now, pipeline=pipeline, resource="cpu",
+              item_count=1, items=[item])
+    rt.repo.create_job(job)
+    return job
+
+
+def test_an_item_runs_to_a_stored_result(rt: Runtime) -> None:
+    job = submit(rt, [{"op": "grayscale"}])
+    assert execute(rt, job.items[0].id).status == "succeeded"
+    item = rt.repo.get_item(job.items[0].id)
+    assert item.status == Status.succeeded and item.result_key
+    assert rt.blobs.exists(item.result_key)
+    assert item.result_meta == {"format": "png", "width": 32, "height": 24, "frames": 1,
+                                "bytes": rt.blobs.size(item.result_key)}
+
+
+def test_a_duplicate_message_does_nothing(rt: Runtime) -> None:
+    job = submit(rt, [{"op": "grayscale"}])
+    execute(rt, job.items[0].id)
+    assert execute(rt, job.items[0].id).status == "skipped"
+    assert rt.repo.get_item(job.items[0].id).attempts == 1
+
+
+def test_a_transient_error_is_retried_after_a_backoff(rt: Runtime) -> None:
+    Flaky.failures = 1
+    job = submit(rt, [{"op": "flaky"}])
+    first = execute(rt, job.items[0].id)
+    assert first.status == "retry" and first.retry_in is not None
+    item = rt.repo.get_item(job.items[0].id)
+    assert item.status == Status.queued and item.not_before is not None
+    assert execute(rt, job.items[0].id).status == "skipped"  # not due yet
+    time.sleep(first.retry_in + 0.01)
+    assert execute(rt, job.items[0].id).status == "succeeded"
+    assert rt.repo.get_item(job.items[0].id).attempts == 2
+
+
+def test_transient_errors_fail_the_item_after_the_attempt_limit(rt: Runtime) -> None:
+    Flaky.failures = 99
+    job = submit(rt, [{"op": "flaky"}])
+    for _ in range(3):
+        outcome = execute(rt, job.items[0].id)
+        if outcome.retry_in:
+            time.sleep(outcome.retry_in + 0.01)
+    item = rt.repo.get_item(job.items[0].id)
+    assert item.status == Status.failed and item.attempts == 3
+    assert "gave up after 3 attempts" in (item.error_message or "")
+
+
+def test_an_undecodable_image_fails_at_once_with_a_clear_error(rt: Runtime) -> None:
+    good = pyvips.Image.black(64, 64, bands=3).write_to_buffer(".png")
+    job = submit(rt, [{"op": "grayscale"}], data=good[: len(good) // 2])
+    assert execute(rt, job.items[0].id).status == "failed"
+    item = rt.repo.get_item(job.items[0].id)
+    assert item.attempts == 1 and item.error_code == "decode_error"
+    assert "cannot" in (item.error_message or "")
+
+
+def test_a_bug_in_an_operation_fails_the_item_without_leaking_details(rt: Runtime) -> None:
+    job = submit(rt, [{"op": "broken"}])
+    assert execute(rt, job.items[0].id).status == "failed"
+    item = rt.repo.get_item(job.items[0].id)
+    assert item.error_code == "internal_error" and "a bug" not in (item.error_message or "")
+
+
+def test_cancel_stops_a_running_item_at_its_next_check(rt: Runtime) -> None:
+    job = submit(rt, [{"op": "slow"}, {"op": "grayscale"}])
+    result: list[str] = []
+    worker = threading.Thread(target=lambda: result.append(execute(rt, job.items[0].id).status))
+    worker.start()
+    assert Slow.started.wait(5)
+    rt.repo.cancel_job(job.id)
+    worker.join(10)
+    assert result == ["cancelled"]
+    assert rt.repo.get_job(job.id).status == JobStatus.cancelled
+
+
+def test_the_time_limit_fails_a_long_item(rt: Runtime) -> None:
+    rt.settings = rt.settings.model_copy(update={"item_time_limit": 0.3})
+    job = submit(rt, [{"op": "slow"}])
+    assert execute(rt, job.items[0].id).status == "failed"
+    item = rt.repo.get_item(job.items[0].id)
+    assert item.error_code == "time_limit" and "time limit of 0.3 s" in (item.error_message or "")
+
+
+def test_progress_and_stage_are_reported_while_running(rt: Runtime) -> None:
+    job = submit(rt, [{"op": "slow"}])
+    seen: set[str] = set()
+    worker = threading.Thread(target=execute, args=(rt, job.items[0].id))
+    worker.start()
+    while worker.is_alive():
+        item = rt.repo.get_item(job.items[0].id)
+        if item.status == Status.running and item.stage:
+            seen.add(item.stage)
+        time.sleep(0.05)
+    assert any(s.startswith("slice ") for s in seen)
+
+
+def test_backoff_grows_and_has_jitter() -> None:
+    draws = [backoff(3, 1.0) for _ in range(50)]
+    assert all(2.0 <= d <= 4.0 for d in draws) and len(set(draws)) > 1
+    assert backoff(1, 1.0) <= 1.0
+
+
+def test_the_sweeper_expires_jobs_and_removes_their_files(rt: Runtime) -> None:
+    job = submit(rt, [{"op": "grayscale"}])
+    execute(rt, job.items[0].id)
+    item = rt.repo.get_item(job.items[0].id)
+    report = sweep(rt)
+    assert report.expired_jobs == [job.id]
+    assert not rt.blobs.exists(item.input_key) and not rt.blobs.exists(item.result_key or "")
+    assert rt.repo.get_job(job.id).data_removed
