@@ -21,13 +21,22 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
-        # pysqlite's own transaction handling defers BEGIN; take the write lock at BEGIN
-        # instead, so concurrent guarded updates from several processes serialise cleanly.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+WRITE = {"imgq_write": True}
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # Writers take the write lock at BEGIN (IMMEDIATE), so a transaction that reads before it
+    # writes never fails to upgrade its lock under concurrency; readers BEGIN deferred and,
+    # with WAL, read a snapshot without blocking anyone.
+    immediate = conn.get_execution_options().get("imgq_write")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -8,7 +8,8 @@ worker whose claim token no longer matches can change nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy.engine import Row
 from imgq.domain.models import Claim, Item, Job
 from imgq.domain.status import FINISHED, Status, allowed_from
 from imgq.errors import InvalidTransition, NotFound
+from imgq.store.db import WRITE
 from imgq.store.tables import items, jobs
 
 _ITEM_FIELDS = [f.name for f in fields(Item)]
@@ -41,9 +43,14 @@ class Repository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            yield conn
+
     # -- jobs ---------------------------------------------------------------------------
     def create_job(self, job: Job) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(insert(jobs).values(**{f: getattr(job, f) for f in _JOB_FIELDS}))
             conn.execute(
                 insert(items),
@@ -96,7 +103,7 @@ class Repository:
 
     def cancel_job(self, job_id: str) -> Job:
         """Queued items never run; running ones stop at their next step; finished ones stay."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             found = conn.execute(
                 update(jobs).where(jobs.c.id == job_id).values(cancel_requested=True)
             ).rowcount
@@ -113,7 +120,7 @@ class Repository:
 
     def delete_job(self, job_id: str) -> list[str]:
         """Remove a job and its items; return the blob keys to delete."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             keys = self._blob_keys(conn, [job_id])
             conn.execute(delete(items).where(items.c.job_id == job_id))
             if not conn.execute(delete(jobs).where(jobs.c.id == job_id)).rowcount:
@@ -131,7 +138,7 @@ class Repository:
         """Take a queued item that is due. None when someone else has it or it is not due."""
         now = utcnow()
         token = str(uuid.uuid4())
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             claimed = conn.execute(
                 update(items)
                 .where(
@@ -161,7 +168,7 @@ class Repository:
             values["progress"] = max(0, min(100, progress))
         if stage is not None:
             values["stage"] = stage[:200]
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             owned = conn.execute(
                 update(items).where(*_owned(claim)).values(**values)
             ).rowcount == 1
@@ -199,7 +206,7 @@ class Repository:
     def _finish(self, claim: Claim, target: Status, **values: Any) -> None:
         values.setdefault("finished_at", utcnow())
         values.setdefault("lease_until", None)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             done = conn.execute(
                 update(items)
                 .where(*_owned(claim, allowed_from(target)))
@@ -220,7 +227,7 @@ class Repository:
         """Items whose lease ran out: requeue them, or fail those out of attempts."""
         now = utcnow()
         lost = and_(items.c.status == Status.running.value, items.c.lease_until < now)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             rows = conn.execute(select(items.c.id, items.c.attempts).where(lost)).all()
             retry = [r.id for r in rows if r.attempts < max_attempts]
             give_up = [r.id for r in rows if r.attempts >= max_attempts]
@@ -264,7 +271,7 @@ class Repository:
         now = utcnow()
         stuck = and_(items.c.status == Status.queued.value,
                      items.c.queued_at < now - timedelta(seconds=older_than_seconds))
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             ids = list(conn.execute(select(items.c.id).where(stuck)).scalars())
             if ids:
                 conn.execute(
@@ -295,7 +302,7 @@ class Repository:
 
     def mark_expired(self, job_id: str) -> None:
         """Keep a tombstone: the job and its items stay, marked expired, without files."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(data_removed=True))
             conn.execute(
                 update(items)
