@@ -8,9 +8,32 @@ from imgq.ops.base import Registry
 
 
 def _fill(registry: Registry) -> None:
-    from imgq.ops import grayscale
+    from imgq.ops import (
+        blur,
+        brightness,
+        contrast,
+        crop,
+        edge_enhance,
+        edges,
+        encode,
+        flip,
+        flop,
+        grayscale,
+        resize,
+        rotate,
+        saturation,
+        sharpen,
+        smooth,
+        thumbnail,
+    )
 
-    for module in (grayscale,):
+    modules = (
+        grayscale, blur, sharpen, edges, smooth, edge_enhance,
+        brightness, contrast, saturation,
+        resize, thumbnail, crop, rotate, flip, flop,
+        encode,
+    )
+    for module in modules:
         for op in module.OPERATIONS:
             registry.add(op)
 

@@ -98,7 +98,7 @@ def probe(path: Path, name: str, limits: Limits) -> ImageInfo:
     try:
         header = _load(path, fmt, access="sequential")
     except pyvips.Error as exc:
-        raise UnsupportedFormat(f"{name}: unreadable {fmt} header ({_vips_reason(exc)})", file=name) from None
+        raise UnsupportedFormat(f"{name}: unreadable {fmt} header ({vips_reason(exc)})", file=name) from None
     frames = _pages(header)
     width, height = header.width, header.height
     if frames > 1 and fmt in ANIMATABLE:
@@ -122,9 +122,11 @@ def _pages(image: pyvips.Image) -> int:
     return int(image.get("n-pages")) if "n-pages" in image.get_fields() else 1
 
 
-def _vips_reason(exc: pyvips.Error) -> str:
-    detail = (exc.detail or exc.message or "").strip().splitlines()
-    return detail[-1][:200] if detail else "unknown reason"
+def vips_reason(exc: pyvips.Error) -> str:
+    """The line of libvips' error that names the cause: the first one (later lines are
+    consequences such as "vips2png: unable to write to target")."""
+    lines = [ln.strip() for ln in (exc.detail or exc.message or "").splitlines() if ln.strip()]
+    return lines[0][:200] if lines else "unknown reason"
 
 
 @dataclass
@@ -191,7 +193,7 @@ def decode(path: Path, fmt: str) -> Image:
         if image.get_typeof("orientation") and int(image.get("orientation")) not in (0, 1):
             image = _load(path, fmt, fail_on="error").autorot()
     except pyvips.Error as exc:
-        raise DecodeError(f"cannot decode {fmt} image: {_vips_reason(exc)}") from None
+        raise DecodeError(f"cannot decode {fmt} image: {vips_reason(exc)}") from None
     return Image(vips=image, source_format=fmt)
 
 
@@ -246,5 +248,5 @@ def encode_to_file(
     try:
         getattr(out, _SAVERS[fmt])(str(path), **options)
     except pyvips.Error as exc:
-        raise DecodeError(f"cannot process the image: {_vips_reason(exc)}") from None
+        raise DecodeError(f"cannot process the image: {vips_reason(exc)}") from None
     return ImageInfo(fmt, int(out.width), int(out.height), 1, path.stat().st_size)
