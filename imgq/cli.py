@@ -39,20 +39,61 @@ def serve(
     no_workers: Annotated[bool, typer.Option(
         "--no-workers", help="Run the API only; workers run elsewhere.")] = False,
 ) -> None:
-    """Run the API, the web page, embedded workers and the sweeper."""
+    """Run the API, the web page, embedded workers and the sweeper.
+
+    With IMGQ_BROKER_URL set, only the API: it publishes to the broker, `imgq worker`
+    processes run the items and `imgq beat` sweeps."""
     import uvicorn
 
     from imgq.api.app import create_app
-    from imgq.dispatch.embedded import EmbeddedDispatcher
+    from imgq.dispatch import broker_kind, make_dispatcher
 
     settings = _settings(host=host, port=port, workers=workers)
-    dispatcher = None if no_workers else EmbeddedDispatcher(settings)
-    application = create_app(settings, dispatcher)
+    try:
+        fleet = broker_kind(settings) != "embedded"
+        dispatcher = make_dispatcher(settings, embedded_workers=not no_workers)
+    except SettingsError as exc:
+        typer.echo(f"imgq: {exc}", err=True)
+        raise typer.Exit(2) from None
+    application = create_app(settings, dispatcher, sweeper=not fleet)
     log.info("imgq serving on http://%s:%d (database %s, storage %s, %s)", settings.host,
              settings.port, settings.database_url.split("@")[-1], settings.storage_url,
-             "no workers" if dispatcher is None else f"{dispatcher.workers} worker processes")
+             "no workers" if dispatcher is None else dispatcher.describe())
     uvicorn.run(application, host=settings.host, port=settings.port, log_config=None,
                 access_log=False, timeout_graceful_shutdown=10)
+
+
+@app.command(epilog=SETTINGS_HELP)
+def worker(
+    queues: Annotated[str | None, typer.Option(
+        help="Comma-separated queues; cpu and gpu stand for IMGQ_CPU_QUEUE and "
+        "IMGQ_GPU_QUEUE [default: cpu,gpu].")] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        help="Items run at once; default IMGQ_WORKERS, or one per core.")] = None,
+    pool: Annotated[str | None, typer.Option(
+        help="Celery pool: prefork (default), threads or solo.")] = None,
+) -> None:
+    """Run items from the broker (IMGQ_BROKER_URL: Celery on redis:// or amqp://, or nats://)."""
+    from imgq.dispatch import run_worker
+
+    try:
+        run_worker(_settings(), queues, concurrency, pool)
+    except SettingsError as exc:
+        typer.echo(f"imgq: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command(epilog=SETTINGS_HELP)
+def beat() -> None:
+    """The fleet's sweeper: lost leases and unpublished items every IMGQ_QUEUE_SWEEP_INTERVAL,
+    expiry every IMGQ_SWEEP_INTERVAL. Run exactly one per fleet."""
+    from imgq.dispatch import run_beat
+
+    try:
+        run_beat(_settings())
+    except SettingsError as exc:
+        typer.echo(f"imgq: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command(epilog=SETTINGS_HELP)
@@ -84,6 +125,11 @@ def show_settings() -> None:
     settings = _settings()
     for name in Settings.model_fields:
         typer.echo(f"IMGQ_{name.upper()}={getattr(settings, name)}")
+
+
+from imgq import cli_client  # noqa: E402  (submit, status, download, ops)
+
+cli_client.register(app)
 
 
 def main() -> None:

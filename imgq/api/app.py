@@ -13,12 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from imgq import __version__
-from imgq.api.routes import jobs, meta
+from imgq.api import compat
+from imgq.api.routes import events, jobs, limits, meta, metrics, previews, web
 from imgq.config import Settings
 from imgq.dispatch.base import Dispatcher
 from imgq.errors import ImgqError
 from imgq.worker.runtime import Runtime
 from imgq.worker.sweeper import SweepReport, sweep_expiry, sweep_queue
+from imgq.worker.webhooks import deliver_due_webhooks
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ async def _upkeep(rt: Runtime, dispatcher: Dispatcher | None) -> None:
             if loop.time() - last_expiry >= rt.settings.sweep_interval:
                 await anyio.to_thread.run_sync(sweep_expiry, rt, report)
                 last_expiry = loop.time()
+            await anyio.to_thread.run_sync(deliver_due_webhooks, rt)
         except Exception:
             log.exception("sweep failed; trying again in %.0f s", tick)
         await asyncio.sleep(tick)
@@ -70,6 +73,13 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None,
     app.state.dispatcher = dispatcher
     app.include_router(jobs.router)
     app.include_router(meta.router)
+    app.include_router(metrics.router)
+    for router in (events.router, previews.router, limits.router):
+        app.include_router(router)
+    web.install(app)
+    for router, tag in compat.enabled(settings):  # the earlier systems' APIs (docs/compat.md)
+        app.include_router(router)
+        app.openapi_tags = [*(app.openapi_tags or []), tag]
     _add_error_handlers(app)
     return app
 

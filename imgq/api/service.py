@@ -18,6 +18,7 @@ from imgq.errors import InvalidRequest
 from imgq.ops.image import INPUT_FORMATS, ImageInfo, Limits, probe
 from imgq.store.repository import utcnow
 from imgq.worker.runtime import Runtime
+from imgq.worker.webhooks import accept_callback_url
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,14 @@ def parse_ttl(rt: Runtime, raw: str | int | None) -> int:
 async def submit_job(
     rt: Runtime, dispatcher: Dispatcher | None, upload: Upload,
     pipeline: str | list[Any] | list[StepSpec], ttl_seconds: int, source: str = "api",
-    extra: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None, callback_url: str | None = None, base_url: str = "",
 ) -> Job:
     """Check everything, then store files and rows, then dispatch. Nothing is stored when a
     check fails; the staged uploads are the caller's to discard."""
     if not upload.files:
         raise InvalidRequest("no files: send one or more images in the 'files' field")
+    if callback_url:
+        callback_url = accept_callback_url(rt.settings, callback_url)
     specs = pipeline if _is_specs(pipeline) else parse_pipeline(pipeline)  # type: ignore[arg-type]
     steps = rt.registry.bind(specs)  # type: ignore[arg-type]
     limits = limits_of(rt)
@@ -60,7 +63,7 @@ async def submit_job(
         for item, staged in zip(job.items, upload.files):
             await anyio.to_thread.run_sync(rt.blobs.put_file, item.input_key, staged.path)
             stored.append(item.input_key)
-        await anyio.to_thread.run_sync(rt.repo.create_job, job)
+        await anyio.to_thread.run_sync(rt.repo.create_job, job, callback_url, base_url)
     except BaseException:
         rt.blobs.delete(stored)
         raise

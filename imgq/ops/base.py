@@ -62,6 +62,11 @@ class Operation:
     def apply(self, image: Image, params: Any, ctx: StepContext) -> Image:
         raise NotImplementedError
 
+    def margin(self, params: Any) -> int:
+        """How many pixels around each output pixel the step reads (0: pixel by pixel).
+        The runner uses it to keep chained neighbourhood filters from recomputing."""
+        return 0
+
     def load(self, path: Path, fmt: str, params: Any) -> Image | None:
         """Optionally decode and apply at once (shrink-on-load); None means not possible."""
         return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pyvips
 from pydantic import Field
 
@@ -24,6 +26,9 @@ class Blur(Operation):
     name = "blur"
     summary = "Gaussian blur (alpha is left as it is; 16-bit and grey are kept)."
     params_model = BlurParams
+
+    def margin(self, params: BlurParams) -> int:
+        return math.ceil(3 * params.radius)
 
     def apply(self, image: Image, params: BlurParams, ctx: StepContext) -> Image:
         def blur(colour: pyvips.Image) -> pyvips.Image:

@@ -21,6 +21,9 @@ class EdgeEnhance(Operation):
     summary = "Enhance edges (Pillow's EDGE_ENHANCE kernel); alpha is left as it is."
     params_model = EdgeEnhanceParams
 
+    def margin(self, params: EdgeEnhanceParams) -> int:
+        return 1  # a 3×3 kernel
+
     def apply(self, image: Image, params: EdgeEnhanceParams, ctx: StepContext) -> Image:
         weights, scale = EDGE_ENHANCE_MORE if params.more else EDGE_ENHANCE
         return kernel3x3(image, weights, scale=scale)

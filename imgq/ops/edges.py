@@ -13,6 +13,9 @@ class Edges(Operation):
     name = "edges"
     summary = "Find edges (a 3×3 Laplacian like Pillow's FIND_EDGES); flat areas turn black."
 
+    def margin(self, params: NoParams) -> int:
+        return 1  # a 3×3 kernel
+
     def apply(self, image: Image, params: NoParams, ctx: StepContext) -> Image:
         return kernel3x3(image, FIND_EDGES)
 

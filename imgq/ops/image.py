@@ -8,6 +8,7 @@ libvips instead of holding whole decoded images in memory.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -126,7 +127,11 @@ def vips_reason(exc: pyvips.Error) -> str:
     """The line of libvips' error that names the cause: the first one (later lines are
     consequences such as "vips2png: unable to write to target")."""
     lines = [ln.strip() for ln in (exc.detail or exc.message or "").splitlines() if ln.strip()]
-    return lines[0][:200] if lines else "unknown reason"
+    reason = lines[0] if lines else "unknown reason"
+    return _PATH.sub("<file>", reason)[:200]  # server paths are nobody else's business
+
+
+_PATH = re.compile(r"(?:/[\w.@+-]+){2,}/?")
 
 
 @dataclass
@@ -198,7 +203,7 @@ def decode(path: Path, fmt: str) -> Image:
 
 
 _SAVE_OPTIONS: dict[str, Callable[[EncodeOptions], dict[str, Any]]] = {
-    "jpeg": lambda o: {"Q": o.quality or 85, "optimize_coding": True, "interlace": False},
+    "jpeg": lambda o: {"Q": o.quality or 85, "interlace": False},
     "png": lambda o: {"compression": 6},
     "webp": lambda o: {"Q": o.quality or 80, "lossless": o.lossless, "effort": 4},
     "avif": lambda o: {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pydantic import Field
 
 from imgq.ops._filters import kernel3x3, unsharp
@@ -30,6 +32,9 @@ class Sharpen(Operation):
     name = "sharpen"
     summary = "Sharpen details (alpha is left as it is; 16-bit and grey are kept)."
     params_model = SharpenParams
+
+    def margin(self, params: SharpenParams) -> int:
+        return 1 if params.sigma is None else math.ceil(3 * params.sigma)
 
     def apply(self, image: Image, params: SharpenParams, ctx: StepContext) -> Image:
         if params.sigma is not None:

@@ -17,6 +17,9 @@ class Smooth(Operation):
     name = "smooth"
     summary = "Smooth lightly (Pillow's SMOOTH 3×3 kernel); alpha is left as it is."
 
+    def margin(self, params: NoParams) -> int:
+        return 1  # a 3×3 kernel
+
     def apply(self, image: Image, params: NoParams, ctx: StepContext) -> Image:
         weights, scale = SMOOTH
         return kernel3x3(image, weights, scale=scale)

@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, pool_size: int | None = None, max_overflow: int | None = None,
+                **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
         db_path = url.split("///", 1)[-1]
         if db_path and db_path != ":memory:":
@@ -25,6 +26,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if pool_size is not None:  # a server database: each process keeps its own pool
+        kwargs.setdefault("pool_size", pool_size)
+    if max_overflow is not None:
+        kwargs.setdefault("max_overflow", max_overflow)
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 

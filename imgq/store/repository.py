@@ -14,14 +14,27 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Text,
+    and_,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Row
 
 from imgq.domain.models import Claim, Item, Job
 from imgq.domain.status import FINISHED, Status, allowed_from
 from imgq.errors import InvalidTransition, NotFound
 from imgq.store.db import WRITE
-from imgq.store.tables import items, jobs
+from imgq.store.tables import compat_tasks, items, jobs, webhooks
 
 _ITEM_FIELDS = [f.name for f in fields(Item)]
 _JOB_FIELDS = [f.name for f in fields(Job) if f.name != "items"]
@@ -39,9 +52,29 @@ class Beat:
     cancel_requested: bool
 
 
+WEBHOOK_PENDING, WEBHOOK_DELIVERED, WEBHOOK_FAILED = "pending", "delivered", "failed"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A webhook in the outbox: where to send which job's result, and how it went."""
+
+    id: str
+    job_id: str
+    url: str
+    base_url: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime
+    delivered_at: datetime | None = None
+    last_error: str | None = None
+
+
 class Repository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._recent_jobs: dict[str, Job] = {}
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -49,13 +82,18 @@ class Repository:
             yield conn
 
     # -- jobs ---------------------------------------------------------------------------
-    def create_job(self, job: Job) -> None:
+    def create_job(self, job: Job, callback_url: str | None = None, base_url: str = "") -> None:
         with self._write() as conn:
             conn.execute(insert(jobs).values(**{f: getattr(job, f) for f in _JOB_FIELDS}))
             conn.execute(
                 insert(items),
                 [{f: _db_value(getattr(i, f)) for f in _ITEM_FIELDS} for i in job.items],
             )
+            if callback_url:  # the outbox row commits with the job, or neither does
+                conn.execute(insert(webhooks).values(
+                    id=str(uuid.uuid4()), job_id=job.id, url=callback_url, base_url=base_url,
+                    status=WEBHOOK_PENDING, attempts=0, next_attempt_at=job.created_at,
+                    created_at=job.created_at))
 
     def get_job(self, job_id: str) -> Job:
         found = self.get_jobs([job_id])
@@ -152,12 +190,24 @@ class Repository:
                     started_at=func.coalesce(items.c.started_at, now), stage="starting",
                     not_before=None,
                 )
-            ).rowcount
-            if not claimed:
+                .returning(*items.c)
+            ).first()
+            if claimed is None:
                 return None
-            item = _item(conn.execute(select(items).where(items.c.id == item_id)).one())
-            job = _job(conn.execute(select(jobs).where(jobs.c.id == item.job_id)).one())
+            item = _item(claimed)
+            job = self._job_for_claim(conn, item.job_id)
         return Claim(item=item, job=job, token=token)
+
+    def _job_for_claim(self, conn: Connection, job_id: str) -> Job:
+        # A job's pipeline never changes, and what may change (cancel) reaches a running item
+        # through its heartbeats, so a worker can keep the rows of recent jobs.
+        job = self._recent_jobs.get(job_id)
+        if job is None:
+            job = _job(conn.execute(select(jobs).where(jobs.c.id == job_id)).one())
+            if len(self._recent_jobs) >= 256:
+                self._recent_jobs.pop(next(iter(self._recent_jobs)))
+            self._recent_jobs[job_id] = job
+        return job
 
     def heartbeat(
         self, claim: Claim, lease_seconds: float, progress: int | None = None,
@@ -228,7 +278,9 @@ class Repository:
         now = utcnow()
         lost = and_(items.c.status == Status.running.value, items.c.lease_until < now)
         with self._write() as conn:
-            rows = conn.execute(select(items.c.id, items.c.attempts).where(lost)).all()
+            # SKIP LOCKED: sweepers on several machines never fight over the same rows.
+            rows = conn.execute(select(items.c.id, items.c.attempts).where(lost)
+                                .with_for_update(skip_locked=True)).all()
             retry = [r.id for r in rows if r.attempts < max_attempts]
             give_up = [r.id for r in rows if r.attempts >= max_attempts]
             if retry:
@@ -247,16 +299,20 @@ class Repository:
                 )
         return retry, give_up
 
-    def due_items(self, limit: int = 1000) -> list[tuple[str, str]]:
-        """Queued items that are due now, oldest first, with their job's resource class."""
+    def due_items(self, limit: int = 1000, due_for: float = 0.0) -> list[tuple[str, str]]:
+        """Queued items that are due now (and have been for `due_for` seconds), oldest first,
+        with their job's resource class. Rows a worker is claiming right now are skipped."""
         now = utcnow()
+        since = now - timedelta(seconds=due_for)
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(items.c.id, jobs.c.resource)
                 .join(jobs, jobs.c.id == items.c.job_id)
                 .where(items.c.status == Status.queued.value,
-                       or_(items.c.not_before.is_(None), items.c.not_before <= now))
+                       or_(items.c.not_before.is_(None), items.c.not_before <= since),
+                       items.c.queued_at <= since)
                 .order_by(items.c.queued_at).limit(limit)
+                .with_for_update(of=items, skip_locked=True)
             ).all()
         return [(r.id, r.resource) for r in rows]
 
@@ -272,7 +328,8 @@ class Repository:
         stuck = and_(items.c.status == Status.queued.value,
                      items.c.queued_at < now - timedelta(seconds=older_than_seconds))
         with self._write() as conn:
-            ids = list(conn.execute(select(items.c.id).where(stuck)).scalars())
+            ids = list(conn.execute(select(items.c.id).where(stuck)
+                                    .with_for_update(skip_locked=True)).scalars())
             if ids:
                 conn.execute(
                     update(items).where(stuck, items.c.id.in_(ids)).values(
@@ -316,6 +373,123 @@ class Repository:
             rows = conn.execute(select(items.c.status, func.count()).group_by(items.c.status)).all()
         return {r[0]: r[1] for r in rows}
 
+    def metrics_snapshot(self, buckets: Sequence[float]) -> dict[str, list[tuple[Any, ...]]]:
+        """For /metrics: due queued items by resource, failed items by error code, and per
+        pipeline (as JSON text) the count, sum and cumulative bucket counts of processing
+        seconds. Read at scrape time, so every API server of a fleet reports the same."""
+        due = or_(items.c.not_before.is_(None), items.c.not_before <= utcnow())
+        joined = items.join(jobs, jobs.c.id == items.c.job_id)
+        pipeline = cast(jobs.c.pipeline, Text)
+        seconds = items.c.processing_seconds
+        with self.engine.connect() as conn:
+            depth = conn.execute(
+                select(jobs.c.resource, func.count()).select_from(joined)
+                .where(items.c.status == Status.queued.value, due).group_by(jobs.c.resource)
+            ).all()
+            failed = conn.execute(
+                select(items.c.error_code, func.count())
+                .where(items.c.status == Status.failed.value).group_by(items.c.error_code)
+            ).all()
+            histogram = conn.execute(
+                select(pipeline, func.count(), func.sum(seconds),
+                       *[func.sum(case((seconds <= b, 1), else_=0)) for b in buckets])
+                .select_from(joined).where(seconds.is_not(None)).group_by(pipeline)
+            ).all()
+        return {"queue_depth": [tuple(r) for r in depth], "failed": [tuple(r) for r in failed],
+                "processing": [tuple(r) for r in histogram]}
+
+    # -- live events and the webhook outbox ------------------------------------------------
+    def job_version(self, job_id: str) -> int | None:
+        """A number that grows with every change to the job or its items; None: no such job."""
+        with self.engine.connect() as conn:
+            return self._job_version(conn, job_id)
+
+    def job_snapshot(self, job_id: str) -> tuple[Job, int] | None:
+        """The job with its version; the version is read first, so it is never newer."""
+        with self.engine.connect() as conn:
+            version = self._job_version(conn, job_id)
+            found = self._load_jobs(conn, jobs.c.id == job_id)
+        return (found[0], version) if found and version is not None else None
+
+    def _job_version(self, conn: Connection, job_id: str) -> int | None:
+        own = conn.execute(select(jobs.c.version).where(jobs.c.id == job_id)).scalar()
+        if own is None:
+            return None
+        total = conn.execute(select(func.coalesce(func.sum(items.c.version), 0))
+                             .where(items.c.job_id == job_id)).scalar_one()
+        return int(own) + int(total)
+
+    def claim_webhooks(self, lease_seconds: float, limit: int = 20) -> list[Delivery]:
+        """Pending webhooks whose job has finished and that are due, each leased to the caller
+        (a sender that dies leaves it due again when the lease runs out)."""
+        now = utcnow()
+        unfinished = select(items.c.id).where(
+            items.c.job_id == webhooks.c.job_id,
+            items.c.status.in_(_values({Status.queued, Status.running}))).exists()
+        claimed = []
+        with self._write() as conn:
+            rows = conn.execute(
+                select(webhooks).where(webhooks.c.status == WEBHOOK_PENDING,
+                                       webhooks.c.next_attempt_at <= now, ~unfinished)
+                .order_by(webhooks.c.next_attempt_at).limit(limit)
+            ).all()
+            for row in rows:
+                won = conn.execute(
+                    update(webhooks).where(webhooks.c.id == row.id,
+                                           webhooks.c.status == WEBHOOK_PENDING,
+                                           webhooks.c.attempts == row.attempts)
+                    .values(attempts=row.attempts + 1,
+                            next_attempt_at=now + timedelta(seconds=lease_seconds))
+                ).rowcount
+                if won:
+                    claimed.append(_delivery(row, attempts=row.attempts + 1))
+        return claimed
+
+    def webhook_done(self, delivery: Delivery, error: str | None = None,
+                     retry_at: datetime | None = None) -> None:
+        """Record one attempt: delivered (no error), due again at retry_at, or given up."""
+        values: dict[str, Any] = {"last_error": error and error[:2000]}
+        if error is None:
+            values.update(status=WEBHOOK_DELIVERED, delivered_at=utcnow())
+        elif retry_at is None:
+            values.update(status=WEBHOOK_FAILED)
+        else:
+            values.update(next_attempt_at=retry_at)
+        with self._write() as conn:
+            done = conn.execute(
+                update(webhooks).where(webhooks.c.id == delivery.id,
+                                       webhooks.c.status == WEBHOOK_PENDING,
+                                       webhooks.c.attempts == delivery.attempts).values(**values)
+            ).rowcount
+        if not done:
+            raise InvalidTransition(f"webhook {delivery.id}: attempt {delivery.attempts} was "
+                                    "taken over by another sender or already recorded")
+
+    def webhooks_of(self, job_id: str) -> list[Delivery]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(webhooks).where(webhooks.c.job_id == job_id)
+                                .order_by(webhooks.c.created_at)).all()
+        return [_delivery(r) for r in rows]
+
+    # -- compatibility APIs: integer task ids (seed 002) -------------------------------------
+    def add_compat_task(self, task_id: int, system: str, job_id: str, filename: str) -> None:
+        with self._write() as conn:
+            conn.execute(insert(compat_tasks).values(
+                id=task_id, system=system, job_id=job_id, filename=filename[:300],
+                created_at=utcnow()))
+
+    def compat_task_job(self, system: str, task_id: int | None = None,
+                        filename: str | None = None) -> str | None:
+        """The job behind an integer task id, or behind the newest task of a file name."""
+        query = select(compat_tasks.c.job_id).where(compat_tasks.c.system == system)
+        if task_id is not None:
+            query = query.where(compat_tasks.c.id == task_id)
+        if filename is not None:
+            query = query.where(compat_tasks.c.filename == filename)
+        with self.engine.connect() as conn:
+            return conn.execute(
+                query.order_by(compat_tasks.c.created_at.desc()).limit(1)).scalar()
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(select(1))
@@ -342,3 +516,7 @@ def _item(row: Row[Any]) -> Item:
 
 def _job(row: Row[Any]) -> Job:
     return Job(**{f: getattr(row, f) for f in _JOB_FIELDS})
+
+
+def _delivery(row: Row[Any], **changes: Any) -> Delivery:
+    return Delivery(**{**{f.name: getattr(row, f.name) for f in fields(Delivery)}, **changes})

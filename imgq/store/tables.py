@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     TypeDecorator,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import literal_column
 
 
 
@@ -58,6 +60,9 @@ jobs = Table(
     Column("data_removed", Boolean, nullable=False, default=False),
     Column("source", String(32), nullable=False, default="api"),
     Column("extra", JSON, nullable=False, default=dict),
+    # Bumped by every UPDATE (Core applies onupdate): live event streams diff on it.
+    Column("version", Integer, nullable=False, default=0, server_default="0",
+           onupdate=literal_column("version") + 1),
     Index("ix_jobs_created_at", "created_at"),
     Index("ix_jobs_expires_at", "expires_at"),
 )
@@ -87,6 +92,41 @@ items = Table(
     Column("result_name", String(300), nullable=True),
     Column("result_key", String(200), nullable=True),
     Column("result_meta", JSON, nullable=True),
+    Column("version", Integer, nullable=False, default=0, server_default="0",
+           onupdate=literal_column("version") + 1),
     Index("ix_items_job_idx", "job_id", "idx", unique=True),
     Index("ix_items_status_not_before", "status", "not_before"),
+)
+
+# The webhook outbox: one row per job with a callback_url, written with the job; the sweeper
+# sends it once the job has finished, retrying with backoff until delivered or out of attempts.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("base_url", String(500), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("delivered_at", UTCDateTime(), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Index("ix_webhooks_status_next", "status", "next_attempt_at"),
+    Index("ix_webhooks_job_id", "job_id"),
+)
+
+# Integer task ids of the Image Queue Demo compatibility API (seed 002): random, not sequential,
+# below 2**53 so a JSON number holds them; each names an ordinary imgq job.
+compat_tasks = Table(
+    "compat_tasks",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("system", String(16), nullable=False),
+    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("filename", String(300), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_compat_tasks_system_filename", "system", "filename", "created_at"),
+    Index("ix_compat_tasks_job_id", "job_id"),
 )

@@ -29,30 +29,33 @@ class ItemContext:
         self.cancel_requested = False
         self.lost = False
         self._progress = (0, "starting")
-        self._written = 0.0
-        self._stop = threading.Event()
-        self._beater = threading.Thread(target=self._beat_loop, daemon=True,
-                                        name=f"heartbeat-{claim.item.id[:8]}")
+        self._written = self.started  # the claim itself just wrote the lease
+        self._lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> ItemContext:
-        self._beater.start()
+        _heartbeats.add(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._beater.join(timeout=5)
+        _heartbeats.discard(self)
 
-    def _beat_loop(self) -> None:
-        interval = max(0.2, self.lease / 3)
-        while not self._stop.wait(interval):
-            self._beat(force=True)
+    def due(self) -> bool:
+        return time.monotonic() - self._written >= self.lease / 3
 
     def _beat(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._written < PROGRESS_EVERY:
             return
-        self._written = now
+        if not self._lock.acquire(blocking=False):
+            return  # the other thread is writing this very moment
+        try:
+            self._written = now
+            self._write()
+        finally:
+            self._lock.release()
+
+    def _write(self) -> None:
         progress, stage = self._progress
         try:
             beat = self.repo.heartbeat(self.claim, self.lease, progress, stage)
@@ -103,3 +106,35 @@ class ItemContext:
     @property
     def log_extra(self) -> dict[str, Any]:
         return {"job_id": self.claim.job.id, "item_id": self.claim.item.id}
+
+
+class _Heartbeats:
+    """One thread per process keeps the leases of its running items alive, also while a
+    long native step (a big libvips or model call) gives no progress for a while."""
+
+    def __init__(self) -> None:
+        self._items: set[ItemContext] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, ctx: ItemContext) -> None:
+        with self._lock:
+            self._items.add(ctx)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True, name="heartbeats")
+                self._thread.start()
+
+    def discard(self, ctx: ItemContext) -> None:
+        with self._lock:
+            self._items.discard(ctx)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(0.2)
+            with self._lock:
+                due = [ctx for ctx in self._items if ctx.due()]
+            for ctx in due:
+                ctx._beat(force=True)
+
+
+_heartbeats = _Heartbeats()

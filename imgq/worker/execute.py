@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import tempfile
 from dataclasses import dataclass
@@ -42,11 +43,13 @@ def execute(rt: Runtime, item_id: str) -> Outcome:
                       len(steps))
     extra = ctx.log_extra
     log.info("item %s: running (attempt %d)", item_id, claim.item.attempts, extra=extra)
-    with ctx, tempfile.TemporaryDirectory(prefix="imgq-item-", dir=_tmp_dir(rt)) as tmp:
+    fd, tmp_name = tempfile.mkstemp(prefix="result-", dir=_tmp_dir(rt))
+    os.close(fd)
+    target = Path(tmp_name)
+    with ctx:
         try:
             with rt.blobs.open_local(claim.item.input_key) as source:
                 log.info("item %s: input read", item_id, extra=extra)
-                target = Path(tmp) / "result"
                 info = run_pipeline(steps, source, claim.item.input_meta["format"], target, ctx)
             return _store(rt, claim, ctx, target, info.format, info.__dict__)
         except Cancelled:
@@ -54,6 +57,8 @@ def execute(rt: Runtime, item_id: str) -> Outcome:
             return _guarded(claim, lambda: rt.repo.finish_cancelled(claim, ctx.elapsed), "cancelled")
         except Exception as exc:  # every failure becomes a state, never a crash
             return _failed(rt, claim, ctx, exc)
+        finally:
+            target.unlink(missing_ok=True)  # moved into the store on success
 
 
 def _tmp_dir(rt: Runtime) -> str | None:

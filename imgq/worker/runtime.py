@@ -26,10 +26,11 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings, run_migrations: bool = False) -> Runtime:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size,
+                             max_overflow=settings.db_max_overflow)
         if run_migrations:
             migrate(engine)
-        return cls(settings, Repository(engine), open_blob_store(settings.storage_url),
+        return cls(settings, Repository(engine), open_blob_store(settings.storage_url, settings),
                    default_registry())
 
     def close(self) -> None:

@@ -11,8 +11,16 @@ import pytest
 from imgq.blobs import BlobStore, open_blob_store
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(params=["local", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+    if request.param == "s3":  # a real S3 server, a fresh bucket and prefix per test
+        from imgq.config import load_settings
+
+        server = request.getfixturevalue("s3_server")
+        settings = load_settings(data_dir=tmp_path, **server.settings(),
+                                 s3_multipart_threshold=5 * 1024 * 1024)
+        yield open_blob_store(f"s3://{server.new_bucket()}/some/prefix", settings)
+        return
     yield open_blob_store((tmp_path / "blobs").as_uri())
 
 
@@ -84,3 +92,11 @@ def test_path_like_keys_are_refused(store: BlobStore, tmp_path: Path, key: str) 
 
 def test_ping_succeeds_on_a_working_store(store: BlobStore) -> None:
     store.ping()
+
+
+def test_a_file_larger_than_one_upload_part_round_trips(store: BlobStore, tmp_path: Path) -> None:
+    data = bytes(range(251)) * (12 * 1024 * 1024 // 251)  # over S3's multipart threshold
+    store.put_file("big/blob", _file(tmp_path, data))
+    assert store.size("big/blob") == len(data)
+    with store.open_local("big/blob") as path:
+        assert path.read_bytes() == data

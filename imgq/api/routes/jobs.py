@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 
 from imgq.api.archive import stream_zip
 from imgq.api.deps import BaseUrl, DispatcherDep, RuntimeDep, errors
@@ -37,6 +37,10 @@ SUBMIT_BODY = {
                              "resize:width=800|encode:format=webp. See GET /v1/operations."},
                 "ttl_seconds": {"type": "integer", "description":
                                 "How long the results are kept (default IMGQ_TTL_SECONDS)."},
+                "callback_url": {"type": "string", "format": "uri", "description":
+                                 "Webhook: when the job finishes, imgq POSTs the job (as GET "
+                                 "/v1/jobs/{id} shows it) here, signed in the Imgq-Signature "
+                                 "header; retried with backoff. Needs IMGQ_WEBHOOK_SECRET."},
             },
         }}},
     }
@@ -59,7 +63,8 @@ async def create_job(request: Request, response: Response, rt: RuntimeDep,
         if pipeline is None:
             raise InvalidRequest("missing the 'pipeline' field; see GET /v1/operations")
         ttl = parse_ttl(rt, upload.fields.get("ttl_seconds"))
-        job = await submit_job(rt, dispatcher, upload, pipeline, ttl)
+        job = await submit_job(rt, dispatcher, upload, pipeline, ttl,
+                               callback_url=upload.fields.get("callback_url"), base_url=base)
     finally:
         upload.discard()
     out = job_out(job, base)
@@ -102,9 +107,10 @@ def _download_headers(name: str) -> dict[str, str]:
 @router.get(
     "/{job_id}/items/{index}/result", summary="Download one result",
     responses={200: {"content": {"image/*": {}}, "description": "The result image."},
+               307: {"description": "A presigned S3 URL (IMGQ_S3_PRESIGNED_DOWNLOADS)."},
                **errors(404, 409, 410)},
 )
-async def get_result(job_id: str, index: int, rt: RuntimeDep) -> StreamingResponse:
+async def get_result(job_id: str, index: int, rt: RuntimeDep) -> Response:
     job = await anyio.to_thread.run_sync(rt.repo.get_job, job_id)
     item = next((i for i in job.items if i.idx == index), None)
     if item is None:
@@ -116,10 +122,14 @@ async def get_result(job_id: str, index: int, rt: RuntimeDep) -> StreamingRespon
                        status=item.status.value)
     fmt = (item.result_meta or {}).get("format", "png")
     media = OUTPUT_FORMATS.get(fmt, ("application/octet-stream", ""))[0]
+    presign = getattr(rt.blobs, "presigned_url", None)  # S3 stores have it
+    if rt.settings.s3_presigned_downloads and presign is not None:
+        url = presign(item.result_key, item.result_name or "result", media)
+        return RedirectResponse(url, status_code=307)  # the bytes come straight from S3
     size = await anyio.to_thread.run_sync(rt.blobs.size, item.result_key)
     headers = {**_download_headers(item.result_name or "result"), "Content-Length": str(size)}
-    return StreamingResponse(rt.blobs.iter_bytes(item.result_key), media_type=media,
-                             headers=headers)
+    chunks = await anyio.to_thread.run_sync(rt.blobs.iter_bytes, item.result_key)
+    return StreamingResponse(chunks, media_type=media, headers=headers)
 
 
 @router.get(

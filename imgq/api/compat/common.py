@@ -1,0 +1,151 @@
+"""What the compatibility APIs share: routers whose errors take each earlier system's shape,
+uploads, submission as ordinary imgq jobs, and result downloads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterable
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
+
+from imgq.api.archive import stream_zip
+from imgq.api.service import submit_job
+from imgq.api.uploads import Upload, receive_upload
+from imgq.dispatch.base import Dispatcher
+from imgq.domain.models import Item, Job
+from imgq.domain.status import Status
+from imgq.errors import Gone, ImgqError, InvalidRequest
+from imgq.ops.image import OUTPUT_FORMATS
+from imgq.worker.runtime import Runtime
+
+#: Turns an error into (HTTP status, body) in one earlier system's shape.
+ErrorRenderer = Callable[[ImgqError], tuple[int, Any]]
+
+
+def compat_router(tag: str, render: ErrorRenderer) -> APIRouter:
+    """A router whose routes answer every imgq error in the earlier system's own shape."""
+
+    class CompatRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def answer(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except ImgqError as exc:
+                    status, body = render(exc)
+                    return JSONResponse(body, status_code=status)
+                except RequestValidationError as exc:
+                    status, body = render(InvalidRequest(_validation_message(exc)))
+                    return JSONResponse(body, status_code=422 if status == 400 else status)
+
+            return answer
+
+    return APIRouter(tags=[tag], route_class=CompatRoute)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
+def tag_info(name: str, system: str, description: str) -> dict[str, str]:
+    return {"name": name, "description": f"**Compatibility API** of {system}, an earlier system "
+            f"imgq replaces: programs written for it work unchanged. {description} Every job it "
+            "creates is an ordinary imgq job, visible in /v1/jobs too."}
+
+
+# -- uploads and submission -------------------------------------------------------------------
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def dispatcher(request: Request) -> Dispatcher | None:
+    return request.app.state.dispatcher  # type: ignore[no-any-return]
+
+
+async def receive(request: Request, fields: Iterable[str], max_files: int | None = None) -> Upload:
+    """The multipart body, streamed to staging with imgq's limits (files, bytes per file)."""
+    rt = runtime(request)
+    count = rt.settings.max_files if max_files is None else max_files
+    return await receive_upload(request, rt.blobs.staging_dir(), count,
+                                rt.settings.max_file_bytes, frozenset(fields))
+
+
+async def submit(request: Request, upload: Upload, pipeline: list[dict[str, Any]], source: str,
+                 extra: dict[str, Any]) -> Job:
+    rt = runtime(request)
+    return await submit_job(rt, dispatcher(request), upload, pipeline, rt.settings.ttl_seconds,
+                            source=source, extra=extra)
+
+
+async def load_job(request: Request, job_id: str, source: str) -> Job | None:
+    """A job made through one compatibility API; None for any other id."""
+    rt = runtime(request)
+    found = await anyio.to_thread.run_sync(rt.repo.get_jobs, [job_id])
+    return found[0] if found and found[0].source == source else None
+
+
+def operation_problem(rt: Runtime, name: str) -> str | None:
+    """Why the operation cannot run on this server, or None when it can."""
+    if name not in rt.registry:
+        return f"the '{name}' operation is not installed on this server"
+    return rt.registry.get(name).unavailable_reason
+
+
+# -- statuses and times -----------------------------------------------------------------------
+def outcome(item: Item) -> Status:
+    """The item's state, and for an expired item the state it finished in before its files
+    were removed (the earlier systems have no word for expired)."""
+    if item.status != Status.expired:
+        return item.status
+    if item.result_name:
+        return Status.succeeded
+    return Status.cancelled if item.error_code == "cancelled" else Status.failed
+
+
+def is_expired(job: Job, item: Item | None = None) -> bool:
+    return job.data_removed or (item is not None and item.status == Status.expired)
+
+
+def iso(when: datetime | None) -> str | None:
+    """UTC in the form the earlier systems show: 2025-10-27T10:30:00Z."""
+    if when is None:
+        return None
+    return when.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+# -- downloads --------------------------------------------------------------------------------
+def attachment(name: str, inline: bool = False) -> dict[str, str]:
+    ascii_name = name.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
+    kind = "inline" if inline else "attachment"
+    return {"Content-Disposition":
+            f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"}
+
+
+async def stream_result(request: Request, job: Job, item: Item, name: str,
+                        inline: bool = False) -> StreamingResponse:
+    """The item's result file; the caller has checked that the item succeeded."""
+    rt = runtime(request)
+    if is_expired(job, item) or not item.result_key:
+        raise Gone()
+    fmt = (item.result_meta or {}).get("format", "png")
+    media = OUTPUT_FORMATS.get(fmt, ("application/octet-stream", ""))[0]
+    size = await anyio.to_thread.run_sync(rt.blobs.size, item.result_key)
+    headers = {**attachment(name, inline), "Content-Length": str(size)}
+    return StreamingResponse(rt.blobs.iter_bytes(item.result_key), media_type=media,
+                             headers=headers)
+
+
+def stream_archive(request: Request, job: Job, entries: list[tuple[str, Item]],
+                   name: str) -> StreamingResponse:
+    """A ZIP of (archive name, succeeded item) pairs, streamed as it is written."""
+    rt = runtime(request)
+    rows = [(n, i.result_key or "", i.finished_at or job.created_at) for n, i in entries]
+    return StreamingResponse(stream_zip(rt.blobs, rows), media_type="application/zip",
+                             headers=attachment(name))

@@ -1,0 +1,459 @@
+"""A Python client for imgq, sync (`Client`) and async (`AsyncClient`), on httpx.
+
+    from imgq.client import Client
+
+    with Client("http://127.0.0.1:8000") as imgq:
+        job = imgq.submit(["a.jpg", "b.png"], "resize:width=800|encode:format=webp")
+        job = imgq.wait(job.id)                 # live events, falling back to polling
+        imgq.download_all(job.id, "out/")       # or imgq.download_archive(job.id, "out.zip")
+
+Refusals raise a subclass of `ImgqHTTPError` carrying the server's `code` and `message`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Union
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+ACTIVE = frozenset({"queued", "running"})
+POLL_INTERVAL = 1.0
+STREAM_RETRIES = 3
+
+FileArg = Union[str, Path, tuple[str, Union[bytes, IO[bytes]]]]
+Pipeline = Union[str, Sequence[dict[str, Any]]]
+
+
+# -- errors ---------------------------------------------------------------------------------
+class ImgqClientError(Exception):
+    """Base of every error this client raises."""
+
+
+class ImgqHTTPError(ImgqClientError):
+    """The server refused: `status`, its stable `code` and a `message` safe to show."""
+
+    def __init__(self, status: int, code: str, message: str,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message, self.details = status, code, message, details or {}
+
+
+class BadRequest(ImgqHTTPError):
+    """400: the request is malformed."""
+
+
+class NotFound(ImgqHTTPError):
+    """404: no such job or item."""
+
+
+class Conflict(ImgqHTTPError):
+    """409: not in a state that allows this (e.g. no result yet)."""
+
+
+class Gone(ImgqHTTPError):
+    """410: the job's files expired and were removed."""
+
+
+class TooLarge(ImgqHTTPError):
+    """413: too many files, a file too large, or too many pixels."""
+
+
+class UnsupportedMediaType(ImgqHTTPError):
+    """415: a file is not an image in a supported format."""
+
+
+class InvalidPipeline(ImgqHTTPError):
+    """422: the pipeline or a parameter is invalid."""
+
+
+class ServerError(ImgqHTTPError):
+    """5xx: the server failed or a dependency is down."""
+
+
+class WaitTimeout(ImgqClientError):
+    """The job did not finish in the time given."""
+
+
+_BY_STATUS: dict[int, type[ImgqHTTPError]] = {
+    400: BadRequest, 404: NotFound, 409: Conflict, 410: Gone, 413: TooLarge,
+    415: UnsupportedMediaType, 422: InvalidPipeline,
+}
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        body = response.json().get("error") or {}
+    except (ValueError, AttributeError):
+        body = {}
+    code = str(body.get("code") or "http_error")
+    message = str(body.get("message") or response.reason_phrase or "request failed")
+    kind = _BY_STATUS.get(response.status_code,
+                          ServerError if response.status_code >= 500 else ImgqHTTPError)
+    raise kind(response.status_code, code, message, body.get("details"))
+
+
+# -- what the server answers ----------------------------------------------------------------
+@dataclass
+class Item:
+    index: int
+    name: str
+    status: str
+    progress: int
+    stage: str | None
+    error: dict[str, Any] | None
+    result_url: str | None
+    result_name: str | None
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Item:
+        return cls(index=data["index"], name=data["name"], status=data["status"],
+                   progress=data["progress"], stage=data.get("stage"), error=data.get("error"),
+                   result_url=data.get("result_url"), result_name=data.get("result_name"),
+                   raw=data)
+
+    @property
+    def error_message(self) -> str | None:
+        return self.error.get("message") if self.error else None
+
+
+@dataclass
+class Job:
+    id: str
+    status: str
+    progress: int
+    expires_at: str
+    items: list[Item]
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Job:
+        return cls(id=data["id"], status=data["status"], progress=data["progress"],
+                   expires_at=data["expires_at"],
+                   items=[Item.from_json(i) for i in data.get("items", [])], raw=data)
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ACTIVE
+
+
+@dataclass(frozen=True)
+class Event:
+    """One server-sent event: `item`, `job` or `done` (see GET /v1/jobs/{id}/events)."""
+
+    event: str
+    data: Any
+    id: str | None = None
+
+
+class SSEParser:
+    """Turns the lines of a text/event-stream into events."""
+
+    def __init__(self) -> None:
+        self._event = "message"
+        self._data: list[str] = []
+        self._id: str | None = None
+        self.last_id: str | None = None
+
+    def feed(self, line: str) -> Event | None:
+        if line == "":
+            if not self._data:
+                self._event = "message"
+                return None
+            text = "\n".join(self._data)
+            event = Event(self._event, json.loads(text) if text[:1] in "{[" else text, self._id)
+            self._event, self._data = "message", []
+            return event
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        elif name == "id":
+            self._id = self.last_id = value
+        return None
+
+
+# -- shared request building ----------------------------------------------------------------
+def _form(pipeline: Pipeline, ttl_seconds: int | None, callback_url: str | None) -> dict[str, str]:
+    data = {"pipeline": pipeline if isinstance(pipeline, str) else json.dumps(list(pipeline))}
+    if ttl_seconds is not None:
+        data["ttl_seconds"] = str(ttl_seconds)
+    if callback_url:
+        data["callback_url"] = callback_url
+    return data
+
+
+def _files(stack: ExitStack, files: Iterable[FileArg]) -> list[tuple[str, tuple[str, Any]]]:
+    out: list[tuple[str, tuple[str, Any]]] = []
+    for f in files:
+        if isinstance(f, (str, Path)):
+            path = Path(f)
+            out.append(("files", (path.name, stack.enter_context(path.open("rb")))))
+        else:
+            out.append(("files", (f[0], f[1])))
+    if not out:
+        raise ValueError("give at least one file")
+    return out
+
+
+def _target(dest: str | Path, name: str | None) -> Path:
+    path = Path(dest)
+    if path.is_dir() or str(dest).endswith(("/", "\\")):
+        path.mkdir(parents=True, exist_ok=True)
+        return path / Path(name or "result").name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _download_name(response: httpx.Response, fallback: str) -> str:
+    header = response.headers.get("content-disposition", "")
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == "filename":
+            return Path(value.strip('"')).name or fallback
+    return fallback
+
+
+# -- sync -----------------------------------------------------------------------------------
+class Client:
+    def __init__(self, base_url: str = DEFAULT_URL, timeout: float = 60.0,
+                 http: httpx.Client | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = http or httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        response = self.http.request(method, path, **kw)
+        _raise_for(response)
+        return response.json() if response.content else None
+
+    def submit(self, files: Iterable[FileArg], pipeline: Pipeline, ttl_seconds: int | None = None,
+               callback_url: str | None = None) -> Job:
+        """Upload files (paths, or (name, bytes or file) pairs) with a pipeline."""
+        with ExitStack() as stack:
+            return Job.from_json(self._json(
+                "POST", "/v1/jobs", files=_files(stack, files),
+                data=_form(pipeline, ttl_seconds, callback_url)))
+
+    def get(self, job_id: str) -> Job:
+        return Job.from_json(self._json("GET", f"/v1/jobs/{job_id}"))
+
+    def get_many(self, job_ids: Sequence[str]) -> list[Job]:
+        data = self._json("GET", "/v1/jobs", params={"ids": ",".join(job_ids)})
+        return [Job.from_json(j) for j in data["jobs"]]
+
+    def cancel(self, job_id: str) -> Job:
+        return Job.from_json(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    def delete(self, job_id: str) -> None:
+        self._json("DELETE", f"/v1/jobs/{job_id}")
+
+    def operations(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/v1/operations")  # type: ignore[no-any-return]
+
+    def limits(self) -> dict[str, Any]:
+        return self._json("GET", "/v1/limits")  # type: ignore[no-any-return]
+
+    def events(self, job_id: str, last_event_id: str | None = None) -> Iterator[Event]:
+        """The job's live events until `done` (one connection; see `wait` for retries)."""
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        timeout = httpx.Timeout(10.0, read=60.0)
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers,
+                              timeout=timeout) as response:
+            if not response.is_success:
+                response.read()
+                _raise_for(response)
+            parser = SSEParser()
+            for line in response.iter_lines():
+                event = parser.feed(line)
+                if event is not None:
+                    yield event
+
+    def wait(self, job_id: str, timeout: float | None = None,
+             on_event: Callable[[Event], None] | None = None) -> Job:
+        """Until the job finishes: live events, resumed after a dropped connection, then
+        polling if the stream cannot be had. `on_event` sees every event (polling makes
+        `job` events with the whole job)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last_id: str | None = None
+        for _ in range(STREAM_RETRIES):
+            try:
+                for event in self.events(job_id, last_id):
+                    last_id = event.id or last_id
+                    if on_event:
+                        on_event(event)
+                    if event.event == "done":
+                        return Job.from_json(event.data)
+                    if deadline and time.monotonic() > deadline:
+                        raise WaitTimeout(f"job {job_id} did not finish in {timeout} s")
+            except (httpx.TransportError, httpx.StreamError, ServerError, ValueError):
+                pass  # the stream broke: resume from last_id, or poll after a few tries
+        return self._poll(job_id, deadline, timeout, on_event)
+
+    def _poll(self, job_id: str, deadline: float | None, timeout: float | None,
+              on_event: Callable[[Event], None] | None) -> Job:
+        while True:
+            job = self.get(job_id)
+            if on_event:
+                on_event(Event("done" if job.finished else "job", job.raw))
+            if job.finished:
+                return job
+            if deadline and time.monotonic() > deadline:
+                raise WaitTimeout(f"job {job_id} did not finish in {timeout} s")
+            time.sleep(POLL_INTERVAL)
+
+    def download(self, job_id: str, index: int, dest: str | Path) -> Path:
+        """One result into `dest` (a folder: keeps the server's name; else that file)."""
+        return self._save(f"/v1/jobs/{job_id}/items/{index}/result", dest, f"result-{index}")
+
+    def download_archive(self, job_id: str, dest: str | Path) -> Path:
+        return self._save(f"/v1/jobs/{job_id}/archive", dest, f"imgq-{job_id[:8]}.zip")
+
+    def download_all(self, job_id: str, folder: str | Path) -> list[Path]:
+        """Every finished result of the job into a folder."""
+        job = self.get(job_id)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return [self.download(job_id, i.index, folder) for i in job.items if i.result_url]
+
+    def _save(self, path: str, dest: str | Path, fallback: str) -> Path:
+        with self.http.stream("GET", path) as response:
+            if not response.is_success:
+                response.read()
+                _raise_for(response)
+            target = _target(dest, _download_name(response, fallback))
+            with target.open("wb") as fh:
+                for chunk in response.iter_bytes():
+                    fh.write(chunk)
+        return target
+
+
+# -- async ----------------------------------------------------------------------------------
+class AsyncClient:
+    def __init__(self, base_url: str = DEFAULT_URL, timeout: float = 60.0,
+                 http: httpx.AsyncClient | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = http or httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def _json(self, method: str, path: str, **kw: Any) -> Any:
+        response = await self.http.request(method, path, **kw)
+        _raise_for(response)
+        return response.json() if response.content else None
+
+    async def submit(self, files: Iterable[FileArg], pipeline: Pipeline,
+                     ttl_seconds: int | None = None, callback_url: str | None = None) -> Job:
+        with ExitStack() as stack:
+            # httpx sends sync file objects from an async client by reading them in chunks.
+            return Job.from_json(await self._json(
+                "POST", "/v1/jobs", files=_files(stack, files),
+                data=_form(pipeline, ttl_seconds, callback_url)))
+
+    async def get(self, job_id: str) -> Job:
+        return Job.from_json(await self._json("GET", f"/v1/jobs/{job_id}"))
+
+    async def cancel(self, job_id: str) -> Job:
+        return Job.from_json(await self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    async def delete(self, job_id: str) -> None:
+        await self._json("DELETE", f"/v1/jobs/{job_id}")
+
+    async def operations(self) -> list[dict[str, Any]]:
+        return await self._json("GET", "/v1/operations")  # type: ignore[no-any-return]
+
+    async def events(self, job_id: str, last_event_id: str | None = None) -> AsyncIterator[Event]:
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        timeout = httpx.Timeout(10.0, read=60.0)
+        async with self.http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers,
+                                    timeout=timeout) as response:
+            if not response.is_success:
+                await response.aread()
+                _raise_for(response)
+            parser = SSEParser()
+            async for line in response.aiter_lines():
+                event = parser.feed(line)
+                if event is not None:
+                    yield event
+
+    async def wait(self, job_id: str, timeout: float | None = None,
+                   on_event: Callable[[Event], None] | None = None) -> Job:
+        async def follow() -> Job:
+            last_id: str | None = None
+            for _ in range(STREAM_RETRIES):
+                try:
+                    async for event in self.events(job_id, last_id):
+                        last_id = event.id or last_id
+                        if on_event:
+                            on_event(event)
+                        if event.event == "done":
+                            return Job.from_json(event.data)
+                except (httpx.TransportError, httpx.StreamError, ServerError, ValueError):
+                    pass
+            while True:
+                job = await self.get(job_id)
+                if on_event:
+                    on_event(Event("done" if job.finished else "job", job.raw))
+                if job.finished:
+                    return job
+                await asyncio.sleep(POLL_INTERVAL)
+
+        try:
+            return await asyncio.wait_for(follow(), timeout)
+        except asyncio.TimeoutError:
+            raise WaitTimeout(f"job {job_id} did not finish in {timeout} s") from None
+
+    async def download(self, job_id: str, index: int, dest: str | Path) -> Path:
+        return await self._save(f"/v1/jobs/{job_id}/items/{index}/result", dest,
+                                 f"result-{index}")
+
+    async def download_archive(self, job_id: str, dest: str | Path) -> Path:
+        return await self._save(f"/v1/jobs/{job_id}/archive", dest, f"imgq-{job_id[:8]}.zip")
+
+    async def download_all(self, job_id: str, folder: str | Path) -> list[Path]:
+        job = await self.get(job_id)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return [await self.download(job_id, i.index, folder) for i in job.items if i.result_url]
+
+    async def _save(self, path: str, dest: str | Path, fallback: str) -> Path:
+        async with self.http.stream("GET", path) as response:
+            if not response.is_success:
+                await response.aread()
+                _raise_for(response)
+            target = _target(dest, _download_name(response, fallback))
+            with target.open("wb") as fh:
+                async for chunk in response.aiter_bytes():
+                    fh.write(chunk)
+        return target

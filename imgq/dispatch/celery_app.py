@@ -1,0 +1,137 @@
+"""The Celery application: the task a message names, its worker settings, the beat schedule.
+
+A task carries only an item id; the database says what to do. `acks_late` with
+`reject_on_worker_lost` and a prefetch of 1 mean a worker that dies mid-item loses nothing:
+the message goes back to the broker, and the item's lease lets the sweeper requeue it.
+
+For tools that want an app (`celery -A imgq.dispatch.celery_app flower`), `app` is built from
+the environment on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Celery, signals
+
+from imgq.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+RUN_ITEM = "imgq.run_item"
+SWEEP_QUEUE = "imgq.sweep_queue"
+SWEEP_EXPIRY = "imgq.sweep_expiry"
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}  # this process's Runtime, publisher and sweeper, made once
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("imgq", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_default_queue=settings.cpu_queue,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,  # for Flower
+        beat_schedule={
+            "imgq-sweep-queue": {
+                "task": SWEEP_QUEUE, "schedule": settings.queue_sweep_interval,
+                "options": {"queue": settings.sweep_queue,
+                            "expires": settings.queue_sweep_interval},
+            },
+            "imgq-sweep-expiry": {
+                "task": SWEEP_EXPIRY, "schedule": settings.sweep_interval,
+                "options": {"queue": settings.sweep_queue, "expires": settings.sweep_interval},
+            },
+        },
+    )
+    app.imgq_settings = settings  # type: ignore[attr-defined]
+    _register_tasks(app)
+    return app
+
+
+def _register_tasks(app: Celery) -> None:
+    @app.task(name=RUN_ITEM, bind=True, ignore_result=True)
+    def run_item(task: Any, item_id: str) -> str:
+        from imgq.worker.execute import execute
+
+        outcome = execute(_runtime(app), item_id)
+        if outcome.status == "retry" and outcome.retry_in is not None:
+            queue = (task.request.delivery_info or {}).get("routing_key")
+            _publisher(app).publish_to(queue or app.imgq_settings.cpu_queue, [item_id],
+                                       outcome.retry_in)
+        return outcome.status
+
+    @app.task(name=SWEEP_QUEUE, ignore_result=True)
+    def sweep_queue() -> None:
+        report = _sweeper(app).sweep_queue()
+        log.debug("queue sweep: %d requeued, %d published", len(report.requeued),
+                  report.dispatched)
+
+    @app.task(name=SWEEP_EXPIRY, ignore_result=True)
+    def sweep_expiry() -> None:
+        _sweeper(app).sweep_expiry()
+
+
+def _runtime(app: Celery) -> Any:
+    with _lock:
+        if "runtime" not in _state:
+            from imgq.worker.runtime import Runtime, tune_libvips
+
+            settings: Settings = app.imgq_settings
+            tune_libvips(1)
+            _state["runtime"] = Runtime.from_settings(settings)
+        return _state["runtime"]
+
+
+def _publisher(app: Celery) -> Any:
+    with _lock:
+        if "publisher" not in _state:
+            from imgq.dispatch.celery import CeleryDispatcher
+
+            _state["publisher"] = CeleryDispatcher(app.imgq_settings, app)
+        return _state["publisher"]
+
+
+def _sweeper(app: Celery) -> Any:
+    from imgq.dispatch import FleetSweeper
+
+    runtime, publisher = _runtime(app), _publisher(app)
+    with _lock:
+        if "sweeper" not in _state:
+            _state["sweeper"] = FleetSweeper(runtime, publisher)
+        return _state["sweeper"]
+
+
+@signals.worker_process_init.connect
+def _build_runtime(**_: Any) -> None:
+    """Each prefork child builds its Runtime once, after the fork (no shared connections)."""
+    _state.clear()
+    app = _state_app.get("app")
+    if app is not None:
+        _runtime(app)
+
+
+_state_app: dict[str, Celery] = {}
+
+
+def use_app(app: Celery) -> Celery:
+    """Remember the app this process runs, so that the child processes build its Runtime."""
+    _state_app["app"] = app
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("app", "celery"):  # `celery -A imgq.dispatch.celery_app ...`
+        if "app" not in _state_app:
+            use_app(make_celery(get_settings()))
+        return _state_app["app"]
+    raise AttributeError(name)
