@@ -49,6 +49,10 @@ class BlobStore(ABC):
     def ping(self) -> None:
         """Raise when the store cannot be reached or written."""
 
+    def sweep_staging(self, older_than_seconds: float) -> int:
+        """Delete temporary files left behind by killed processes; return how many."""
+        return 0
+
     def staging_dir(self) -> Path | None:
         """A folder on the same filesystem for temporary files (cheap renames), if any."""
         return None

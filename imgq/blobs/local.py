@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -70,6 +71,18 @@ class LocalBlobStore(BlobStore):
 
     def staging_dir(self) -> Path:
         return self.tmp
+
+    def sweep_staging(self, older_than_seconds: float) -> int:
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for entry in self.tmp.iterdir():
+            try:
+                if entry.is_file() and entry.stat().st_mtime < cutoff:
+                    entry.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue  # finished and moved meanwhile
+        return removed
 
 
 def _read_chunks(path: Path, chunk_size: int) -> Iterator[bytes]:

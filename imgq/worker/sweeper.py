@@ -18,6 +18,7 @@ class SweepReport:
     dispatched: int = 0
     stuck_failed: list[str] = field(default_factory=list)
     expired_jobs: list[str] = field(default_factory=list)
+    stale_files: int = 0
 
 
 def sweep_queue(rt: Runtime, dispatcher: Dispatcher | None, report: SweepReport) -> None:
@@ -37,6 +38,8 @@ def sweep_queue(rt: Runtime, dispatcher: Dispatcher | None, report: SweepReport)
 
 def sweep_expiry(rt: Runtime, report: SweepReport) -> None:
     report.stuck_failed = rt.repo.fail_stuck(rt.settings.stuck_after)
+    # An upload or result older than any item may run was left by a killed process.
+    report.stale_files = rt.blobs.sweep_staging(2 * rt.settings.item_time_limit + 3600)
     for job_id in rt.repo.expired_jobs():
         rt.blobs.delete(rt.repo.blob_keys(job_id))
         rt.repo.mark_expired(job_id)

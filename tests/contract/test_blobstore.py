@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,3 +102,16 @@ def test_a_file_larger_than_one_upload_part_round_trips(store: BlobStore, tmp_pa
     assert store.size("big/blob") == len(data)
     with store.open_local("big/blob") as path:
         assert path.read_bytes() == data
+
+
+def test_stale_staging_files_are_swept_and_fresh_ones_kept(store: BlobStore, tmp_path: Path) -> None:
+    staging = store.staging_dir()
+    if staging is None:
+        assert store.sweep_staging(0) == 0  # nothing staged locally: nothing to sweep
+        return
+    old, fresh = staging / "result-old", staging / "result-fresh"
+    old.write_bytes(b"partial")
+    fresh.write_bytes(b"in progress")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert store.sweep_staging(3600) == 1
+    assert not old.exists() and fresh.exists()
