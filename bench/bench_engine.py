@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per side (best counts)")
     parser.add_argument("--quick", action="store_true", help="10 images, 1 run: a smoke test")
     parser.add_argument("--pillow-optimize", action="store_true",
-                        help="Pillow saves JPEG with optimize=True, like imgq's optimize_coding")
+                        help="Pillow saves JPEG with optimize=True (Huffman optimisation)")
     parser.add_argument("--only", help="comma-separated cases to run (default: all)")
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -179,7 +179,8 @@ def main() -> None:
     print(f"# imgq engine vs Pillow — {common.machine_note()}")
     print(f"# {count} photo-like JPEGs {common.PHOTO_SIZE[0]}×{common.PHOTO_SIZE[1]} "
           f"({sum(p.stat().st_size for p in photos[:count]) / count / 1e3:.0f} KB avg, Q90); "
-          f"one process per side, one thread (pyvips.concurrency_set(1)); best of {repeat}")
+          f"one process per side; libvips threads: {common.vips_threads()}, Pillow: 1; "
+          f"best of {repeat}")
     engine = common.Engine.load()
     if engine.unregistered:
         print(f"# note: ops not in default_registry yet, imported from their modules: "
@@ -222,7 +223,7 @@ def main() -> None:
         gm, gm_wall = common.geomean(ratios), common.geomean(wall_ratios)
         print(f"\ngeometric mean speed-up over {', '.join(n for n in names if n in CASES)}: "
               f"{gm:.2f}× cpu, {gm_wall:.2f}× wall (target ≥ 2×: {'met' if gm >= 2 else 'NOT met'})")
-    print("JPEG: imgq = libvips jpegsave Q85 optimize_coding=True (mozjpeg in pyvips-binary); "
+    print("JPEG: imgq = libvips jpegsave Q85 (mozjpeg in pyvips-binary); "
           f"Pillow = save(quality=85{', optimize=True' if args.pillow_optimize else ''}) "
           "(libjpeg-turbo). webp: Q80 effort/method 4 both. avif: Q50, imgq effort 2 "
           "(libheif → aom), Pillow speed=7 max_threads=1 (libavif → aom).")

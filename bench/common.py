@@ -290,11 +290,16 @@ def run_engine(steps: list[Any], source: Path, target: Path) -> Any:
 
 def single_thread_libvips() -> None:
     """What a worker does (imgq.worker.runtime.tune_libvips) with one libvips thread: one
-    thread per libvips pipeline, and no operation cache."""
+    thread per libvips pipeline, and no operation cache. IMGQ_BENCH_VIPS_THREADS=N gives
+    libvips N threads instead (one `imgq serve` worker per machine gets all the cores)."""
     import pyvips
 
-    pyvips.concurrency_set(1)
+    pyvips.concurrency_set(vips_threads())
     pyvips.cache_set_max(0)
+
+
+def vips_threads() -> int:
+    return int(os.environ.get("IMGQ_BENCH_VIPS_THREADS", "1"))
 
 
 # -- reporting -------------------------------------------------------------------------------

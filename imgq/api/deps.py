@@ -4,11 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Request
 
 from imgq.api.schemas import ErrorResponse
 from imgq.dispatch.base import Dispatcher
+from imgq.domain.models import Item, Job
+from imgq.domain.status import Status
+from imgq.errors import Gone, NotFound
 from imgq.worker.runtime import Runtime
+
+
+async def load_item(rt: Runtime, job_id: str, index: int) -> tuple[Job, Item]:
+    """A job's item by its index, refusing unknown items (404) and removed files (410)."""
+    job = await anyio.to_thread.run_sync(rt.repo.get_job, job_id)
+    item = next((i for i in job.items if i.idx == index), None)
+    if item is None:
+        raise NotFound(f"job {job_id} has no item {index}")
+    if job.data_removed or item.status == Status.expired:
+        raise Gone()
+    return job, item
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -10,13 +10,13 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from imgq.api.archive import stream_zip
-from imgq.api.deps import BaseUrl, DispatcherDep, RuntimeDep, errors
+from imgq.api.deps import BaseUrl, DispatcherDep, RuntimeDep, errors, load_item
 from imgq.api.schemas import JobList, JobOut, job_out
 from imgq.api.service import parse_ttl, submit_job
 from imgq.api.uploads import receive_upload
 from imgq.domain.names import unique_names
 from imgq.domain.status import Status
-from imgq.errors import Conflict, Gone, InvalidRequest, NotFound
+from imgq.errors import Conflict, Gone, InvalidRequest
 from imgq.ops.image import OUTPUT_FORMATS
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -111,12 +111,7 @@ def _download_headers(name: str) -> dict[str, str]:
                **errors(404, 409, 410)},
 )
 async def get_result(job_id: str, index: int, rt: RuntimeDep) -> Response:
-    job = await anyio.to_thread.run_sync(rt.repo.get_job, job_id)
-    item = next((i for i in job.items if i.idx == index), None)
-    if item is None:
-        raise NotFound(f"job {job_id} has no item {index}")
-    if job.data_removed or item.status == Status.expired:
-        raise Gone()
+    job, item = await load_item(rt, job_id, index)
     if item.status != Status.succeeded or not item.result_key:
         raise Conflict(f"item {index} has no result: it is {item.status.value}",
                        status=item.status.value)

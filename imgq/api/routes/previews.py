@@ -15,9 +15,9 @@ import anyio
 import pyvips
 from fastapi import APIRouter, Query, Response
 
-from imgq.api.deps import RuntimeDep, errors
+from imgq.api.deps import RuntimeDep, errors, load_item
 from imgq.domain.status import Status
-from imgq.errors import Conflict, DecodeError, Gone, NotFound
+from imgq.errors import Conflict, DecodeError, Gone
 from imgq.worker.runtime import Runtime
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -64,12 +64,7 @@ async def preview(
     of: Annotated[Which, Query(description="The uploaded image or the result.")] = Which.input,
     size: Annotated[int, Query(ge=16, le=1024, description="Longest side in pixels.")] = 480,
 ) -> Response:
-    job = await anyio.to_thread.run_sync(rt.repo.get_job, job_id)
-    item = next((i for i in job.items if i.idx == index), None)
-    if item is None:
-        raise NotFound(f"job {job_id} has no item {index}")
-    if job.data_removed or item.status == Status.expired:
-        raise Gone()
+    job, item = await load_item(rt, job_id, index)
     key = item.input_key if of == Which.input else item.result_key
     if of == Which.result and (item.status != Status.succeeded or not key):
         raise Conflict(f"item {index} has no result: it is {item.status.value}",
