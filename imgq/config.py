@@ -162,12 +162,34 @@ class Settings(BaseSettings):
         "dat-light-x{scale}", "Model of the AI Upscaler's method swinir (detailed); {scale} is "
         "replaced by 2 or 4. A SwinIR file in IMGQ_MODELS_DIR can be named here.", "compat")
 
+    # AI operations: upscale, remove_background, plug-ins (see docs/ai.md)
+    models_dir: Path | None = _setting(
+        None, "Folder of your own .safetensors/.pth models; unset means <data_dir>/models.", "ai")
+    device: str = _setting(
+        "auto", "Where AI models run: auto (CUDA when present, else CPU), cpu, cuda or cuda:N.",
+        "ai", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    ai_max_pixels: int = _setting(
+        512 * 512, "Input pixels per image for AI upscaling when models run on the CPU (the "
+        "refusal gives the estimated time); 512×512 takes about half a minute with "
+        "Real-ESRGAN ×4 on 2 cores.", "ai", ge=1)
+    ai_max_pixels_gpu: int = _setting(
+        4_000_000, "Input pixels per image for AI upscaling when models run on CUDA.", "ai", ge=1)
+    ai_precision: str = _setting(
+        "auto", "Model precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16.", "ai",
+        pattern="^(auto|fp32|fp16|bf16)$")
+    ai_compile: bool = _setting(
+        False, "Compile models with torch.compile (slow first run, faster afterwards).", "ai")
+    ai_tile: int = _setting(
+        0, "Tile side in pixels for AI upscaling; 0 chooses it from free memory.", "ai", ge=0)
+
     @model_validator(mode="after")
     def _fill_paths(self) -> "Settings":
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'imgq.db').resolve()}"
         if not self.storage_url:
             self.storage_url = (self.data_dir / "blobs").resolve().as_uri()
+        if self.models_dir is None:
+            self.models_dir = self.data_dir / "models"
         if self.ttl_seconds > self.max_ttl_seconds:
             raise ValueError("ttl_seconds must not exceed max_ttl_seconds")
         return self

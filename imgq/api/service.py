@@ -15,6 +15,7 @@ from imgq.domain.models import Item, Job
 from imgq.domain.pipeline import StepSpec, parse_pipeline
 from imgq.domain.status import Status
 from imgq.errors import InvalidRequest
+from imgq.ops._ai_bridge import refuse_large_ai_inputs
 from imgq.ops.image import INPUT_FORMATS, ImageInfo, Limits, probe
 from imgq.store.repository import utcnow
 from imgq.worker.runtime import Runtime
@@ -56,6 +57,8 @@ async def submit_job(
     steps = rt.registry.bind(specs)  # type: ignore[arg-type]
     limits = limits_of(rt)
     infos = [await anyio.to_thread.run_sync(probe, f.path, f.name, limits) for f in upload.files]
+    sizes = [(f.name, i.width, i.height) for f, i in zip(upload.files, infos)]
+    await anyio.to_thread.run_sync(refuse_large_ai_inputs, steps, sizes)  # docs/ai.md
     job = _new_job(rt, [s.to_dict() for s in specs], rt.registry.resource_of(steps),  # type: ignore[union-attr]
                    ttl_seconds, source, extra or {}, upload.files, infos)
     stored: list[str] = []

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from imgq.ops.base import Registry
 
+if TYPE_CHECKING:
+    from imgq.config import Settings
 
-def _fill(registry: Registry) -> None:
+
+def _fill(registry: Registry, settings: Settings | None = None) -> None:
     from imgq.ops import (
         blur,
         brightness,
@@ -36,10 +40,23 @@ def _fill(registry: Registry) -> None:
     for module in modules:
         for op in module.OPERATIONS:
             registry.add(op)
+    # AI operations (docs/ai.md): built with the settings; None reads them from the environment.
+    from imgq.ops import plugins, remove_background, upscale
+    from imgq.ops._ai_bridge import AIConfig
+
+    config = AIConfig.from_settings(settings) if settings is not None else None
+    for op in (*upscale.operations(config), *remove_background.operations(config)):
+        registry.add(op)
+    for op in plugins.plugin_operations(taken={op.name for op in registry}):
+        registry.add(op)
+
+
+def build_registry(settings: Settings | None = None) -> Registry:
+    registry = Registry()
+    _fill(registry, settings)
+    return registry
 
 
 @lru_cache(maxsize=1)
 def default_registry() -> Registry:
-    registry = Registry()
-    _fill(registry)
-    return registry
+    return build_registry()

@@ -9,7 +9,7 @@ import pyvips
 
 from imgq.blobs import BlobStore, open_blob_store
 from imgq.config import Settings
-from imgq.ops import default_registry
+from imgq.ops import build_registry
 from imgq.ops.base import Registry
 from imgq.store.db import make_engine, migrate
 from imgq.store.repository import Repository
@@ -31,7 +31,7 @@ class Runtime:
         if run_migrations:
             migrate(engine)
         return cls(settings, Repository(engine), open_blob_store(settings.storage_url, settings),
-                   default_registry())
+                   build_registry(settings))
 
     def close(self) -> None:
         self.repo.engine.dispose()

@@ -1,0 +1,58 @@
+"""GET /v1/models: the shipped models and what the models folder holds.
+
+A file of the folder that cannot be used is listed with its error; nothing in the folder can
+make this route fail. Server paths are not shown: a user model is named by its file name.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import anyio
+from fastapi import APIRouter
+
+from imgq.ai.descriptors import SHIPPED, ModelDescriptor
+from imgq.api.deps import RuntimeDep
+from imgq.ops.upscale import installed
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+
+def _size(descriptor: ModelDescriptor) -> int | None:
+    try:
+        location = descriptor.source.location()
+    except Exception:  # noqa: BLE001 - the package is not installed
+        return None
+    files = ([location.with_suffix(".param"), location.with_suffix(".bin")]
+             if descriptor.source.format == "ncnn" else [location])
+    return sum(f.stat().st_size for f in files if f.is_file()) or None
+
+
+def shipped() -> list[dict[str, Any]]:
+    return [{**d.public(), "size": _size(d), "available": installed(d)} for d in SHIPPED]
+
+
+def user_models(folder: Path | None) -> list[dict[str, Any]]:
+    from imgq.ai.models_dir import scan_models_dir
+
+    try:
+        return [entry.public() for entry in scan_models_dir(folder)]
+    except Exception:  # scan_models_dir lists bad files itself; this is for the unforeseen
+        log.exception("the models folder could not be listed")
+        return []
+
+
+def models(folder: Path | None) -> dict[str, Any]:
+    return {"shipped": shipped(), "user": user_models(folder),
+            "how_to_add": "put a .safetensors or .pth file in the server's IMGQ_MODELS_DIR; "
+                          "it is offered as a model of the upscale operation under its file name"}
+
+
+@router.get("/v1/models", tags=["operations"],
+            summary="Shipped AI models, and the models found in the models folder")
+async def list_models(rt: RuntimeDep) -> dict[str, Any]:
+    # Inspecting a new file loads it (torch): off the event loop.
+    return await anyio.to_thread.run_sync(models, rt.settings.models_dir)

