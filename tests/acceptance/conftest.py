@@ -59,6 +59,10 @@ class Server:
         self.base_url = ""
         self.client = httpx.Client(timeout=20.0)
 
+    @property
+    def url(self) -> str:
+        return self.base_url
+
     # lifecycle --------------------------------------------------------------------------
     def start(self, *args: str, **env: Any) -> Server:
         assert self.process is None, "the server is already running"

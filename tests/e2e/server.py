@@ -3,80 +3,33 @@
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pyvips
+
+from tests.acceptance.conftest import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 IMGQ = [sys.executable, "-m", "imgq.cli"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    url: str
-    data_dir: Path
-    log: Path
-    process: subprocess.Popen[bytes]
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
 @contextmanager
 def running_server(data_dir: Path, *args: str, **env: str) -> Iterator[Server]:
-    """Start `imgq serve` on a free port with its own data folder; stop it afterwards."""
-    port = free_port()
+    """Start `imgq serve` (2 workers unless told) on a free port with its own data folder;
+    stop it afterwards. The server is the acceptance tests' `Server`."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    log = data_dir / "serve.log"
-    environ = {**os.environ, "IMGQ_DATA_DIR": str(data_dir), "IMGQ_PORT": str(port),
-               "IMGQ_HOST": "127.0.0.1", "IMGQ_WORKERS": "2", **env}
-    with log.open("wb") as out:
-        proc = subprocess.Popen([*IMGQ, "serve", *args], env=environ, cwd=ROOT, stdout=out,
-                                stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", data_dir, log, proc)
+    server = Server(data_dir, data_dir, {"IMGQ_WORKERS": "2", **env})
     try:
-        _wait_ready(server)
-        yield server
+        yield server.start(*args)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _wait_ready(server: Server, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"imgq serve exited:\n{server.log_text()}")
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"imgq serve did not get ready:\n{server.log_text()}")
+        server.stop()
+        server.close()
 
 
 def picture(width: int = 320, height: int = 240, seed: int = 0) -> pyvips.Image:
