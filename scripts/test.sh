@@ -8,4 +8,6 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
     || echo "scripts/test.sh: could not install chromium; the e2e tests will say so" >&2
 fi
+# Types are part of the checks (mypy strict, configured in pyproject.toml).
+.venv/bin/python -m mypy imgq
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

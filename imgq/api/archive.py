@@ -31,6 +31,9 @@ class _Sink:
     def flush(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
     def take(self) -> bytes:
         data = b"".join(self._chunks)
         self._chunks.clear()
@@ -41,7 +44,7 @@ def stream_zip(blobs: BlobStore, entries: Iterable[tuple[str, str, datetime]]) -
     """entries: (archive name, blob key, modification time). Images are already compressed,
     so they are stored, not deflated."""
     sink = _Sink()
-    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:
         for name, key, when in entries:
             info = zipfile.ZipInfo(name, date_time=when.timetuple()[:6])
             with archive.open(info, "w", force_zip64=True) as member:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 import anyio
 
@@ -34,7 +34,7 @@ def parse_ttl(rt: Runtime, raw: str | int | None) -> int:
     if raw in (None, ""):
         return rt.settings.ttl_seconds
     try:
-        ttl = int(raw)  # type: ignore[arg-type]
+        ttl = int(raw)
     except ValueError:
         raise InvalidRequest(f"ttl_seconds must be a whole number of seconds, got {raw!r}") from None
     if not 1 <= ttl <= rt.settings.max_ttl_seconds:
@@ -53,13 +53,13 @@ async def submit_job(
         raise InvalidRequest("no files: send one or more images in the 'files' field")
     if callback_url:
         callback_url = accept_callback_url(rt.settings, callback_url)
-    specs = pipeline if _is_specs(pipeline) else parse_pipeline(pipeline)  # type: ignore[arg-type]
-    steps = rt.registry.bind(specs)  # type: ignore[arg-type]
+    specs = pipeline if _is_specs(pipeline) else parse_pipeline(pipeline)
+    steps = rt.registry.bind(specs)
     limits = limits_of(rt)
     infos = [await anyio.to_thread.run_sync(probe, f.path, f.name, limits) for f in upload.files]
     sizes = [(f.name, i.width, i.height) for f, i in zip(upload.files, infos)]
     await anyio.to_thread.run_sync(refuse_large_ai_inputs, steps, sizes)  # docs/ai.md
-    job = _new_job(rt, [s.to_dict() for s in specs], rt.registry.resource_of(steps),  # type: ignore[union-attr]
+    job = _new_job(rt, [s.to_dict() for s in specs], rt.registry.resource_of(steps),
                    ttl_seconds, source, extra or {}, upload.files, infos)
     stored: list[str] = []
     try:
@@ -78,7 +78,7 @@ async def submit_job(
     return job
 
 
-def _is_specs(pipeline: object) -> bool:
+def _is_specs(pipeline: object) -> TypeGuard[list[StepSpec]]:
     return isinstance(pipeline, list) and bool(pipeline) and isinstance(pipeline[0], StepSpec)
 
 

@@ -53,7 +53,7 @@ def make_celery(settings: Settings) -> Celery:
             },
         },
     )
-    app.imgq_settings = settings  # type: ignore[attr-defined]
+    app.imgq_settings = settings
     _register_tasks(app)
     return app
 

@@ -6,6 +6,7 @@ that crashes (a bad image can take down a native decoder) must not take the serv
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import threading
@@ -80,7 +81,7 @@ class EmbeddedDispatcher(Dispatcher):
                     self._inflight.discard(item_id)
                     self._replace_pool()
                     continue
-                future.add_done_callback(lambda f, i=item_id, r=resource: self._done(i, r, f))
+                future.add_done_callback(functools.partial(self._done, item_id, resource))
 
     def _fire(self, item_ids: list[str], resource: str, timer_ref: list[threading.Timer]) -> None:
         with self._lock:

@@ -168,7 +168,7 @@ class Image:
 
     @property
     def is_16bit(self) -> bool:
-        return self.vips.format == "ushort"
+        return bool(self.vips.format == "ushort")
 
     def with_vips(self, image: pyvips.Image) -> Image:
         return replace(self, vips=image)

@@ -84,7 +84,7 @@ async def list_jobs(
         wanted = [i.strip() for i in ids.split(",") if i.strip()][:200]
         found = await anyio.to_thread.run_sync(rt.repo.get_jobs, wanted)
         return JobList(jobs=[job_out(j, base) for j in found], total=len(found), limit=len(wanted),
-                       offset=0)
+                       offset=0, next=None)
     found, total = await anyio.to_thread.run_sync(rt.repo.list_jobs, limit, offset)
     more = offset + limit < total
     return JobList(jobs=[job_out(j, base) for j in found], total=total, limit=limit,
