@@ -121,9 +121,14 @@ def cleanup() -> None:
 @app.command("settings")
 def show_settings() -> None:
     """Print every setting with its environment variable and current value."""
+    from sqlalchemy.engine import make_url
+
     settings = _settings()
     for name in Settings.model_fields:
-        typer.echo(f"IMGQ_{name.upper()}={getattr(settings, name)}")
+        value = getattr(settings, name)
+        if name.endswith("_url") and "@" in str(value):  # passwords in URLs stay hidden
+            value = make_url(str(value)).render_as_string(hide_password=True)
+        typer.echo(f"IMGQ_{name.upper()}={value}")
 
 
 from imgq import cli_client  # noqa: E402  (submit, status, download, ops)
