@@ -11,10 +11,12 @@ import logging
 import os
 import queue
 import socket
+import sys
 import tempfile
 import threading
+import time
 
-from celery import Celery
+from celery import Celery, signals
 
 from imgq.config import Settings
 from imgq.dispatch import queue_for
@@ -86,7 +88,7 @@ def run_worker(settings: Settings, queues: list[str], concurrency: int | None,
             "--pool", pool or "prefork", "--loglevel", settings.log_level,
             "--without-gossip", "--without-mingle"]
     log.info("imgq worker (Celery) on %s, queues %s", _safe(settings.broker_url), queues)
-    app.worker_main(argv)
+    _run_supervised(app, argv, "worker")
 
 
 def run_beat(settings: Settings) -> None:
@@ -99,7 +101,32 @@ def run_beat(settings: Settings) -> None:
             "--loglevel", settings.log_level, "--without-gossip", "--without-mingle"]
     log.info("imgq beat (Celery) on %s: queue sweep every %.0f s, expiry every %.0f s",
              _safe(settings.broker_url), settings.queue_sweep_interval, settings.sweep_interval)
-    app.worker_main(argv)
+    _run_supervised(app, argv, "beat")
+
+
+def _run_supervised(app: Celery, argv: list[str], role: str) -> None:
+    """Run Celery's worker; when it stops without being asked to, start this command afresh.
+
+    kombu's Redis transport can crash the worker while the broker restarts (an AttributeError
+    in restore_unacked, celery/kombu#970 and kin); the worker then exits as if stopped. Nothing
+    is lost (the database keeps the work, the beat republishes it), but the worker must come
+    back, with no stale connection state: so the process image is replaced, same pid."""
+    asked = threading.Event()
+
+    def on_shutdown(**_: object) -> None:
+        asked.set()
+
+    signals.worker_shutting_down.connect(on_shutdown, weak=False)
+    code: object = 0
+    try:
+        app.worker_main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    if asked.is_set():
+        raise SystemExit(code)
+    log.error("the Celery %s stopped by itself (exit %s); starting it again in 2 s", role, code)
+    time.sleep(2)
+    os.execv(sys.executable, [sys.executable, *sys.argv])
 
 
 def _safe(url: str) -> str:
