@@ -3,7 +3,9 @@ the expiry countdown, and reloading a shared jobs URL."""
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -14,7 +16,10 @@ import pytest
 
 from tests.e2e.server import Server, shared_server, write_broken_png, write_picture
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+# The README's screenshots: refreshed in docs/ with IMGQ_UPDATE_SCREENSHOTS=1, otherwise taken
+# into a temporary folder, so that a test run leaves the working tree as it found it.
+DOCS = (Path(__file__).resolve().parents[2] / "docs" if os.environ.get("IMGQ_UPDATE_SCREENSHOTS")
+        else Path(tempfile.mkdtemp(prefix="imgq-screenshots-")))
 
 
 @pytest.fixture(scope="module")
