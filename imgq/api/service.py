@@ -54,7 +54,7 @@ async def submit_job(
     if callback_url:
         callback_url = accept_callback_url(rt.settings, callback_url)
     specs = pipeline if _is_specs(pipeline) else parse_pipeline(pipeline)
-    steps = rt.registry.bind(specs)
+    steps = await anyio.to_thread.run_sync(rt.registry.bind, specs)  # may read the models folder
     limits = limits_of(rt)
     infos = [await anyio.to_thread.run_sync(probe, f.path, f.name, limits) for f in upload.files]
     sizes = [(f.name, i.width, i.height) for f, i in zip(upload.files, infos)]

@@ -15,7 +15,9 @@ router = APIRouter()
 @router.get("/v1/operations", response_model=list[OperationOut], tags=["operations"],
             summary="Every operation, its parameters (JSON schema) and resource class")
 async def list_operations(rt: RuntimeDep) -> list[OperationOut]:
-    return [OperationOut(**op.describe()) for op in rt.registry]
+    # In a thread: describing `upscale` may scan and load a new file in the models folder.
+    described = await anyio.to_thread.run_sync(lambda: [op.describe() for op in rt.registry])
+    return [OperationOut(**d) for d in described]
 
 
 @router.get("/healthz", tags=["health"], summary="The process is alive")
