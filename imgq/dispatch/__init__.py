@@ -81,24 +81,17 @@ class FleetSweeper:
         self._published: dict[str, float] = {}
 
     def sweep_queue(self) -> SweepReport:
-        from imgq.worker.sweeper import SweepReport
+        from imgq.worker.sweeper import SweepReport, dispatch, requeue_lost
 
         report = SweepReport()
-        settings = self.rt.settings
-        report.requeued, report.lost_failed = self.rt.repo.requeue_lost(settings.max_attempts)
-        if report.requeued:
-            log.warning("requeued %d items whose lease ran out", len(report.requeued))
+        requeue_lost(self.rt, report)
         now = time.monotonic()
-        grace = settings.outbox_grace
+        grace = self.rt.settings.outbox_grace
         self._published = {k: t for k, t in self._published.items() if now - t < grace}
         due = [(i, r) for i, r in self.rt.repo.due_items(due_for=grace)
                if i not in self._published]
-        by_resource: dict[str, list[str]] = {}
-        for item_id, resource in due:
-            by_resource.setdefault(resource, []).append(item_id)
-            self._published[item_id] = now
-        for resource, ids in by_resource.items():
-            self.dispatcher.submit(ids, resource)
+        self._published.update((item_id, now) for item_id, _ in due)
+        dispatch(self.dispatcher, due)
         if due:
             log.info("published %d queued items again (no worker took them in %.0f s)",
                      len(due), grace)
@@ -107,14 +100,11 @@ class FleetSweeper:
 
     def sweep_expiry(self) -> SweepReport:
         from imgq.worker.sweeper import SweepReport, sweep_expiry
+        from imgq.worker.webhooks import deliver_due_webhooks
 
         report = SweepReport()
         sweep_expiry(self.rt, report)
-        try:  # webhooks are delivered by whoever sweeps; absent in older trees
-            from imgq.worker.webhooks import deliver_due_webhooks
-        except ImportError:
-            return report
-        deliver_due_webhooks(self.rt)
+        deliver_due_webhooks(self.rt)  # webhooks are delivered by whoever sweeps
         return report
 
 

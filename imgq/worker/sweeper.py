@@ -21,18 +21,28 @@ class SweepReport:
     stale_files: int = 0
 
 
-def sweep_queue(rt: Runtime, dispatcher: Dispatcher | None, report: SweepReport) -> None:
-    """Requeue items whose worker stopped; dispatch queued items no message carries (outbox)."""
+def requeue_lost(rt: Runtime, report: SweepReport) -> None:
+    """Requeue items whose worker stopped answering (or fail those out of attempts)."""
     report.requeued, report.lost_failed = rt.repo.requeue_lost(rt.settings.max_attempts)
     if report.requeued:
         log.warning("requeued %d items whose lease ran out", len(report.requeued))
+
+
+def dispatch(dispatcher: Dispatcher, due: list[tuple[str, str]]) -> None:
+    """Submit (item id, resource class) pairs, one call per resource class."""
+    by_resource: dict[str, list[str]] = {}
+    for item_id, resource in due:
+        by_resource.setdefault(resource, []).append(item_id)
+    for resource, ids in by_resource.items():
+        dispatcher.submit(ids, resource)
+
+
+def sweep_queue(rt: Runtime, dispatcher: Dispatcher | None, report: SweepReport) -> None:
+    """Requeue items whose worker stopped; dispatch queued items no message carries (outbox)."""
+    requeue_lost(rt, report)
     if dispatcher is not None:
         due = rt.repo.due_items()
-        by_resource: dict[str, list[str]] = {}
-        for item_id, resource in due:
-            by_resource.setdefault(resource, []).append(item_id)
-        for resource, ids in by_resource.items():
-            dispatcher.submit(ids, resource)
+        dispatch(dispatcher, due)
         report.dispatched = len(due)
 
 
