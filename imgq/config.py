@@ -51,7 +51,8 @@ class Settings(BaseSettings):
         60.0, "How long a claimed item stays ours without a heartbeat.", "workers", gt=0
     )
     item_time_limit: float = _setting(
-        600.0, "Seconds one item may process before it fails as timed out.", "workers", gt=0
+        600.0, "Seconds one item may process before it fails as timed out; an item with AI "
+        "steps gets twice their estimated time on top.", "workers", gt=0
     )
     max_attempts: int = _setting(
         3, "Attempts per item, counting the first, before a transient error fails it.", "workers", ge=1
@@ -169,9 +170,10 @@ class Settings(BaseSettings):
         "auto", "Where AI models run: auto (CUDA when present, else CPU), cpu, cuda or cuda:N.",
         "ai", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     ai_max_pixels: int = _setting(
-        512 * 512, "Input pixels per image for AI upscaling when models run on the CPU (the "
-        "refusal gives the estimated time); 512×512 takes about half a minute with "
-        "Real-ESRGAN ×4 on 2 cores.", "ai", ge=1)
+        0, "An operator's cap on input pixels per image for AI upscaling when models run on "
+        "the CPU; 0 means none beyond IMGQ_MAX_PIXELS (the answer to a submission gives each "
+        "image's estimated time instead). A refusal names this setting, the size and the "
+        "estimate.", "ai", ge=0)
     ai_max_pixels_gpu: int = _setting(
         4_000_000, "Input pixels per image for AI upscaling when models run on CUDA.", "ai", ge=1)
     ai_precision: str = _setting(
@@ -179,6 +181,13 @@ class Settings(BaseSettings):
         pattern="^(auto|fp32|fp16|bf16)$")
     ai_compile: bool = _setting(
         False, "Compile models with torch.compile (slow first run, faster afterwards).", "ai")
+    ai_workers: int = _setting(
+        1, "Worker processes of `imgq serve` that run AI (gpu) steps, apart from those that "
+        "run classic steps, so that neither waits for the other. Each uses the cores ÷ this "
+        "many CPU threads.", "ai", ge=1)
+    ai_costs_file: Path | None = _setting(
+        None, "File of this machine's measured model costs, behind the time estimates; "
+        "unset means $XDG_CACHE_HOME/imgq/model-costs.json (~/.cache/...).", "ai")
     ai_tile: int = _setting(
         0, "Tile side in pixels for AI upscaling; 0 chooses it from free memory.", "ai", ge=0)
 
@@ -197,6 +206,11 @@ class Settings(BaseSettings):
     @property
     def worker_count(self) -> int:
         return self.workers or os.cpu_count() or 1
+
+    @property
+    def ai_threads(self) -> int:
+        """CPU threads of one AI worker process: the cores shared among the AI workers."""
+        return max(1, (os.cpu_count() or 1) // self.ai_workers)
 
 
 def env_name(field: str) -> str:

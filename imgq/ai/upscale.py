@@ -53,6 +53,7 @@ class UpscaleOptions:
     cpu_memory_budget: int | None = None
     compile_model: bool = False
     batch: int | None = None
+    estimated_seconds: float | None = None  # the caller's estimate (measured costs), if any
     wrap_forward: Wrap | None = None  # test hook: wraps the model call (e.g. to inject an OOM)
 
 
@@ -164,7 +165,8 @@ class Upscaler:
         run = TiledRun(plan, transform, layout.out_channels, writer.write, self._batch(plan))
         reporter = ProgressReporter(plan.count, progress, should_abort)
         if self.device.type == "cpu":
-            reporter.announce(estimate_cpu_seconds(w, h, self.descriptor))
+            reporter.announce(self.opts.estimated_seconds
+                              or estimate_cpu_seconds(w, h, self.descriptor))
         run.run(image, reporter)
         return writer.result()
 

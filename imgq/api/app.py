@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from imgq import __version__
 from imgq.api import compat
-from imgq.api.routes import events, jobs, limits, meta, metrics, models, previews, web
+from imgq.api.routes import estimates, events, jobs, limits, meta, metrics, models, previews, web
 from imgq.config import Settings
 from imgq.dispatch.base import Dispatcher
 from imgq.errors import ImgqError
@@ -74,7 +74,8 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None,
     app.include_router(jobs.router)
     app.include_router(meta.router)
     app.include_router(metrics.router)
-    for router in (events.router, previews.router, limits.router, models.router):
+    for router in (events.router, previews.router, limits.router, models.router,
+                   estimates.router):
         app.include_router(router)
     web.install(app)
     for router, tag in compat.enabled(settings):  # the earlier systems' APIs (docs/compat.md)

@@ -49,6 +49,10 @@ class ItemOut(BaseModel):
     output: ImageMeta | None = None
     result_name: str | None = Field(None, description="Download name of the result.")
     result_url: str | None = None
+    estimated_seconds: float | None = Field(
+        None, description="Estimated processing seconds of the AI steps, made when the job "
+        "was submitted from the model costs measured on this server (not counting the wait in "
+        "the queue); null for pipelines without AI steps.")
 
 
 class JobUrls(BaseModel):
@@ -108,6 +112,7 @@ def item_out(job: Job, item: Item, base: str) -> ItemOut:
                         finished_at=item.finished_at, processing_seconds=item.processing_seconds),
         input=_meta(item.input_meta),  # type: ignore[arg-type]
         output=_meta(item.result_meta), result_name=item.result_name,
+        estimated_seconds=(item.input_meta or {}).get("estimated_seconds"),
         result_url=f"{base}/v1/jobs/{job.id}/items/{item.idx}/result" if has_result else None,
     )
 

@@ -15,7 +15,8 @@ from imgq.domain.models import Item, Job
 from imgq.domain.pipeline import StepSpec, parse_pipeline
 from imgq.domain.status import Status
 from imgq.errors import InvalidRequest
-from imgq.ops._ai_bridge import refuse_large_ai_inputs
+from imgq.ops._ai_bridge import estimate_pipeline, refuse_large_ai_inputs
+from imgq.ops.base import BoundStep
 from imgq.ops.image import INPUT_FORMATS, ImageInfo, Limits, probe
 from imgq.store.repository import utcnow
 from imgq.worker.runtime import Runtime
@@ -59,8 +60,9 @@ async def submit_job(
     infos = [await anyio.to_thread.run_sync(probe, f.path, f.name, limits) for f in upload.files]
     sizes = [(f.name, i.width, i.height) for f, i in zip(upload.files, infos)]
     await anyio.to_thread.run_sync(refuse_large_ai_inputs, steps, sizes)  # docs/ai.md
+    estimates = await anyio.to_thread.run_sync(_estimates, steps, infos)
     job = _new_job(rt, [s.to_dict() for s in specs], rt.registry.resource_of(steps),
-                   ttl_seconds, source, extra or {}, upload.files, infos)
+                   ttl_seconds, source, extra or {}, upload.files, infos, estimates)
     stored: list[str] = []
     try:
         for item, staged in zip(job.items, upload.files):
@@ -78,12 +80,23 @@ async def submit_job(
     return job
 
 
+def _estimates(steps: list[BoundStep], infos: list[ImageInfo]) -> list[float | None]:
+    """Each image's estimated seconds of AI work (None without AI steps), from the costs
+    measured on this machine (docs/ai.md)."""
+    out: list[float | None] = []
+    for info in infos:
+        estimate = estimate_pipeline(steps, info.width, info.height)
+        out.append(None if estimate is None else round(estimate.seconds, 1))
+    return out
+
+
 def _is_specs(pipeline: object) -> TypeGuard[list[StepSpec]]:
     return isinstance(pipeline, list) and bool(pipeline) and isinstance(pipeline[0], StepSpec)
 
 
 def _new_job(rt: Runtime, pipeline: list[dict[str, Any]], resource: str, ttl: int, source: str,
-             extra: dict[str, Any], files: list[StagedFile], infos: list[ImageInfo]) -> Job:
+             extra: dict[str, Any], files: list[StagedFile], infos: list[ImageInfo],
+             estimates: list[float | None]) -> Job:
     now = utcnow()
     job_id = str(uuid.uuid4())
     items = [
@@ -92,9 +105,10 @@ def _new_job(rt: Runtime, pipeline: list[dict[str, Any]], resource: str, ttl: in
             input_name=staged.name, queued_at=now,
             input_key=f"{job_id}/inputs/{idx}.{INPUT_FORMATS[info.format][2]}",
             input_meta={"format": info.format, "width": info.width, "height": info.height,
-                        "bytes": info.bytes, "frames": info.frames},
+                        "bytes": info.bytes, "frames": info.frames,
+                        "estimated_seconds": estimate},
         )
-        for idx, (staged, info) in enumerate(zip(files, infos))
+        for idx, (staged, info, estimate) in enumerate(zip(files, infos, estimates))
     ]
     return Job(id=job_id, created_at=now, expires_at=now + timedelta(seconds=ttl),
                pipeline=pipeline, resource=resource, item_count=len(items), source=source,

@@ -163,9 +163,11 @@ class NatsWorker:
         from imgq.dispatch.embedded import _init_worker
 
         threads = max(1, (multiprocessing.cpu_count() or 1) // self.concurrency)
+        lane = "gpu" if self.settings.gpu_queue in self.queues else "cpu"  # model threads
         return ProcessPoolExecutor(self.concurrency,
                                    mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(self.settings, threads))
+                                   initializer=_init_worker,
+                                   initargs=(self.settings, threads, lane))
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import pyvips
 
+from imgq.ai.costs import MEASURED, CostBook, Estimate, book_at, default_path
 from imgq.errors import Cancelled, InvalidParameters
 from imgq.ops.base import BoundStep, StepContext
 from imgq.ops.image import Image
@@ -39,15 +40,22 @@ class AIConfig:
     precision: str = "auto"
     compile: bool = False
     tile: int = 0
-    max_pixels_cpu: int = 512 * 512
+    max_pixels_cpu: int = 0  # 0: no cap of its own
     max_pixels_gpu: int = 4_000_000
+    costs_file: Path | None = None  # None: costs.default_path()
+    threads: int = 1  # CPU threads of an AI worker process
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AIConfig:
         return cls(models_dir=settings.models_dir, device=settings.device,
                    precision=settings.ai_precision, compile=settings.ai_compile,
                    tile=settings.ai_tile, max_pixels_cpu=settings.ai_max_pixels,
-                   max_pixels_gpu=settings.ai_max_pixels_gpu)
+                   max_pixels_gpu=settings.ai_max_pixels_gpu, costs_file=settings.ai_costs_file,
+                   threads=settings.ai_threads)
+
+    def costs(self) -> CostBook:
+        """This machine's measured model costs."""
+        return book_at(self.costs_file or default_path())
 
     @classmethod
     def from_environment(cls) -> AIConfig:
@@ -159,3 +167,30 @@ def refuse_large_ai_inputs(steps: Sequence[BoundStep], files: Sequence[tuple[str
         if isinstance(step.op, PixelLimited):
             for name, width, height in files:
                 step.op.refuse_if_too_large(step.params, width, height, name)
+
+
+# -- time estimates, given before the work starts -------------------------------------------
+@runtime_checkable
+class TimeEstimated(Protocol):
+    """An operation that can say how long it will take on an image of a given size."""
+
+    def estimate(self, params: Any, width: int, height: int) -> Estimate: ...
+
+    def output_size(self, params: Any, width: int, height: int) -> tuple[int, int]: ...
+
+
+def estimate_pipeline(steps: Sequence[BoundStep], width: int, height: int) -> Estimate | None:
+    """Seconds the AI steps of a pipeline will take on a width×height image, or None when it
+    has none or one follows a step whose output size is not known before the run."""
+    total, basis, found = 0.0, MEASURED, False
+    for i, step in enumerate(steps):
+        if step.name in SIZE_CHANGING:
+            later = any(isinstance(s.op, TimeEstimated) for s in steps[i + 1:])
+            return None if later else (Estimate(total, basis) if found else None)
+        if isinstance(step.op, TimeEstimated):
+            estimate = step.op.estimate(step.params, width, height)
+            total += estimate.seconds
+            basis = basis if estimate.basis == MEASURED else estimate.basis
+            found = True
+            width, height = step.op.output_size(step.params, width, height)
+    return Estimate(total, basis) if found else None

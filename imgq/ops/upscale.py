@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, create_model, model_validator
 
 from imgq.ai.descriptors import SHIPPED, ModelDescriptor
-from imgq.ai.estimate import describe_estimate, estimate_cpu_seconds
+from imgq.ai.costs import CostBook, Estimate, covered_pixels, estimate
+from imgq.ai.estimate import describe_estimate
 from imgq.errors import ImageTooLarge
 from imgq.ops._ai_bridge import (
     AIConfig,
@@ -145,30 +147,36 @@ class Upscale(Operation):
     def params_model(self) -> type[Params]:  # type: ignore[override]
         return params_model(tuple(self.choices().items()))
 
-    # -- the CPU-honesty limit ----------------------------------------------------------------
+    # -- the estimate, and an operator's cap ---------------------------------------------------
     def descriptor(self, model: str) -> ModelDescriptor:
         from imgq.ai.loading import find_descriptor
 
         return find_descriptor(model, self.config.models_dir)
 
+    def estimate(self, params: Any, width: int, height: int) -> Estimate:
+        """Seconds this step will take here, from the costs measured on this machine."""
+        config = self.config
+        device = "cuda" if config.runs_on_cuda() else "cpu"
+        return estimate(config.costs(), self.descriptor(params.model), width, height, device,
+                        config.threads)
+
+    def output_size(self, params: Any, width: int, height: int) -> tuple[int, int]:
+        return width * params.scale, height * params.scale
+
     def refuse_if_too_large(self, params: Any, width: int, height: int, name: str) -> None:
-        """ImageTooLarge naming the file, the limit and the estimated time, past the AI limit."""
+        """ImageTooLarge past the operator's AI cap, naming it, the size and the estimate."""
         config = self.config
         pixels, on_cuda = width * height, config.runs_on_cuda()
         limit = config.max_pixels_gpu if on_cuda else config.max_pixels_cpu
-        if pixels <= limit:
+        if not limit or pixels <= limit:
             return
-        if on_cuda:
-            raise ImageTooLarge(
-                f"{name}: {width}×{height} is {pixels:,} pixels, more than the limit of "
-                f"{limit:,} for AI upscaling on this server's GPU (IMGQ_AI_MAX_PIXELS_GPU)",
-                file=name, limit=limit)
-        seconds = estimate_cpu_seconds(width, height, self.descriptor(params.model), _threads())
+        variable = "IMGQ_AI_MAX_PIXELS_GPU" if on_cuda else "IMGQ_AI_MAX_PIXELS"
+        seconds = self.estimate(params, width, height).seconds
         raise ImageTooLarge(
             f"{name}: {width}×{height} is {pixels:,} pixels, more than the limit of {limit:,} "
-            f"for AI upscaling on this server's CPU (IMGQ_AI_MAX_PIXELS): with {params.model} "
-            f"it would take {describe_estimate(seconds)} here. Send a smaller image, resize it "
-            "first, or use a server with a GPU worker",
+            f"pixels this server's operator set for AI upscaling on its "
+            f"{'GPU' if on_cuda else 'CPU'} ({variable}); with {params.model} it would take "
+            f"{describe_estimate(seconds)} here. Send a smaller image or resize it first",
             file=name, limit=limit, estimated_seconds=round(seconds, 1))
 
     # -- running ------------------------------------------------------------------------------
@@ -184,22 +192,22 @@ class Upscale(Operation):
             upscaler = Upscaler(UpscaleOptions(
                 model=params.model, scale=params.scale, tile=params.tile or config.tile or None,
                 device=config.device, precision=config.precision, models_dir=config.models_dir,
-                compile_model=config.compile))
+                compile_model=config.compile,
+                estimated_seconds=self.estimate(params, image.width, image.height).seconds))
+            started = time.perf_counter()
             result = upscaler.run(source.array, staged(ctx, prefix), ctx.should_abort)
+            self._record(upscaler, image, params, time.perf_counter() - started)
         return from_array(image, result, source.icc)
 
-
-def _threads() -> int:
-    """The CPU threads a model run uses here (torch's count once torch is loaded)."""
-    import os
-    import sys
-
-    if "torch" in sys.modules:
-        from imgq.ai.device import cpu_threads
-
-        return cpu_threads()
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
-               os.cpu_count() or 1)
+    def _record(self, upscaler: Any, image: Image, params: Any, seconds: float) -> None:
+        """Feed the run's time to this machine's costs (default tiles only: they are what
+        the estimates assume)."""
+        if params.tile or self.config.tile:
+            return
+        descriptor = upscaler.descriptor
+        pixels = covered_pixels(image.width, image.height, descriptor)
+        self.config.costs().record(CostBook.key(descriptor.name, upscaler.device.type),
+                                   pixels, seconds)
 
 
 def operations(config: AIConfig | None = None) -> list[Operation]:

@@ -33,13 +33,20 @@ def backoff(attempt: int, base: float) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
+def time_limit(rt: Runtime, claim: Claim) -> float:
+    """IMGQ_ITEM_TIME_LIMIT on top of twice the AI work estimated at submission: a large photo
+    upscaled on a CPU is accepted, and may take the time it was announced to take."""
+    estimated = claim.item.input_meta.get("estimated_seconds") or 0.0
+    return rt.settings.item_time_limit + 2 * float(estimated)
+
+
 def execute(rt: Runtime, item_id: str) -> Outcome:
     claim = rt.repo.claim(item_id, rt.settings.lease_seconds)
     if claim is None:
         log.debug("item %s not claimable (taken, finished or not due)", item_id)
         return Outcome("skipped")
     steps = rt.registry.bind(parse_pipeline(claim.job.pipeline))
-    ctx = ItemContext(rt.repo, claim, rt.settings.lease_seconds, rt.settings.item_time_limit,
+    ctx = ItemContext(rt.repo, claim, rt.settings.lease_seconds, time_limit(rt, claim),
                       len(steps))
     extra = ctx.log_extra
     log.info("item %s: running (attempt %d)", item_id, claim.item.attempts, extra=extra)

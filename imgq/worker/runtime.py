@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass
 
 import pyvips
 
+from imgq.ai.descriptors import SHIPPED
 from imgq.blobs import BlobStore, open_blob_store
 from imgq.config import Settings
 from imgq.ops import build_registry
 from imgq.ops.base import Registry
+from imgq.ops.upscale import Upscale, shipped_choices
 from imgq.store.db import make_engine, migrate
 from imgq.store.repository import Repository
 
@@ -42,3 +45,25 @@ def tune_libvips(threads: int) -> None:
     operation cache: every item is a different image, and the cache would hold files open."""
     pyvips.concurrency_set(max(1, threads))
     pyvips.cache_set_max(0)
+
+
+def limit_model_threads(threads: int) -> None:
+    """A process that runs models uses `threads` CPU threads for them (when torch is here)."""
+    if importlib.util.find_spec("torch") is None:
+        return
+    from imgq.ai.warmup import limit_cpu_threads
+
+    limit_cpu_threads(threads)
+
+
+def measure_model_costs(rt: Runtime) -> list[str]:
+    """Measure, once per machine, the installed upscaling models that have no cost figure yet
+    (models on the CPU only: a GPU's figures come from its first runs). The names measured."""
+    op = rt.registry.get("upscale") if "upscale" in rt.registry else None
+    if not isinstance(op, Upscale) or op.unavailable_reason or op.config.runs_on_cuda():
+        return []
+    from imgq.ai.warmup import calibrate_missing
+
+    config = op.config
+    descriptors = [d for d in SHIPPED if d.name in shipped_choices()]
+    return calibrate_missing(descriptors, config.costs(), config.models_dir)

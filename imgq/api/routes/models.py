@@ -1,5 +1,9 @@
 """GET /v1/models: the shipped models and what the models folder holds.
 
+Each shipped upscaling model carries its cost on this server (seconds per input megapixel,
+measured here once a worker has run it); GET /v1/estimate turns a pipeline and image sizes into
+seconds, as the page does before an upload.
+
 A file of the folder that cannot be used is listed with its error; nothing in the folder can
 make this route fail. Server paths are not shown: a user model is named by its file name.
 """
@@ -15,6 +19,8 @@ from fastapi import APIRouter
 
 from imgq.ai.descriptors import SHIPPED, ModelDescriptor
 from imgq.api.deps import RuntimeDep
+from imgq.ai.costs import seconds_per_megapixel
+from imgq.ops._ai_bridge import AIConfig
 from imgq.ops.upscale import installed
 
 log = logging.getLogger(__name__)
@@ -31,8 +37,19 @@ def _size(descriptor: ModelDescriptor) -> int | None:
     return sum(f.stat().st_size for f in files if f.is_file()) or None
 
 
-def shipped() -> list[dict[str, Any]]:
-    return [{**d.public(), "size": _size(d), "available": installed(d)} for d in SHIPPED]
+def cost(descriptor: ModelDescriptor, config: AIConfig) -> dict[str, Any] | None:
+    """What the model costs here, per input megapixel of a large image."""
+    if descriptor.purpose != "sr":
+        return None
+    device = "cuda" if config.runs_on_cuda() else "cpu"
+    per_mp = seconds_per_megapixel(config.costs(), descriptor, device, config.threads)
+    return {"seconds_per_megapixel": round(per_mp.seconds, 2), "device": device,
+            "basis": per_mp.basis}
+
+
+def shipped(config: AIConfig) -> list[dict[str, Any]]:
+    return [{**d.public(), "size": _size(d), "available": installed(d),
+             "cost": cost(d, config)} for d in SHIPPED]
 
 
 def user_models(folder: Path | None) -> list[dict[str, Any]]:
@@ -45,8 +62,9 @@ def user_models(folder: Path | None) -> list[dict[str, Any]]:
         return []
 
 
-def models(folder: Path | None) -> dict[str, Any]:
-    return {"shipped": shipped(), "user": user_models(folder),
+def models(config: AIConfig) -> dict[str, Any]:
+    folder = config.models_dir
+    return {"shipped": shipped(config), "user": user_models(folder),
             "how_to_add": "put a .safetensors or .pth file in the server's IMGQ_MODELS_DIR; "
                           "it is offered as a model of the upscale operation under its file name"}
 
@@ -55,4 +73,4 @@ def models(folder: Path | None) -> dict[str, Any]:
             summary="Shipped AI models, and the models found in the models folder")
 async def list_models(rt: RuntimeDep) -> dict[str, Any]:
     # Inspecting a new file loads it (torch): off the event loop.
-    return await anyio.to_thread.run_sync(models, rt.settings.models_dir)
+    return await anyio.to_thread.run_sync(models, AIConfig.from_settings(rt.settings))
