@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from imgq import __version__
-from imgq.api import compat
+from imgq.api import compat, cors
 from imgq.api.routes import events, jobs, limits, meta, metrics, models, previews, web
 from imgq.config import Settings
 from imgq.dispatch.base import Dispatcher
@@ -81,6 +81,7 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None,
         app.include_router(router)
         app.openapi_tags = [*(app.openapi_tags or []), tag]
     _add_error_handlers(app)
+    cors.install(app, settings)
     return app
 
 
