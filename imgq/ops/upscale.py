@@ -20,7 +20,7 @@ from imgq.ai.descriptors import SHIPPED, ModelDescriptor
 from imgq.ai.costs import CostBook, Estimate, covered_pixels, estimate
 from imgq.ai.estimate import describe_estimate
 from imgq.errors import ImageTooLarge
-from imgq.ops._ai_bridge import (
+from imgq.ops.ai_support import (
     AIConfig,
     from_array,
     missing_packages,

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from imgq.api.deps import RuntimeDep, errors
 from imgq.domain.pipeline import parse_pipeline
 from imgq.errors import InvalidRequest
-from imgq.ops._ai_bridge import estimate_pipeline
+from imgq.ops.ai_support import estimate_pipeline
 from imgq.ops.base import BoundStep
 
 router = APIRouter(tags=["operations"])

@@ -20,7 +20,7 @@ from fastapi import APIRouter
 from imgq.ai.descriptors import SHIPPED, ModelDescriptor
 from imgq.api.deps import RuntimeDep
 from imgq.ai.costs import seconds_per_megapixel
-from imgq.ops._ai_bridge import AIConfig
+from imgq.ops.ai_support import AIConfig
 from imgq.ops.upscale import installed
 
 log = logging.getLogger(__name__)

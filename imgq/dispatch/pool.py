@@ -1,0 +1,50 @@
+"""The worker processes that run items, shared by the embedded dispatcher and the NATS worker.
+
+Processes, not threads: image work must never block the server's event loop, and a worker
+that crashes (a bad image can take down a native decoder) must not take the server with it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
+from imgq.config import Settings
+from imgq.logs import setup_logging
+from imgq.worker.execute import execute
+from imgq.worker.runtime import Runtime, limit_model_threads, measure_model_costs, tune_libvips
+
+_runtime: Runtime | None = None  # this worker process's Runtime, made once by init_worker
+
+
+def init_worker(settings: Settings, threads: int, models: bool) -> None:
+    global _runtime
+    setup_logging(settings.log_level)
+    tune_libvips(threads)
+    if models:
+        limit_model_threads(threads)
+    _runtime = Runtime.from_settings(settings)
+
+
+def run_item(item_id: str) -> tuple[str, float | None]:
+    """Run one item in this worker process: its outcome and, for a retry, the delay."""
+    if _runtime is None:
+        raise RuntimeError("worker process not initialised")
+    outcome = execute(_runtime, item_id)
+    return outcome.status, outcome.retry_in
+
+
+def measure_models() -> list[str]:
+    """Measure this machine's model costs where none are known (imgq.ai.warmup)."""
+    if _runtime is None:
+        raise RuntimeError("worker process not initialised")
+    return measure_model_costs(_runtime)
+
+
+def new_pool(settings: Settings, processes: int, models: bool = False) -> ProcessPoolExecutor:
+    """`processes` spawned workers sharing the cores: libvips, and the models when `models`
+    (a pool that runs AI steps), get cores / processes threads each."""
+    threads = max(1, (multiprocessing.cpu_count() or 1) // processes)
+    return ProcessPoolExecutor(max_workers=processes,
+                               mp_context=multiprocessing.get_context("spawn"),
+                               initializer=init_worker, initargs=(settings, threads, models))
