@@ -6,12 +6,22 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from imgq.client import DEFAULT_URL, Client, Event, ImgqClientError, ImgqHTTPError, Item, Job
+from imgq.client import (
+    DEFAULT_URL,
+    Client,
+    Event,
+    ImgqClientError,
+    ImgqHTTPError,
+    Item,
+    Job,
+    Unreachable,
+)
 
 URL_ENV = "IMGQ_URL"
 UrlOption = Annotated[str, typer.Option(
@@ -24,8 +34,13 @@ err = Console(stderr=True)
 
 
 def _fail(exc: ImgqClientError | Exception) -> typer.Exit:
+    """One line on stderr, no traceback; exit status 2."""
     text = exc.message if isinstance(exc, ImgqHTTPError) else str(exc)
-    err.print(f"[red]imgq:[/] {text}", highlight=False)
+    if isinstance(exc, Unreachable):
+        text += "; start it with `imgq serve`, or name another with --url or IMGQ_URL"
+    elif isinstance(exc, httpx.HTTPError):  # the connection broke during a stream
+        text = f"the connection to the imgq server broke ({str(exc) or type(exc).__name__})"
+    err.print(f"[red]imgq:[/] {text}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -58,7 +73,7 @@ def submit(
             _summary(job)
             if output is not None:
                 _download(client, job, output, zip_)
-    except ImgqClientError as exc:
+    except (ImgqClientError, httpx.HTTPError) as exc:
         raise _fail(exc) from None
     if any(i.status != "succeeded" for i in job.items):
         raise typer.Exit(1)
@@ -128,7 +143,7 @@ def status(
     try:
         with Client(url) as client:
             job = client.get(job_id)
-    except ImgqClientError as exc:
+    except (ImgqClientError, httpx.HTTPError) as exc:
         raise _fail(exc) from None
     if as_json:
         out.print_json(json.dumps(job.raw))
@@ -148,7 +163,7 @@ def download(
     try:
         with Client(url) as client:
             _download(client, client.get(job_id), output, zip_)
-    except ImgqClientError as exc:
+    except (ImgqClientError, httpx.HTTPError) as exc:
         raise _fail(exc) from None
 
 
@@ -160,7 +175,7 @@ def ops(
     try:
         with Client(url) as client:
             operations = client.operations()
-    except ImgqClientError as exc:
+    except (ImgqClientError, httpx.HTTPError) as exc:
         raise _fail(exc) from None
     if as_json:
         out.print_json(json.dumps(operations))

@@ -78,6 +78,15 @@ class ServerError(ImgqHTTPError):
     """5xx: the server failed or a dependency is down."""
 
 
+class Unreachable(ImgqClientError):
+    """The server could not be reached: not running, a wrong URL, or the network."""
+
+    def __init__(self, base_url: str, exc: Exception) -> None:
+        reason = str(exc).strip() or type(exc).__name__
+        super().__init__(f"cannot reach the imgq server at {base_url} ({reason})")
+        self.base_url = base_url
+
+
 class WaitTimeout(ImgqClientError):
     """The job did not finish in the time given."""
 
@@ -245,7 +254,10 @@ class Client:
         self.http.close()
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
-        response = self.http.request(method, path, **kw)
+        try:
+            response = self.http.request(method, path, **kw)
+        except httpx.TransportError as exc:
+            raise Unreachable(self.base_url, exc) from exc
         _raise_for(response)
         return response.json() if response.content else None
 
@@ -368,7 +380,10 @@ class AsyncClient:
         await self.http.aclose()
 
     async def _json(self, method: str, path: str, **kw: Any) -> Any:
-        response = await self.http.request(method, path, **kw)
+        try:
+            response = await self.http.request(method, path, **kw)
+        except httpx.TransportError as exc:
+            raise Unreachable(self.base_url, exc) from exc
         _raise_for(response)
         return response.json() if response.content else None
 

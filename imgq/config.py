@@ -189,6 +189,10 @@ class Settings(BaseSettings):
         1, "Worker processes of `imgq serve` that run AI (gpu) steps, apart from those that "
         "run classic steps, so that neither waits for the other. Each uses the cores ÷ this "
         "many CPU threads.", "ai", ge=1)
+    ai_measure_on_start: bool = _setting(
+        True, "Measure each installed upscaling model on this machine's CPU once (about a "
+        "second of work each, remembered in IMGQ_AI_COSTS_FILE) when the AI workers of "
+        "`imgq serve` start, so that the first estimates are this machine's.", "ai")
     ai_costs_file: Path | None = _setting(
         None, "File of this machine's measured model costs, behind the time estimates; "
         "unset means $XDG_CACHE_HOME/imgq/model-costs.json (~/.cache/...).", "ai")

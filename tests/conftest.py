@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Tests measure models only where they mean to, in a cost file of their own: the machine's
+# file (~/.cache/imgq) keeps what real work measured.
+os.environ.setdefault("IMGQ_AI_MEASURE_ON_START", "false")
+os.environ.setdefault("IMGQ_AI_COSTS_FILE", os.path.join(
+    tempfile.mkdtemp(prefix="imgq-test-costs-"), "model-costs.json"))
 POSTGRES_URL = os.environ.get("IMGQ_TEST_POSTGRES_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -14,6 +14,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from imgq.domain.names import safe_name
+from imgq.domain.units import describe_bytes
 from imgq.errors import FileTooLarge, InvalidRequest, TooManyFiles
 
 FILE_FIELDS = frozenset({"files", "files[]", "file", "image", "images"})
@@ -36,10 +37,6 @@ class Upload:
     def discard(self) -> None:
         for f in self.files:
             f.path.unlink(missing_ok=True)
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1_000_000:g} MB"
 
 
 class _Collector:
@@ -104,7 +101,7 @@ class _Collector:
         self._file.size += end - start
         if self._file.size > self.max_bytes:
             raise FileTooLarge(f"{self._file.name}: larger than the limit of "
-                               f"{_mb(self.max_bytes)}", file=self._file.name,
+                               f"{describe_bytes(self.max_bytes)}", file=self._file.name,
                                limit=self.max_bytes)
         self._fh.write(data[start:end])
 
@@ -128,8 +125,8 @@ async def receive_upload(request: Request, staging: Path | None, max_files: int,
         raise InvalidRequest("send the files as multipart/form-data")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_files * (max_bytes + 64 * 1024):
-        raise FileTooLarge(f"the request is {_mb(int(declared))}, more than {max_files} files "
-                           f"of at most {_mb(max_bytes)} each")
+        raise FileTooLarge(f"the request is {describe_bytes(int(declared))}, more than "
+                           f"{max_files} files of at most {describe_bytes(max_bytes)} each")
     upload = Upload()
     collector = _Collector(upload, staging, max_files, max_bytes, file_fields)
     parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]

@@ -60,7 +60,8 @@ class EmbeddedDispatcher(Dispatcher):
         for lane in self.lanes.values():
             lane.start()
         ai = self.lanes["gpu"].pool
-        if ai is not None:  # the AI lane's first task: items sent meanwhile get measured costs
+        if ai is not None and self.settings.ai_measure_on_start:
+            # The AI lane's first task: items sent meanwhile get measured costs.
             ai.submit(measure_models).add_done_callback(_log_measured)
 
     def lane(self, resource: str) -> Lane:

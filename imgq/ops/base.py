@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from imgq.domain.names import with_extension
 from imgq.domain.pipeline import StepSpec
 from imgq.errors import InvalidParameters, InvalidPipeline
 from imgq.ops.image import Image
@@ -67,6 +68,11 @@ class Operation:
         The runner uses it to keep chained neighbourhood filters from recomputing."""
         return 0
 
+    def name_suffix(self, params: Any) -> str:
+        """What the result's download name gets for this step ("@4x" for an upscale ×4);
+        steps that only filter or convert leave the name alone."""
+        return ""
+
     def load(self, path: Path, fmt: str, params: Any) -> Image | None:
         """Optionally decode and apply at once (shrink-on-load); None means not possible."""
         return None
@@ -90,6 +96,13 @@ class BoundStep:
     @property
     def name(self) -> str:
         return self.op.name
+
+
+def result_name(input_name: str, steps: list[BoundStep], ext: str) -> str:
+    """photo480.jpg upscaled ×4 → photo480@4x.jpg; the extension is the output format's."""
+    suffix = "".join(step.op.name_suffix(step.params) for step in steps)
+    name = with_extension(input_name, ext)
+    return f"{name[:-len(ext) - 1]}{suffix}.{ext}"
 
 
 class Registry:

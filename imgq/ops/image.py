@@ -16,6 +16,7 @@ from typing import Any
 
 import pyvips
 
+from imgq.domain.units import describe_megapixels
 from imgq.errors import AnimatedRefused, DecodeError, ImageTooLarge, UnsupportedFormat
 
 log = logging.getLogger(__name__)
@@ -107,13 +108,15 @@ def probe(path: Path, name: str, limits: Limits) -> ImageInfo:
             raise AnimatedRefused(f"{name}: animated images are not accepted", file=name)
         if frames > limits.max_frames:
             raise ImageTooLarge(
-                f"{name}: {frames} frames, more than the limit of {limits.max_frames}", file=name
+                f"{name}: {frames} frames, more than the limit of {limits.max_frames} frames",
+                file=name
             )
         height = int(header.get("page-height")) if "page-height" in header.get_fields() else height
     if width * height > limits.max_pixels:
         raise ImageTooLarge(
             f"{name}: {width}×{height} is {width * height:,} pixels, "
-            f"more than the limit of {limits.max_pixels:,}",
+            f"more than the limit of {limits.max_pixels:,} pixels "
+            f"({describe_megapixels(limits.max_pixels)})",
             file=name,
         )
     return ImageInfo(fmt, width, height, frames, path.stat().st_size)

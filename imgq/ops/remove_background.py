@@ -65,6 +65,9 @@ class RemoveBackground(Operation):
                    if missing else _weights_problem())
         self.unavailable_reason = problem  # type: ignore[misc]
 
+    def name_suffix(self, params: RemoveBackgroundParams) -> str:
+        return "-mask" if params.mode == "mask" else "-nobg"
+
     def apply(self, image: Image, params: RemoveBackgroundParams, ctx: StepContext) -> Image:
         from imgq.ai.background import remove_background
 

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "realesrgan-x4plus"
 DEFAULT_SCALE = 4
 RUNTIME_PACKAGES = ("torch", "spandrel", "safetensors")
+MIN_RECORDED_PIXELS = 48 * 48  # smaller runs say little about the cost per pixel
 
 
 def installed(descriptor: ModelDescriptor) -> bool:
@@ -160,6 +161,9 @@ class Upscale(Operation):
         return estimate(config.costs(), self.descriptor(params.model), width, height, device,
                         config.threads)
 
+    def name_suffix(self, params: Any) -> str:
+        return f"@{params.scale}x"
+
     def output_size(self, params: Any, width: int, height: int) -> tuple[int, int]:
         return width * params.scale, height * params.scale
 
@@ -206,6 +210,8 @@ class Upscale(Operation):
             return
         descriptor = upscaler.descriptor
         pixels = covered_pixels(image.width, image.height, descriptor)
+        if pixels < MIN_RECORDED_PIXELS:
+            return
         self.config.costs().record(CostBook.key(descriptor.name, upscaler.device.type),
                                    pixels, seconds)
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgq.domain.models import Claim
-from imgq.domain.names import with_extension
 from imgq.domain.pipeline import parse_pipeline
 from imgq.errors import Cancelled, ImgqError, InvalidTransition, TransientError
+from imgq.ops.base import result_name
 from imgq.ops.image import OUTPUT_FORMATS
 from imgq.worker.context import ItemContext
 from imgq.worker.run import run_pipeline
@@ -58,7 +58,8 @@ def execute(rt: Runtime, item_id: str) -> Outcome:
             with rt.blobs.open_local(claim.item.input_key) as source:
                 log.info("item %s: input read", item_id, extra=extra)
                 info = run_pipeline(steps, source, claim.item.input_meta["format"], target, ctx)
-            return _store(rt, claim, ctx, target, info.format, info.__dict__)
+            name = result_name(claim.item.input_name, steps, OUTPUT_FORMATS[info.format][1])
+            return _store(rt, claim, ctx, target, info.format, info.__dict__, name)
         except Cancelled:
             log.info("item %s: cancelled", item_id, extra=extra)
             return _guarded(claim, lambda: rt.repo.finish_cancelled(claim, ctx.elapsed), "cancelled")
@@ -74,13 +75,12 @@ def _tmp_dir(rt: Runtime) -> str | None:
 
 
 def _store(rt: Runtime, claim: Claim, ctx: ItemContext, target: Path, fmt: str,
-           meta: dict[str, object]) -> Outcome:
+           meta: dict[str, object], name: str) -> Outcome:
     ext = OUTPUT_FORMATS[fmt][1]
     key = f"{claim.job.id}/results/{claim.item.idx}-{claim.token[:8]}.{ext}"
     log.info("item %s: storing %s (%s bytes)", claim.item.id, key, meta.get("bytes"),
              extra=ctx.log_extra)
     rt.blobs.put_file(key, target)
-    name = with_extension(claim.item.input_name, ext)
     try:
         rt.repo.finish_succeeded(claim, key, name, meta, round(ctx.elapsed, 4))
     except InvalidTransition:

@@ -29,6 +29,8 @@ STOP_TIMEOUT = 20.0
 JOB_TIMEOUT = 60.0
 POLL = 0.05
 ACTIVE = frozenset({"queued", "running"})
+# Set for the whole test run by tests/conftest.py: models measured only where a test means to.
+TEST_WIDE_SETTINGS = frozenset({"IMGQ_AI_MEASURE_ON_START", "IMGQ_AI_COSTS_FILE"})
 
 
 # -- the server -------------------------------------------------------------------------------
@@ -71,7 +73,8 @@ class Server:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.client.close()
         self.client = httpx.Client(base_url=self.base_url, timeout=20.0)
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("IMGQ_")}
+        full_env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("IMGQ_") or k in TEST_WIDE_SETTINGS}
         full_env.update({
             "IMGQ_DATA_DIR": str(self.data_dir), "IMGQ_HOST": "127.0.0.1",
             "IMGQ_PORT": str(self.port), "PYTHONUNBUFFERED": "1",

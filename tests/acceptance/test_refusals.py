@@ -98,6 +98,6 @@ def test_a_file_over_the_byte_limit_is_refused_while_streaming(
     assert response.status_code == 413, response.text
     error = response.json()["error"]
     assert error["code"] == "file_too_large"
-    assert error["message"].startswith("big.jpg:") and "0.1 MB" in error["message"], error
+    assert error["message"].startswith("big.jpg:") and "limit of 97.7 KiB" in error["message"], error
     _assert_nothing_stored(server)
     assert server.submit([("small.jpg", jpeg_bytes())], "grayscale").status_code == 201

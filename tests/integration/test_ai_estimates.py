@@ -21,6 +21,7 @@ from imgq.ai.costs import MEASURED, CostBook, book_at, covered_pixels  # noqa: E
 from imgq.ai.descriptors import SHIPPED  # noqa: E402
 from imgq.ai.warmup import calibrate_missing  # noqa: E402
 from imgq.api.app import create_app  # noqa: E402
+from imgq.compose import open_runtime  # noqa: E402
 from imgq.ops import build_registry  # noqa: E402
 from tests.integration.test_ai_ops import FAST, picture, run, settings, write  # noqa: E402
 
@@ -37,7 +38,8 @@ def costs_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def client(tmp_path: Path, costs_file: Path) -> Iterator[TestClient]:
-    app = create_app(settings(tmp_path, ai_costs_file=costs_file), sweeper=False)
+    runtime = open_runtime(settings(tmp_path, ai_costs_file=costs_file), run_migrations=True)
+    app = create_app(runtime, sweeper=False)
     with TestClient(app) as test_client:
         yield test_client
 
@@ -100,8 +102,9 @@ def test_models_carry_their_measured_cost_per_megapixel(client: TestClient) -> N
 
 def test_an_operators_cap_is_named_as_theirs_with_the_size_and_estimate(
         tmp_path: Path, costs_file: Path) -> None:
-    app = create_app(settings(tmp_path, ai_costs_file=costs_file, ai_max_pixels=100_000),
-                     sweeper=False)
+    runtime = open_runtime(settings(tmp_path, ai_costs_file=costs_file, ai_max_pixels=100_000),
+                           run_migrations=True)
+    app = create_app(runtime, sweeper=False)
     with TestClient(app) as client:
         response = client.post("/v1/jobs", files={"files": ("photo480.jpg", photo())},
                                data={"pipeline": "upscale"})
@@ -118,12 +121,12 @@ def test_a_run_through_the_pipeline_and_a_calibration_record_this_machines_cost(
         tmp_path: Path) -> None:
     costs_file = tmp_path / "model-costs.json"
     registry = build_registry(settings(tmp_path, ai_costs_file=costs_file))
-    source = write(tmp_path, "in.png", picture(40, 56, "rgb"))
+    source = write(tmp_path, "in.png", picture(48, 64, "rgb"))
     out = run(registry, f"upscale:model={FAST}", source, tmp_path / "out.png")
-    assert (out.width, out.height) == (224, 160)
+    assert (out.width, out.height) == (256, 192)
     key = CostBook.key(FAST, "cpu")
     fit = CostBook(costs_file).fit(key)
-    assert fit is not None and fit.runs == 1 and fit.sx == covered_pixels(56, 40, SHIPPED.get(FAST))
+    assert fit is not None and fit.runs == 1 and fit.sx == covered_pixels(64, 48, SHIPPED.get(FAST))
     assert calibrate_missing([SHIPPED.get(FAST)], book_at(costs_file)) == []  # known already
     other = SHIPPED.get("realesrgan-x4plus-anime")
     assert calibrate_missing([other], book_at(costs_file)) == [other.name]

@@ -73,3 +73,24 @@ def test_ops_lists_operations_and_their_parameters(server: Server) -> None:
     assert run.returncode == 0
     assert "grayscale" in run.stdout
     assert "radius: number" in run.stdout
+
+
+@pytest.mark.parametrize("command", [["submit", "{file}", "--op", "grayscale", "--wait"],
+                                     ["status", "some-job"], ["ops"]])
+def test_with_no_server_the_command_says_so_in_one_line(tmp_path: Path,
+                                                        command: list[str]) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    picture = write_picture(tmp_path / "photo.png", 32, 32)
+    args = [a.replace("{file}", str(picture)) for a in command]
+    run = subprocess.run([*IMGQ, *args, "--url", url], env={**os.environ, "COLUMNS": "80"},
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith(f"imgq: cannot reach the imgq server at {url}"), lines[0]
+    assert "imgq serve" in lines[0] and "--url" in lines[0]
+    assert run.stdout == ""

@@ -27,3 +27,21 @@ def test_result_name_takes_the_output_extension() -> None:
 
 def test_archive_names_are_unique_regardless_of_case() -> None:
     assert unique_names(["a.png", "A.png", "a.png", "b"]) == ["a.png", "A (2).png", "a (3).png", "b"]
+
+
+def test_result_names_say_what_the_ai_did() -> None:
+    from imgq.domain.pipeline import parse_pipeline
+    from imgq.ops import build_registry
+    from imgq.ops.base import result_name
+
+    registry = build_registry()
+
+    def named(pipeline: str, name: str = "photo480.jpg", ext: str = "jpg") -> str:
+        return result_name(name, registry.bind(parse_pipeline(pipeline)), ext)
+
+    assert named("upscale:scale=4") == "photo480@4x.jpg"
+    assert named("upscale:scale=2|encode:format=webp", ext="webp") == "photo480@2x.webp"
+    assert named("remove_background", ext="png") == "photo480-nobg.png"
+    assert named("remove_background:mode=mask", ext="png") == "photo480-mask.png"
+    assert named("grayscale|resize:width=100") == "photo480.jpg"
+    assert named("upscale:scale=3", name="no-extension") == "no-extension@3x.jpg"

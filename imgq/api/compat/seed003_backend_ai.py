@@ -153,8 +153,8 @@ def _missing_model(task_type: str, operation: str, reason: str) -> SeedError:
                "installed here: install imgq's AI dependencies (see the README) and restart")
         return SeedError(503, {"error": "Model not installed", "details": {
             "task_type": task_type, "operation": operation, "reason": reason, "how_to_fix": fix}})
-    fix = (f"imgq ships no model for {task_type}. Install a plug-in package that provides an "
-           f"'{operation}' operation through the 'imgq.operations' entry point (it may load its "
+    fix = (f"imgq ships no model for {task_type}. Install a plug-in package that provides the "
+           f"operation '{operation}' through the 'imgq.operations' entry point (it may load its "
            "weights from IMGQ_MODELS_DIR), then restart imgq; GET /v1/operations lists what is "
            "installed")
     return SeedError(400, {"error": "Model not installed", "details": {

@@ -50,7 +50,7 @@ def parse_sizes(raw: str, max_pixels: int) -> list[tuple[int, int]]:
                                  "(IMGQ_MAX_PIXELS)")
         sizes.append((width, height))
     if len(sizes) > MAX_SIZES:
-        raise InvalidRequest(f"sizes: {len(sizes)} sizes, more than the limit of {MAX_SIZES}")
+        raise InvalidRequest(f"sizes: {len(sizes)} sizes, more than the limit of {MAX_SIZES} sizes")
     return sizes
 
 

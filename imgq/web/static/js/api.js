@@ -64,12 +64,27 @@ export function upload(path, form, onProgress) {
   });
 }
 
+// Sizes are written as the server writes them (imgq/domain/units.py): binary units, 50 MiB.
 export function formatBytes(n) {
   if (n == null) return "";
-  if (n < 1000) return `${n} B`;
-  if (n < 1e6) return `${(n / 1e3).toFixed(n < 1e4 ? 1 : 0)} KB`;
-  if (n < 1e9) return `${(n / 1e6).toFixed(n < 1e7 ? 1 : 0)} MB`;
-  return `${(n / 1e9).toFixed(1)} GB`;
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = n, unit = 0;
+  while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
+  if (unit === 0) return `${n} B`;
+  const text = value >= 100 ? value.toFixed(0) : String(Number(value.toPrecision(3)));
+  return `${text} ${units[unit]}`;
+}
+
+// "~40 s", "~3 min", "~1.5 h": as the server writes its estimates (imgq/ai/estimate.py).
+export function formatEstimate(seconds) {
+  if (seconds < 90) return `~${Math.round(seconds)} s`;
+  if (seconds < 5400) return `~${Math.round(seconds / 60)} min`;
+  return `~${(seconds / 3600).toFixed(1)} h`;
+}
+
+export function formatMegapixels(pixels) {
+  const mp = pixels / 1e6;
+  return `${mp >= 100 || mp === Math.round(mp) ? mp.toFixed(0) : String(Number(mp.toPrecision(3)))} MP`;
 }
 
 export function formatDuration(seconds) {

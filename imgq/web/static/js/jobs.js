@@ -1,6 +1,6 @@
 // The jobs page: a card per image, live over Server-Sent Events, polling as a fallback.
 
-import { api, ApiError, clockSkew, el, formatBytes, formatDuration, recentJobs } from "./api.js";
+import { api, ApiError, clockSkew, el, formatBytes, formatDuration, formatEstimate, recentJobs } from "./api.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const ACTIVE = new Set(["queued", "running"]);
@@ -158,7 +158,8 @@ class Card {
   }
 
   compareAt(value) {
-    this.node.style.setProperty("--split", `${value}%`);
+    // On .compare itself: its own rule (--split: 50%) would hide a value set on the card.
+    $(".compare", this.node).style.setProperty("--split", `${value}%`);
     $(".slider", this.node).setAttribute("aria-valuetext", `${value}% before`);
   }
 
@@ -214,7 +215,8 @@ class Card {
 
 function stageText(item) {
   switch (item.status) {
-    case "queued": return item.stage && item.attempts ? item.stage : "Waiting for a worker";
+    case "queued": return item.stage && item.attempts ? item.stage
+      : `Waiting for a worker${item.estimated_seconds == null ? "" : ` · AI ${formatEstimate(item.estimated_seconds)} once it starts`}`;
     case "running": return `${item.progress}% · ${item.stage || "working"}`;
     case "succeeded": {
       const secs = item.timings && item.timings.processing_seconds;

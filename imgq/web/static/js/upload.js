@@ -1,6 +1,6 @@
 // The upload page: pick images, choose a preset or build a pipeline, submit.
 
-import { api, ApiError, el, formatBytes, formatDuration, rememberJob, upload } from "./api.js";
+import { api, ApiError, el, formatBytes, formatDuration, formatEstimate, formatMegapixels, rememberJob, upload } from "./api.js";
 import { paramsForm } from "./schema-form.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -186,7 +186,55 @@ function compact(steps) {
   }).join("|");
 }
 
+// -- the estimate, before anything is uploaded ---------------------------------------------
+// The sizes read here and the pipeline go to GET /v1/estimate, which answers from the model
+// costs the server measured on its own machine: the same figure the job will show.
+let estimateTimer = null;
+let estimateAsked = 0;
+
+function scheduleEstimate() {
+  clearTimeout(estimateTimer);
+  estimateTimer = setTimeout(updateEstimate, 150);
+}
+
+async function updateEstimate() {
+  const asked = ++estimateAsked;
+  const box = $("#estimate");
+  const steps = pipeline();
+  const sized = state.files.filter((f) => !f.error && f.width);
+  for (const f of state.files) f.estimate = null;
+  if (!steps.length || !sized.length) return showEstimate(box, "");
+  const sizes = sized.map((f) => `${f.width}x${f.height}`).join(",");
+  let answer;
+  try {
+    answer = await api(`/v1/estimate?pipeline=${encodeURIComponent(JSON.stringify(steps))}&sizes=${sizes}`);
+  } catch {
+    return asked === estimateAsked && showEstimate(box, "");
+  }
+  if (asked !== estimateAsked) return;
+  let total = 0, guessed = false;
+  answer.estimates.forEach((e, i) => {
+    if (e.estimated_seconds == null) return;
+    sized[i].estimate = e.estimated_seconds;
+    total += e.estimated_seconds;
+    guessed = guessed || !/measured/.test(e.basis || "") || /not measured/.test(e.basis || "");
+  });
+  for (const entry of state.files) {
+    const node = document.querySelector(`#file-list [data-file="${entry.id}"] .file-estimate`);
+    if (node) node.textContent = entry.estimate == null ? "" : ` · AI ${formatEstimate(entry.estimate)}`;
+  }
+  const some = sized.some((f) => f.estimate != null);
+  showEstimate(box, some ? `AI work: ${formatEstimate(total)} on this server, after any wait in the queue`
+    + (guessed ? " (a first guess: the server has not measured its models yet)" : "") : "");
+}
+
+function showEstimate(box, text) {
+  box.textContent = text;
+  box.hidden = !text;
+}
+
 function refresh() {
+  scheduleEstimate();
   const steps = pipeline();
   $("#pipeline-text").textContent = steps.length ? compact(steps) : "—";
   const n = state.files.filter((f) => !f.error).length;
@@ -240,9 +288,11 @@ function checkPixels(entry) {
   entry.url = URL.createObjectURL(entry.file);
   img.onload = () => {
     entry.size = `${img.naturalWidth}×${img.naturalHeight}`;
+    entry.width = img.naturalWidth;
+    entry.height = img.naturalHeight;
     const pixels = img.naturalWidth * img.naturalHeight;
     if (state.limits && pixels > state.limits.max_pixels) {
-      entry.error = `${entry.size} is ${(pixels / 1e6).toFixed(1)} megapixels, more than the limit of ${(state.limits.max_pixels / 1e6).toFixed(0)}`;
+      entry.error = `${entry.size} is ${formatMegapixels(pixels)}, more than the limit of ${formatMegapixels(state.limits.max_pixels)}`;
     }
     renderFiles();
   };
@@ -262,8 +312,9 @@ function renderFiles() {
       ? el("img", { src: entry.url, alt: "", class: "file-thumb" })
       : el("span", { class: "file-thumb blank", "aria-hidden": "true" });
     const detail = entry.error ? el("span", { class: "file-error", text: entry.error })
-      : el("span", { class: "muted", text: [formatBytes(entry.file.size), entry.size].filter(Boolean).join(" · ") });
-    return el("li", { class: `file${entry.error ? " bad" : ""}` }, thumb,
+      : el("span", { class: "muted" }, [formatBytes(entry.file.size), entry.size].filter(Boolean).join(" · "),
+        el("span", { class: "file-estimate", text: entry.estimate == null ? "" : ` · AI ${formatEstimate(entry.estimate)}` }));
+    return el("li", { class: `file${entry.error ? " bad" : ""}`, "data-file": entry.id }, thumb,
       el("span", { class: "file-text" }, el("span", { class: "file-name", text: entry.file.name, title: entry.file.name }), detail),
       el("button", { type: "button", class: "icon", "aria-label": `Remove ${entry.file.name}`, text: "✕",
         onclick: () => { state.files = state.files.filter((f) => f !== entry); if (entry.url) URL.revokeObjectURL(entry.url); showFileProblems([]); renderFiles(); $("#file-input").focus(); } }));
@@ -364,7 +415,7 @@ async function start() {
     const [limits, ops] = await Promise.all([api("/v1/limits"), api("/v1/operations")]);
     state.limits = limits;
     for (const op of ops) state.ops.set(op.name, op);
-    $("#limits-text").textContent = `Up to ${limits.max_files} images, ${formatBytes(limits.max_file_bytes)} and ${Math.round(limits.max_pixels / 1e6)} megapixels each · JPEG, PNG, WebP, GIF, TIFF, HEIC, AVIF`;
+    $("#limits-text").textContent = `Up to ${limits.max_files} images, ${formatBytes(limits.max_file_bytes)} and ${formatMegapixels(limits.max_pixels)} each · JPEG, PNG, WebP, GIF, TIFF, HEIC, AVIF`;
     renderTtl(limits);
     if (!state.ops.has("encode")) $("#format").closest(".field").hidden = true;
     renderPresets();
