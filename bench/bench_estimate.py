@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import _photo_like, machine_note, run_engine, table  # noqa: E402
+from bench.common import _photo_like, machine_note, run_engine, table
 
-DEFAULT_SIZES = "128x96,240x180,320x240,480x360,640x480"
+DEFAULT_SIZES = "96x72,160x120,240x180,320x240,480x360"
 
 
 def main() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from typing import Annotated, Any
 
 import typer
@@ -47,6 +49,7 @@ def serve(
     from imgq.compose import build_app
 
     settings = _settings(host=host, port=port, workers=workers)
+    sock = _listen(settings.host, settings.port)  # a busy port is said before anything starts
     try:
         application, dispatcher = build_app(settings, embedded_workers=not no_workers)
     except SettingsError as exc:
@@ -55,8 +58,27 @@ def serve(
     log.info("imgq serving on http://%s:%d (database %s, storage %s, %s)", settings.host,
              settings.port, settings.database_url.split("@")[-1], settings.storage_url,
              "no workers" if dispatcher is None else dispatcher.describe())
-    uvicorn.run(application, host=settings.host, port=settings.port, log_config=None,
-                access_log=False, timeout_graceful_shutdown=10)
+    config = uvicorn.Config(application, host=settings.host, port=settings.port,
+                            log_config=None, access_log=False, timeout_graceful_shutdown=10)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound; a port that cannot be had ends the command with a line
+    that names it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        problem = ("is already in use (another imgq serve, or another program)"
+                   if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})")
+        typer.echo(f"imgq: port {port} on {host} {problem}: stop that program, or serve on "
+                   "another port with --port N (or IMGQ_PORT=N)", err=True)
+        raise typer.Exit(2) from None
+    return sock
 
 
 @app.command(epilog=SETTINGS_HELP)

@@ -12,7 +12,12 @@ from concurrent.futures import ProcessPoolExecutor
 from imgq.config import Settings
 from imgq.logs import setup_logging
 from imgq.worker.execute import execute
-from imgq.worker.runtime import Runtime, limit_model_threads, measure_model_costs, tune_libvips
+from imgq.worker.runtime import (
+    Runtime,
+    limit_model_threads,
+    measure_model_costs,
+    tune_libvips,
+)
 
 _runtime: Runtime | None = None  # this worker process's Runtime, made once by init_worker
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,9 @@ from imgq.ops import plugins  # noqa: E402
 from imgq.ai.descriptors import SHIPPED, DuplicateModel, ModelRegistry  # noqa: E402
 from imgq.ai.device import choose_precision, free_memory, resolve_device  # noqa: E402
 from imgq.ai.errors import DeviceUnavailable, ModelNotFound  # noqa: E402
-from imgq.ai.estimate import calibrate, describe_estimate, estimate_cpu_seconds  # noqa: E402
+from imgq.ai.costs import MEASURED, REFERENCE, CostBook, covered_pixels, estimate  # noqa: E402
+from imgq.ai.estimate import describe_estimate, estimate_cpu_seconds  # noqa: E402
+from imgq.ai.warmup import calibrate, calibration_side  # noqa: E402
 
 
 def test_every_shipped_model_has_its_weights_installed() -> None:
@@ -69,12 +72,18 @@ def test_cpu_estimate_scales_with_pixels_and_model_cost() -> None:
     assert describe_estimate(40.2) == "~40 s" and describe_estimate(600) == "~10 min"
 
 
-def test_calibration_replaces_the_reference_throughput() -> None:
+def test_calibration_replaces_the_reference_throughput(tmp_path: Path) -> None:
     compact = SHIPPED.get("realesr-animevideov3")
-    throughput = calibrate(compact, side=32)
-    assert throughput > 1e9
-    assert estimate_cpu_seconds(100, 100, compact) == pytest.approx(
-        100 * 100 * compact.flops_per_pixel * 1.3 / throughput)
+    book = CostBook(tmp_path / "costs.json")
+    assert estimate(book, compact, 100, 100).basis == REFERENCE
+    calibrate(compact, book)
+    fit = book.fit(CostBook.key(compact.name, "cpu"))
+    assert fit is not None and fit.runs == 1
+    side = calibration_side(compact)
+    assert 48 <= side <= 128 and fit.sx == covered_pixels(side, side, compact)
+    measured = estimate(book, compact, 100, 100)
+    assert measured.basis == MEASURED
+    assert measured.seconds == pytest.approx(fit.sy / fit.sx * 100 * 100)
 
 
 def test_seed_task_types_without_a_plugin_are_unavailable_with_a_reason(
