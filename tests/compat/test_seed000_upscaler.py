@@ -72,6 +72,15 @@ def test_without_the_upscale_operation_the_upload_says_so(server: Server,
     assert server.jobs_total() == before
 
 
+def test_an_ordinary_photo_is_accepted_for_upscaling_on_a_cpu(idle: Server,
+                                                             operations: set[str]) -> None:
+    needs_operation(operations, "upscale")
+    response = upload(idle, [("photo.jpg", jpeg_bytes(631, 421))], 4, "real_esrgan")
+    assert response.status_code == 200, response.text
+    (job,) = get_jobs(idle, response.json()["job_ids"])
+    assert job["status"] == "queued" and job["original_filename"] == "photo.jpg"
+
+
 # -- whole jobs (need the upscale operation) --------------------------------------------------
 @pytest.mark.parametrize(("scale", "method"), [(2, "real_esrgan"), (4, "swinir")])
 def test_each_file_becomes_a_job_that_is_upscaled_and_downloaded(

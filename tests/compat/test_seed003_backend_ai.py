@@ -97,6 +97,7 @@ def test_a_task_type_without_a_model_says_which_model_is_missing_and_how_to_add_
     assert body["error"] == "Model not installed"
     assert body["details"]["task_type"] == task_type
     assert "imgq.operations" in body["details"]["how_to_fix"]
+    assert "provides the operation '" in body["details"]["how_to_fix"]  # not "an 'face_swap'"
     assert server.jobs_total() == before  # never a mock result
 
 
@@ -171,3 +172,10 @@ def test_a_queued_task_can_be_cancelled(idle: Server) -> None:
     status = status_of(idle, created["task_id"])
     assert status["status"] == "FAILURE" and status["error_message"] == "Cancelled by user"
     assert status["status"] in STATUSES
+
+
+def test_an_ordinary_photo_is_accepted_for_enhancement_on_a_cpu(idle: Server) -> None:
+    if "upscale" not in idle.operations():
+        pytest.skip("the 'upscale' operation is not installed on this server")
+    created = assert_created(create(idle, "image_enhancement", image=jpeg_bytes(631, 421)))
+    assert status_of(idle, created["task_id"])["status"] == "PENDING"
