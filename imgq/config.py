@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from enum import Enum
 from functools import lru_cache
@@ -10,9 +11,27 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 ENV_PREFIX = "IMGQ_"
+log = logging.getLogger(__name__)
+
+#: Names of the previous release, still read (with a warning) until the next one.
+RENAMED = {
+    "compat_seed000": "compat_ai_upscaler",
+    "compat_seed001": "compat_image_api",
+    "compat_seed002": "compat_queue_demo",
+    "compat_seed003": "compat_backend_ai",
+    "compat_seed004": "compat_celery_demo",
+    "compat_seed002_pipeline": "compat_queue_demo_pipeline",
+    "compat_seed000_standard_model": "compat_ai_upscaler_standard_model",
+    "compat_seed000_detailed_model": "compat_ai_upscaler_detailed_model",
+}
 
 
 def _setting(default: Any, description: str, group: str, **kw: Any) -> Any:
@@ -24,8 +43,36 @@ class AnimatedPolicy(str, Enum):
     reject = "reject"
 
 
+class _RenamedVariables(PydanticBaseSettingsSource):
+    """Values given under a previous release's variable names, each with a warning."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {key.upper(): value for key, value in os.environ.items()}
+        found: dict[str, Any] = {}
+        for old, new in RENAMED.items():
+            if env_name(old) not in environ:
+                continue
+            log.warning("%s is deprecated and will be removed in the next release: set %s "
+                        "instead", env_name(old), env_name(new))
+            found[new] = environ[env_name(old)]
+        return found
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The new names win over the renamed ones when both are set.
+        return (init_settings, env_settings, _RenamedVariables(settings_cls), dotenv_settings,
+                file_secret_settings)
 
     # server
     host: str = _setting("127.0.0.1", "Address the HTTP server listens on.", "server")
@@ -146,23 +193,23 @@ class Settings(BaseSettings):
         gt=0)
 
     # compatibility APIs of the five earlier systems (see docs/compat.md)
-    compat_seed000: bool = _setting(
+    compat_ai_upscaler: bool = _setting(
         True, "Serve the AI Upscaler API (/api/jobs/...).", "compat")
-    compat_seed001: bool = _setting(
+    compat_image_api: bool = _setting(
         True, "Serve the image-api API (/process-job, /status-job, /download, /images).", "compat")
-    compat_seed002: bool = _setting(
+    compat_queue_demo: bool = _setting(
         True, "Serve the Image Queue Demo API (/upload, /status, /health, /result).", "compat")
-    compat_seed003: bool = _setting(
+    compat_backend_ai: bool = _setting(
         True, "Serve the Backend AI API (/api/v1/tasks/...).", "compat")
-    compat_seed004: bool = _setting(
-        True, "Serve the Celery demo API (/process-image/, /task-status, /task-result).", "compat")
-    compat_seed002_pipeline: str = _setting(
+    compat_celery_demo: bool = _setting(
+        True, "Serve the FastAPI + Celery demo API (/process-image/, /task-status, /task-result).", "compat")
+    compat_queue_demo_pipeline: str = _setting(
         "encode", "Pipeline the Image Queue Demo's POST /upload applies; the default keeps the "
         "picture as it is, upright, without metadata (EXIF, GPS), in its own format.", "compat",
         min_length=1)
-    compat_seed000_standard_model: str = _setting(
+    compat_ai_upscaler_standard_model: str = _setting(
         "realesrgan-x4plus", "Model of the AI Upscaler's method real_esrgan (standard).", "compat")
-    compat_seed000_detailed_model: str = _setting(
+    compat_ai_upscaler_detailed_model: str = _setting(
         "dat-light-x{scale}", "Model of the AI Upscaler's method swinir (detailed); {scale} is "
         "replaced by 2 or 4. A SwinIR file in IMGQ_MODELS_DIR can be named here.", "compat")
 

@@ -2,7 +2,7 @@
 
 An entry point may name an Operation subclass (instantiated with no arguments) or an Operation
 instance; its ``name`` must be the entry point's name. Anything else, a plug-in that fails to
-load, and seed 003's task types nobody provides become unavailable operations whose reason says
+load, and Backend AI's task types nobody provides become unavailable operations whose reason says
 why: GET /v1/operations lists them, and a pipeline using them is refused with that reason.
 """
 

@@ -1,4 +1,4 @@
-"""Seed 000, AI Upscaler: POST /api/jobs/upload, GET /api/jobs?ids=..., GET
+"""The AI Upscaler: POST /api/jobs/upload, GET /api/jobs?ids=..., GET
 /api/jobs/{id}/download, as its README documents them (the frontend's api.ts calls)."""
 
 from __future__ import annotations

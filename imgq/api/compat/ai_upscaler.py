@@ -1,15 +1,15 @@
-"""Seed 000, AI Upscaler (Next.js + FastAPI + Celery): upscale photos 2× or 4×.
+"""The AI Upscaler (Next.js + FastAPI + Celery): upscale photos 2× or 4×.
 
 POST /api/jobs/upload (files, scale 2|4, method) → {"job_ids": [...]}: one imgq job per file,
-as the seed had one job per image. GET /api/jobs?ids=a,b → a list of jobs (status queued |
+as the old system had one job per image. GET /api/jobs?ids=a,b → a list of jobs (status queued |
 processing | completed | failed | cancelled, original_filename, scale, method, expires_at,
 error_message, result_url, ...); GET /api/jobs/{id}/download → the PNG, 404 while it is not
 done, 410 "Result expired" once its files are gone; POST /api/jobs/{id}/cancel.
 
-method: real_esrgan (the seed's "Standard") runs IMGQ_COMPAT_SEED000_STANDARD_MODEL; swinir
-("Detailed") runs IMGQ_COMPAT_SEED000_DETAILED_MODEL, by default DAT light, a transformer of
+method: real_esrgan (the old system's "Standard") runs IMGQ_COMPAT_AI_UPSCALER_STANDARD_MODEL; swinir
+("Detailed") runs IMGQ_COMPAT_AI_UPSCALER_DETAILED_MODEL, by default DAT light, a transformer of
 SwinIR's family with true ×2 and ×4 weights (no package ships SwinIR's). The words standard
-and detailed are accepted too. Errors answer FastAPI's {"detail": ...}, as the seed did.
+and detailed are accepted too. Errors answer FastAPI's {"detail": ...}, as the old system did.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from imgq.ops.image import probe
 from imgq.store.repository import utcnow
 
 SOURCE = "compat:ai-upscaler"
-TAG = "compat: AI upscaler (seed 000)"
+TAG = "compat: AI Upscaler"
 PREFIX = "/api/jobs"
 METHODS = {"real_esrgan": "standard", "standard": "standard", "swinir": "detailed",
            "detailed": "detailed"}
 SCALES = (2, 4)
-#: imgq item state -> the seed's job status.
+#: imgq item state -> the old system's job status.
 STATUS_WORDS = {
     Status.queued: "queued",
     Status.running: "processing",
@@ -54,10 +54,10 @@ def render_error(exc: ImgqError) -> tuple[int, Any]:
 
 router = common.compat_router(TAG, render_error)
 OPENAPI_TAG = common.tag_info(
-    TAG, "AI Upscaler (FastAPI + Celery, seed 000)",
+    TAG, "AI Upscaler (FastAPI + Celery)",
     "Upload photos with scale 2 or 4 and method real_esrgan (standard) or swinir (detailed); "
     "one job per file; poll the jobs; download each PNG. Switch off with "
-    "IMGQ_COMPAT_SEED000=false.")
+    "IMGQ_COMPAT_AI_UPSCALER=false.")
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["files"],
     "properties": {
@@ -69,8 +69,8 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
 
 def model_for(request: Request, method: str, scale: int) -> str:
     s = common.runtime(request).settings
-    name = s.compat_seed000_standard_model if METHODS[method] == "standard" else (
-        s.compat_seed000_detailed_model)
+    name = s.compat_ai_upscaler_standard_model if METHODS[method] == "standard" else (
+        s.compat_ai_upscaler_detailed_model)
     return name.replace("{scale}", str(scale))
 
 
@@ -99,7 +99,7 @@ def _pipeline(request: Request, scale: int, method: str) -> list[dict[str, Any]]
 
 
 @router.post(PREFIX + "/upload", summary="Upload images to upscale",
-             description="Compatibility route (seed 000): one job per file; every file is "
+             description="Compatibility route (AI Upscaler): one job per file; every file is "
              "checked (count, size, megapixels) before any job is made.",
              openapi_extra=UPLOAD_BODY)
 async def upload_jobs(request: Request) -> dict[str, list[str]]:
@@ -139,7 +139,7 @@ def _job_out(request: Request, job: Job) -> dict[str, Any]:
 
 
 @router.get(PREFIX, summary="Jobs by id, or the most recent ones",
-            description="Compatibility route (seed 000): ids is a comma-separated list; "
+            description="Compatibility route (AI Upscaler): ids is a comma-separated list; "
             "unknown ids are left out.")
 async def list_jobs(request: Request, ids: str | None = None,
                     limit: Annotated[int, Query(ge=1)] = 50) -> list[dict[str, Any]]:
@@ -165,7 +165,7 @@ def _expired(job: Job, item: Item, now: datetime) -> bool:
 
 
 @router.get(PREFIX + "/{job_id}/download", summary="Download the upscaled PNG",
-            description="Compatibility route (seed 000): 404 until completed; 410 \"Result "
+            description="Compatibility route (AI Upscaler): 404 until completed; 410 \"Result "
             "expired\" once the job's time is up.",
             responses={200: {"content": {"image/png": {}}}})
 async def download(job_id: str, request: Request) -> Response:
@@ -179,7 +179,7 @@ async def download(job_id: str, request: Request) -> Response:
 
 
 @router.post(PREFIX + "/{job_id}/cancel", summary="Cancel a job",
-             description="Compatibility route (seed 000).")
+             description="Compatibility route (AI Upscaler).")
 async def cancel(job_id: str, request: Request) -> dict[str, Any]:
     job = await common.load_job(request, job_id, SOURCE)
     if job is None or not job.items or common.outcome(job.items[0]) not in (

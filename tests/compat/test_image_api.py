@@ -1,4 +1,4 @@
-"""Seed 001, image-api: POST /process-job, GET /status-job/{job_id}, GET /download/{job_id},
+"""image-api: POST /process-job, GET /status-job/{job_id}, GET /download/{job_id},
 GET /images/{job_id}/{filename}, as its README documents them."""
 
 from __future__ import annotations
