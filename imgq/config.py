@@ -212,6 +212,14 @@ class Settings(BaseSettings):
     compat_ai_upscaler_detailed_model: str = _setting(
         "dat-light-x{scale}", "Model of the AI Upscaler's method swinir (detailed); {scale} is "
         "replaced by 2 or 4. A SwinIR file in IMGQ_MODELS_DIR can be named here.", "compat")
+    compat_ai_upscaler_anime_model: str = _setting(
+        "realesrgan-x4plus-anime", "Model of the AI Upscaler's method real_esrgan_anime.",
+        "compat")
+    compat_ai_upscaler_esrgan_model: str = _setting(
+        "realesrgan-x4plus", "Model of the AI Upscaler's method esrgan (the original ESRGAN). "
+        "No package ships the original ESRGAN weights; the default is the same RRDB network "
+        "trained by Real-ESRGAN. Put ESRGAN_x4.pth in IMGQ_MODELS_DIR and set ESRGAN_x4 here "
+        "to use them.", "compat")
 
     # AI operations: upscale, remove_background, plug-ins (see docs/ai.md)
     models_dir: Path | None = _setting(
