@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from imgq.api.app import create_app
+from imgq.compose import open_runtime
 from imgq.config import SettingsError, load_settings
 from tests.acceptance.conftest import Server
 
@@ -35,7 +36,7 @@ def test_every_compatibility_api_has_its_own_tag_marked_as_compatibility(server:
 def test_each_compatibility_api_is_switched_off_by_its_setting(tmp_path: Path) -> None:
     for setting, path in PATHS.items():
         settings = load_settings(data_dir=tmp_path / setting, **{setting: False})
-        app = create_app(settings, None, sweeper=False)
+        app = create_app(open_runtime(settings, run_migrations=True), None, sweeper=False)
         try:
             paths = app.openapi()["paths"]
             assert path not in paths
@@ -47,7 +48,7 @@ def test_each_compatibility_api_is_switched_off_by_its_setting(tmp_path: Path) -
 def test_an_image_queue_demo_pipeline_that_cannot_run_stops_the_start(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, compat_queue_demo_pipeline="sepia:amount=1")
     with pytest.raises(SettingsError, match="IMGQ_COMPAT_QUEUE_DEMO_PIPELINE: unknown operation"):
-        create_app(settings, None, sweeper=False)
+        create_app(open_runtime(settings, run_migrations=True), None, sweeper=False)
 
 
 @pytest.mark.parametrize(("old", "new", "value", "read"), [
@@ -61,6 +62,8 @@ def test_a_previous_release_variable_is_still_read_with_a_warning(
         old: str, new: str, value: str, read: object, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     monkeypatch.setenv(old, value)
+    # Another test's logging.config call (import-linter's) may have disabled the logger.
+    monkeypatch.setattr(logging.getLogger("imgq.config"), "disabled", False)
     with caplog.at_level(logging.WARNING, logger="imgq.config"):
         settings = load_settings(data_dir=tmp_path)
     assert getattr(settings, new) == read
