@@ -84,8 +84,8 @@ def test_upload_rejects_what_is_not_an_image(server: Server) -> None:
 
 @pytest.mark.parametrize(("form", "message"), [
     ({"scale": "3"}, "scale must be 2 or 4"),
-    ({"method": "bicubic"}, "method must be one of: real_esrgan, swinir, esrgan, "
-                            "real_esrgan_anime, background_remove"),
+    ({"method": "bicubic"}, ("method must be one of: real_esrgan, swinir, esrgan, "
+                             "real_esrgan_anime, background_remove")),
     ({"method": "background_remove", "scale": "4"}, "scale must be 1 for background remove"),
     ({"method": "convert", "target_format": "bmp"}, "target_format required for convert"),
 ])

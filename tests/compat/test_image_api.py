@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import Server, bomb_png, image_info, jpeg_bytes, png_bytes
+from tests.acceptance.conftest import (
+    Server,
+    bomb_png,
+    image_info,
+    jpeg_bytes,
+    png_bytes,
+)
 from tests.compat.conftest import wait_for
 
 FILTERS = ["blur", "sharpen", "grayscale", "edges", "smooth"]

@@ -12,10 +12,10 @@ from fastapi import APIRouter
 
 from imgq.api.compat import (
     ai_upscaler,
-    image_api,
-    queue_demo,
     backend_ai,
     celery_demo,
+    image_api,
+    queue_demo,
 )
 from imgq.config import Settings
 from imgq.ops.base import Registry
