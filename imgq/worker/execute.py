@@ -39,7 +39,7 @@ def execute(rt: Runtime, item_id: str) -> Outcome:
         log.debug("item %s not claimable (taken, finished or not due)", item_id)
         return Outcome("skipped")
     steps = rt.registry.bind(parse_pipeline(claim.job.pipeline))
-    ctx = ItemContext(rt.repo, claim, rt.settings.lease_seconds, rt.settings.item_time_limit,
+    ctx = ItemContext(rt.repo, claim, rt.settings.lease_seconds, rt.settings.item_time_limit_seconds,
                       len(steps))
     extra = ctx.log_extra
     log.info("item %s: running (attempt %d)", item_id, claim.item.attempts, extra=extra)
@@ -89,7 +89,7 @@ def _failed(rt: Runtime, claim: Claim, ctx: ItemContext, exc: Exception) -> Outc
     error = _as_imgq_error(exc)
     extra = {**ctx.log_extra, "error_code": error.code}
     if error.transient and claim.item.attempts < rt.settings.max_attempts:
-        delay = backoff(claim.item.attempts, rt.settings.retry_backoff)
+        delay = backoff(claim.item.attempts, rt.settings.retry_backoff_seconds)
         log.warning("item %s: transient error, retry in %.1f s: %s", claim.item.id, delay,
                     error.message, exc_info=exc, extra=extra)
         return _guarded(claim, lambda: rt.repo.retry_later(claim, delay, error.code,

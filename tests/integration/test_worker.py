@@ -66,8 +66,8 @@ class Broken(Operation):
 
 @pytest.fixture
 def rt(tmp_path: Path) -> Iterator[Runtime]:
-    settings = load_settings(data_dir=tmp_path, lease_seconds=5, retry_backoff=0.05,
-                             max_attempts=3, item_time_limit=30)
+    settings = load_settings(data_dir=tmp_path, lease_seconds=5, retry_backoff_seconds=0.05,
+                             max_attempts=3, item_time_limit_seconds=30)
     runtime = Runtime.from_settings(settings, run_migrations=True)
     registry = Registry()
     for op in build_registry():
@@ -172,7 +172,7 @@ def test_cancel_stops_a_running_item_at_its_next_check(rt: Runtime) -> None:
 
 
 def test_the_time_limit_fails_a_long_item(rt: Runtime) -> None:
-    rt.settings = rt.settings.model_copy(update={"item_time_limit": 0.3})
+    rt.settings = rt.settings.model_copy(update={"item_time_limit_seconds": 0.3})
     job = submit(rt, [{"op": "slow"}])
     assert execute(rt, job.items[0].id).status == "failed"
     item = rt.repo.get_item(job.items[0].id)
