@@ -14,7 +14,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import random
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ import httpx
 
 from imgq import __version__
 from imgq.config import Settings
+from imgq.domain.retry import backoff
 from imgq.domain.views import job_out
 from imgq.errors import ImgqError, InvalidRequest, InvalidTransition, NotFound
 from imgq.store.repository import Delivery, utcnow
@@ -132,11 +132,6 @@ def resolve_public(host: str, port: int, allow_private: bool) -> str:
 
 
 # -- delivery -------------------------------------------------------------------------------
-def webhook_backoff(attempt: int, base: float) -> float:
-    """Doubling per attempt, at most an hour, with jitter in [half, whole]."""
-    ceiling = min(MAX_BACKOFF, base * 2 ** max(0, attempt - 1))
-    return random.uniform(ceiling / 2, ceiling)
-
 
 def deliver_due_webhooks(rt: Runtime) -> int:
     """Send every due webhook once (a few at a time); return how many were attempted."""
@@ -175,7 +170,7 @@ def deliver(rt: Runtime, delivery: Delivery) -> bool:
         log.warning("webhook to %s given up after %d attempts: %s", _host(delivery.url),
                     delivery.attempts, error, extra=extra)
     else:
-        delay = webhook_backoff(delivery.attempts, s.webhook_retry_backoff_seconds)
+        delay = backoff(delivery.attempts, s.webhook_retry_backoff_seconds, MAX_BACKOFF)
         retry_at = utcnow() + timedelta(seconds=delay)
         log.info("webhook to %s failed (%s); retry in %.1f s", _host(delivery.url), error,
                  delay, extra=extra)

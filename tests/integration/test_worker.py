@@ -20,7 +20,8 @@ from imgq.ops import build_registry
 from imgq.ops.base import NoParams, Operation, Registry, StepContext
 from imgq.ops.image import Image
 from imgq.store.repository import utcnow
-from imgq.worker.execute import backoff, execute
+from imgq.domain.retry import backoff
+from imgq.worker.execute import execute
 from imgq.worker.runtime import Runtime
 from imgq.worker.sweeper import sweep
 
@@ -206,3 +207,17 @@ def test_the_sweeper_expires_jobs_and_removes_their_files(rt: Runtime) -> None:
     assert report.expired_jobs == [job.id]
     assert not rt.blobs.exists(item.input_key) and not rt.blobs.exists(item.result_key or "")
     assert rt.repo.get_job(job.id).data_removed
+
+
+def test_a_pipeline_this_worker_cannot_run_fails_at_once_saying_why(rt: Runtime) -> None:
+    job = submit(rt, [{"op": "grayscale"}, {"op": "no_such_operation"}])
+    assert execute(rt, job.items[0].id).status == "failed"
+    item = rt.repo.get_item(job.items[0].id)
+    assert item.status == Status.failed and item.attempts == 1
+    assert "unknown operation 'no_such_operation'" in (item.error_message or "")
+
+
+def test_a_job_queued_with_an_alias_before_normalisation_still_runs(rt: Runtime) -> None:
+    job = submit(rt, [{"op": "encode", "format": "jpg"}])
+    assert execute(rt, job.items[0].id).status == "succeeded"
+    assert rt.repo.get_item(job.items[0].id).result_meta["format"] == "jpeg"
