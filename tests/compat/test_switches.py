@@ -67,8 +67,8 @@ def test_a_previous_release_variable_is_still_read_with_a_warning(
     with caplog.at_level(logging.WARNING, logger="imgq.config"):
         settings = load_settings(data_dir=tmp_path)
     assert getattr(settings, new) == read
-    assert f"{old} is deprecated" in caplog.text
-    assert f"set IMGQ_{new.upper()} instead" in caplog.text
+    assert f"{old} is now called IMGQ_{new.upper()}" in caplog.text
+    assert "the old name will stop working in the next release" in caplog.text
 
 
 def test_the_new_variable_wins_over_the_previous_name(monkeypatch: pytest.MonkeyPatch,
@@ -89,5 +89,5 @@ def test_imgq_serve_honours_a_previous_name_and_logs_the_warning(
         assert "/api/jobs/upload" not in spec["paths"] and "/process-job" in spec["paths"]
     finally:
         server.close()
-    assert ("IMGQ_COMPAT_SEED000 is deprecated and will be removed in the next release: set "
-            "IMGQ_COMPAT_AI_UPSCALER instead") in server.log_text()
+    assert ("IMGQ_COMPAT_SEED000 is now called IMGQ_COMPAT_AI_UPSCALER; the old name will stop "
+            "working in the next release") in server.log_text()

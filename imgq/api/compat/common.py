@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote
 
 import anyio
 import pyvips
@@ -20,6 +19,7 @@ from imgq.api.service import submit_job
 from imgq.api.uploads import Upload, receive_upload
 from imgq.dispatch.base import Dispatcher
 from imgq.domain.models import Item, Job
+from imgq.domain.names import content_disposition
 from imgq.domain.status import Status
 from imgq.errors import DecodeError, Gone, ImgqError, InvalidRequest
 from imgq.ops.image import INPUT_FORMATS, OUTPUT_FORMATS
@@ -122,13 +122,6 @@ def iso(when: datetime | None) -> str | None:
 
 
 # -- downloads --------------------------------------------------------------------------------
-def attachment(name: str, inline: bool = False) -> dict[str, str]:
-    ascii_name = name.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
-    kind = "inline" if inline else "attachment"
-    return {"Content-Disposition":
-            f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"}
-
-
 async def stream_result(request: Request, job: Job, item: Item, name: str,
                         inline: bool = False) -> StreamingResponse:
     """The item's result file; the caller has checked that the item succeeded."""
@@ -138,7 +131,7 @@ async def stream_result(request: Request, job: Job, item: Item, name: str,
     fmt = (item.result_meta or {}).get("format", "png")
     media = OUTPUT_FORMATS.get(fmt, ("application/octet-stream", ""))[0]
     size = await anyio.to_thread.run_sync(rt.blobs.size, item.result_key)
-    headers = {**attachment(name, inline), "Content-Length": str(size)}
+    headers = {**content_disposition(name, inline), "Content-Length": str(size)}
     return StreamingResponse(rt.blobs.iter_bytes(item.result_key), media_type=media,
                              headers=headers)
 
@@ -149,7 +142,7 @@ def stream_archive(request: Request, job: Job, entries: list[tuple[str, Item]],
     rt = runtime(request)
     rows = [(n, i.result_key or "", i.finished_at or job.created_at) for n, i in entries]
     return StreamingResponse(stream_zip(rt.blobs, rows), media_type="application/zip",
-                             headers=attachment(name))
+                             headers=content_disposition(name))
 
 
 async def stream_input(request: Request, job: Job, item: Item, inline: bool = True
@@ -164,7 +157,7 @@ async def stream_input(request: Request, job: Job, item: Item, inline: bool = Tr
         size = await anyio.to_thread.run_sync(rt.blobs.size, item.input_key)
     except KeyError:
         raise Gone() from None
-    headers = {**attachment(item.input_name, inline), "Content-Length": str(size)}
+    headers = {**content_disposition(item.input_name, inline), "Content-Length": str(size)}
     return StreamingResponse(rt.blobs.iter_bytes(item.input_key), media_type=media,
                              headers=headers)
 
