@@ -44,14 +44,14 @@ def main() -> None:
     threads = os.cpu_count() or 1  # one AI worker (IMGQ_AI_WORKERS=1) gets every core
     limit_cpu_threads(threads)
     work = Path(tempfile.mkdtemp(prefix="imgq-bench-estimate-"))
-    settings = load_settings(data_dir=work, device="cpu", ai_costs_file=work / "costs.json")
+    settings = load_settings(data_dir=work, ai_device="cpu", ai_costs_file=work / "costs.json")
     registry = build_registry(settings)
     steps = registry.bind(parse_pipeline(f"upscale:model={args.model},scale=4"))
     op, params = steps[0].op, steps[0].params
     book = book_at(settings.ai_costs_file)
 
     started = time.perf_counter()
-    calibrate_missing([SHIPPED.get(args.model)], book, settings.models_dir)
+    calibrate_missing([SHIPPED.get(args.model)], book, settings.ai_models_dir)
     calibration = time.perf_counter() - started
     first = {size: op.estimate(params, *size).seconds for size in sizes}  # type: ignore[attr-defined]
 

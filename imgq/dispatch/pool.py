@@ -24,7 +24,7 @@ _runtime: Runtime | None = None  # this worker process's Runtime, made once by i
 
 def init_worker(settings: Settings, threads: int, models: bool) -> None:
     global _runtime
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     tune_libvips(threads)
     if models:
         limit_model_threads(threads)

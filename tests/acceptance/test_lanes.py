@@ -12,7 +12,7 @@ import pyvips
 from imgq.config import load_settings
 from imgq.dispatch.pool import new_pool
 from tests.acceptance.conftest import Server, jpeg_bytes
-from tests.unit.ai._support import require_torch
+from tests.integration.ai._support import require_torch
 
 require_torch("spandrel")
 

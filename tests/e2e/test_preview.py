@@ -70,7 +70,7 @@ def test_the_page_shows_the_ai_time_before_uploading(page: Any, tmp_path: Path) 
     photo = write_picture(tmp_path / "photo480.png", 640, 480)
     small = write_picture(tmp_path / "small.png", 160, 120, seed=3)
     with running_server(tmp_path / "data", "--no-workers", IMGQ_AI_COSTS_FILE=str(costs),
-                        IMGQ_DEVICE="cpu") as server:
+                        IMGQ_AI_DEVICE="cpu") as server:
         _choose(page, server, [photo, small], "upscale-4-standard")
         one = per_pixel * covered_pixels(640, 480, x4plus)
         two = per_pixel * covered_pixels(160, 120, x4plus)

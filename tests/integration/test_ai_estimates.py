@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.ai._support import require_torch
+from tests.integration.ai._support import require_torch
 
 require_torch("spandrel")
 

@@ -65,7 +65,7 @@ def user_models(folder: Path | None) -> list[dict[str, Any]]:
 def models(config: AIConfig) -> dict[str, Any]:
     folder = config.models_dir
     return {"shipped": shipped(config), "user": user_models(folder),
-            "how_to_add": "put a .safetensors or .pth file in the server's IMGQ_MODELS_DIR; "
+            "how_to_add": "put a .safetensors or .pth file in the server's IMGQ_AI_MODELS_DIR; "
                           "it is offered as a model of the upscale operation under its file name"}
 
 
