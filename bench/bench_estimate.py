@@ -66,6 +66,7 @@ def main() -> None:
         ratios.append((first[(width, height)] / measured, before / measured))
         rows.append([f"{width}×{height}", f"{first[(width, height)]:.1f}", f"{before:.1f}",
                      f"{measured:.1f}", f"{ratios[-1][0]:.2f}", f"{ratios[-1][1]:.2f}"])
+        print("  ".join(rows[-1]), file=sys.stderr, flush=True)
 
     print(f"# estimate vs measured: {args.model} ×4 on the CPU, {threads} threads")
     print(machine_note())
