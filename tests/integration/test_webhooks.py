@@ -68,7 +68,7 @@ def test_submit_refuses_a_private_callback_and_a_server_without_secret(tmp_path:
         settings = load_settings(data_dir=data_dir, webhook_secret=secret)
         app = create_app(open_runtime(settings, run_migrations=True), sweeper=False)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://imgq") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             response = await client.post("/v1/jobs", files={"files": ("a.png", image)},
                                          data=form)
             total = (await client.get("/v1/jobs")).json()["total"]

@@ -143,12 +143,8 @@ def _job_out(request: Request, job: Job) -> dict[str, Any]:
             "unknown ids are left out.")
 async def list_jobs(request: Request, ids: str | None = None,
                     limit: Annotated[int, Query(ge=1)] = 50) -> list[dict[str, Any]]:
-    rt = common.runtime(request)
-    if ids:
-        wanted = [i.strip() for i in ids.split(",") if i.strip()][:200]
-        found = await anyio.to_thread.run_sync(rt.repo.get_jobs, wanted)
-    else:
-        found, _ = await anyio.to_thread.run_sync(rt.repo.list_jobs, RECENT_SCAN, 0)
+    wanted = [i.strip() for i in ids.split(",") if i.strip()][:200] if ids else None
+    found = await common.load_jobs(request, wanted, RECENT_SCAN)
     ours = [j for j in found if j.source == SOURCE and j.items]
     return [_job_out(request, j) for j in ours[: min(limit, 100) if not ids else None]]
 
@@ -186,5 +182,4 @@ async def cancel(job_id: str, request: Request) -> dict[str, Any]:
             Status.queued, Status.running):
         raise InvalidRequest("Job cannot be cancelled (not found or already "
                              "completed/failed/cancelled)")
-    rt = common.runtime(request)
-    return _job_out(request, await anyio.to_thread.run_sync(rt.repo.cancel_job, job.id))
+    return _job_out(request, await common.cancel_job(request, job.id))

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from imgq.api.archive import stream_zip
+from imgq.api.auth import PrincipalDep, ScopeDep
 from imgq.api.deps import BaseUrl, DispatcherDep, RuntimeDep, errors, load_item
 from imgq.api.schemas import JobList, JobOut, job_out
 from imgq.api.service import parse_ttl, submit_job
@@ -55,7 +56,7 @@ SUBMIT_BODY = {
     "to storage; every limit is checked before anything is stored. `Location` points at the job.",
 )
 async def create_job(request: Request, response: Response, rt: RuntimeDep,
-                     dispatcher: DispatcherDep, base: BaseUrl) -> JobOut:
+                     dispatcher: DispatcherDep, base: BaseUrl, caller: PrincipalDep) -> JobOut:
     s = rt.settings
     upload = await receive_upload(request, rt.blobs.staging_dir(), s.max_files, s.max_file_bytes)
     try:
@@ -63,7 +64,7 @@ async def create_job(request: Request, response: Response, rt: RuntimeDep,
         if pipeline is None:
             raise InvalidRequest("missing the 'pipeline' field; see GET /v1/operations")
         ttl = parse_ttl(rt, upload.fields.get("ttl_seconds"))
-        job = await submit_job(rt, dispatcher, upload, pipeline, ttl,
+        job = await submit_job(rt, dispatcher, caller, upload, pipeline, ttl,
                                callback_url=upload.fields.get("callback_url"), base_url=base)
     finally:
         upload.discard()
@@ -72,9 +73,13 @@ async def create_job(request: Request, response: Response, rt: RuntimeDep,
     return out
 
 
-@router.get("", response_model=JobList, summary="List jobs, newest first, or several by id")
+@router.get("", response_model=JobList, summary="Your jobs, newest first, or several by id",
+            description="Without `ids`: the jobs of the caller's API key (all jobs for an admin "
+            "key); in the keyless mode (IMGQ_AUTH=none), the jobs submitted from the caller's "
+            "address. With `ids`: those jobs, where the caller may open them (in the keyless "
+            "mode a job's id is enough).")
 async def list_jobs(
-    rt: RuntimeDep, base: BaseUrl,
+    rt: RuntimeDep, base: BaseUrl, scope: ScopeDep,
     ids: Annotated[str | None, Query(description="Comma-separated job ids; unknown ids "
                                      "are left out.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
@@ -82,10 +87,11 @@ async def list_jobs(
 ) -> JobList:
     if ids is not None:
         wanted = [i.strip() for i in ids.split(",") if i.strip()][:200]
-        found = await anyio.to_thread.run_sync(rt.repo.get_jobs, wanted)
+        found = await anyio.to_thread.run_sync(lambda: rt.repo.get_jobs(wanted, scope=scope))
         return JobList(jobs=[job_out(j, base) for j in found], total=len(found), limit=len(wanted),
                        offset=0, next=None)
-    found, total = await anyio.to_thread.run_sync(rt.repo.list_jobs, limit, offset)
+    found, total = await anyio.to_thread.run_sync(
+        lambda: rt.repo.list_jobs(limit, offset, scope=scope))
     more = offset + limit < total
     return JobList(jobs=[job_out(j, base) for j in found], total=total, limit=limit,
                    offset=offset,
@@ -94,8 +100,9 @@ async def list_jobs(
 
 @router.get("/{job_id}", response_model=JobOut, summary="A job and its items",
             responses=errors(404))
-async def get_job(job_id: str, rt: RuntimeDep, base: BaseUrl) -> JobOut:
-    return job_out(await anyio.to_thread.run_sync(rt.repo.get_job, job_id), base)
+async def get_job(job_id: str, rt: RuntimeDep, base: BaseUrl, scope: ScopeDep) -> JobOut:
+    return job_out(await anyio.to_thread.run_sync(lambda: rt.repo.get_job(job_id, scope=scope)),
+                   base)
 
 
 def _download_headers(name: str) -> dict[str, str]:
@@ -110,8 +117,8 @@ def _download_headers(name: str) -> dict[str, str]:
                307: {"description": "A presigned S3 URL (IMGQ_S3_PRESIGNED_DOWNLOADS)."},
                **errors(404, 409, 410)},
 )
-async def get_result(job_id: str, index: int, rt: RuntimeDep) -> Response:
-    job, item = await load_item(rt, job_id, index)
+async def get_result(job_id: str, index: int, rt: RuntimeDep, scope: ScopeDep) -> Response:
+    job, item = await load_item(rt, scope, job_id, index)
     if item.status != Status.succeeded or not item.result_key:
         raise Conflict(f"item {index} has no result: it is {item.status.value}",
                        status=item.status.value)
@@ -131,8 +138,8 @@ async def get_result(job_id: str, index: int, rt: RuntimeDep) -> Response:
     "/{job_id}/archive", summary="Download every finished result as one ZIP",
     responses={200: {"content": {"application/zip": {}}}, **errors(404, 409, 410)},
 )
-async def get_archive(job_id: str, rt: RuntimeDep) -> StreamingResponse:
-    job = await anyio.to_thread.run_sync(rt.repo.get_job, job_id)
+async def get_archive(job_id: str, rt: RuntimeDep, scope: ScopeDep) -> StreamingResponse:
+    job = await anyio.to_thread.run_sync(lambda: rt.repo.get_job(job_id, scope=scope))
     if job.data_removed:
         raise Gone()
     done = [i for i in job.items if i.status == Status.succeeded and i.result_key]
@@ -147,14 +154,15 @@ async def get_archive(job_id: str, rt: RuntimeDep) -> StreamingResponse:
 @router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a job",
              description="Queued items never run; running items stop at their next step; "
              "finished items keep their results.", responses=errors(404))
-async def cancel_job(job_id: str, rt: RuntimeDep, base: BaseUrl) -> JobOut:
-    return job_out(await anyio.to_thread.run_sync(rt.repo.cancel_job, job_id), base)
+async def cancel_job(job_id: str, rt: RuntimeDep, base: BaseUrl, scope: ScopeDep) -> JobOut:
+    return job_out(
+        await anyio.to_thread.run_sync(lambda: rt.repo.cancel_job(job_id, scope=scope)), base)
 
 
 @router.delete("/{job_id}", status_code=204, summary="Delete a job and its files",
                responses=errors(404))
-async def delete_job(job_id: str, rt: RuntimeDep) -> Response:
-    await anyio.to_thread.run_sync(rt.repo.cancel_job, job_id)
-    keys = await anyio.to_thread.run_sync(rt.repo.delete_job, job_id)
+async def delete_job(job_id: str, rt: RuntimeDep, scope: ScopeDep) -> Response:
+    await anyio.to_thread.run_sync(lambda: rt.repo.cancel_job(job_id, scope=scope))
+    keys = await anyio.to_thread.run_sync(lambda: rt.repo.delete_job(job_id, scope=scope))
     await anyio.to_thread.run_sync(rt.blobs.delete, keys)
     return Response(status_code=204)
