@@ -34,7 +34,7 @@ def test_the_page_asks_for_a_key_then_uploads_previews_and_downloads_with_it(
     page.wait_for_selector("#key-form:not([hidden])")
     assert "Authorization: Bearer" in page.inner_text("#key-message")
     _enter_key(page, "imgq_not-a-key")
-    page.wait_for_function("document.querySelector('#key-message').textContent"
+    page.wait_for_function("() => document.querySelector('#key-message').textContent"
                            ".includes('unknown or was revoked')")
     _enter_key(page, key)
     page.wait_for_selector("label[for=preset-grayscale]")  # the operations loaded with the key
