@@ -40,7 +40,9 @@ SUBMIT_BODY = {
                 "callback_url": {"type": "string", "format": "uri", "description":
                                  "Webhook: when the job finishes, imgq POSTs the job (as GET "
                                  "/v1/jobs/{id} shows it) here, signed in the Imgq-Signature "
-                                 "header; retried with backoff. Needs IMGQ_WEBHOOK_SECRET."},
+                                 "header; retried with backoff. Signed with the API key's "
+                                 "secret (its hex SHA-256) when submitted with a key, else "
+                                 "with IMGQ_WEBHOOK_SECRET, which must then be set."},
             },
         }}},
     }
