@@ -55,6 +55,7 @@ class _Ended:
     finish: Finish
     outcome: Outcome
     result_key: str | None = None  # the stored result, deleted if the finish is refused
+    note: str = ""  # said in the log once the end is written
 
 
 def backoff(attempt: int, base: float) -> float:
@@ -72,8 +73,8 @@ def execute(rt: Runtime, item_id: str) -> Outcome:
     try:
         rt.repo.finish(ended.finish)
     except InvalidTransition as exc:
-        return _refused(rt, ended, exc.message)
-    return ended.outcome
+        return _settled(rt, ended, exc.message)
+    return _settled(rt, ended, None)
 
 
 def drain(rt: Runtime, resource: str, budget: float = DRAIN_SECONDS) -> Drained:
@@ -88,7 +89,7 @@ def drain(rt: Runtime, resource: str, budget: float = DRAIN_SECONDS) -> Drained:
         go_on = ended.outcome.status != "retry" and time.monotonic() < stop_at
         refused, claim = rt.repo.finish_and_claim(ended.finish, resource if go_on else None,
                                                   lease)
-        outcome = _refused(rt, ended, refused) if refused else ended.outcome
+        outcome = _settled(rt, ended, refused)
         count += 1
         if outcome.status == "retry":
             return Drained(count, True, ended.finish.claim.item.id, outcome.retry_in)
@@ -131,10 +132,8 @@ def _store(rt: Runtime, claim: Claim, ctx: ItemContext, target: Path, fmt: str,
     key = f"{claim.job.id}/results/{claim.item.idx}-{claim.token[:8]}.{ext}"
     rt.blobs.put_file(key, target)
     name = with_extension(claim.item.input_name, ext)
-    log.info("item %s: succeeded in %.3f s, %s bytes", claim.item.id, ctx.elapsed,
-             meta.get("bytes"), extra=ctx.log_extra)
     return _Ended(succeeded(claim, key, name, meta, round(ctx.elapsed, 4)),
-                  Outcome("succeeded"), key)
+                  Outcome("succeeded"), key, f"in {ctx.elapsed:.3f} s, {meta.get('bytes')} bytes")
 
 
 def _failed(rt: Runtime, claim: Claim, ctx: ItemContext, exc: Exception) -> _Ended:
@@ -152,12 +151,18 @@ def _failed(rt: Runtime, claim: Claim, ctx: ItemContext, exc: Exception) -> _End
     return _Ended(failed(claim, error.code, message, ctx.elapsed), Outcome("failed"))
 
 
-def _refused(rt: Runtime, ended: _Ended, why: str) -> Outcome:
-    """The item's end could not be written: another worker owns it now (a late worker)."""
+def _settled(rt: Runtime, ended: _Ended, refused: str | None) -> Outcome:
+    """After the end was written, or refused because another worker owns the item now (a
+    late worker): then its result is dropped."""
     claim = ended.finish.claim
+    extra = {"job_id": claim.job.id, "item_id": claim.item.id}
+    if refused is None:
+        if ended.outcome.status == "succeeded":
+            log.info("item %s: succeeded %s", claim.item.id, ended.note, extra=extra)
+        return ended.outcome
     if ended.result_key:
         rt.blobs.delete([ended.result_key])
-    log.warning("%s; result dropped", why, extra={"job_id": claim.job.id, "item_id": claim.item.id})
+    log.warning("%s; result dropped", refused, extra=extra)
     return Outcome("lost")
 
 

@@ -28,11 +28,17 @@ class RepositoryBase:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._recent_jobs: dict[str, Job] = {}
+        #: Write transactions this process has committed: a cache of reads made before the
+        #: number changed may be out of date with this process's own changes.
+        self.writes = 0
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            yield conn
+        try:
+            with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+                yield conn
+        finally:
+            self.writes += 1
 
     def load_jobs(self, conn: Connection, where: Any) -> list[Job]:
         return [job for job, _ in self.load_versioned(conn, where)]
