@@ -8,7 +8,6 @@ their fair order, writing each item's end and claiming the next in one transacti
 from __future__ import annotations
 
 import logging
-import random
 import tempfile
 import time
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from imgq.domain.models import Claim
 from imgq.domain.names import with_extension
-from imgq.domain.pipeline import parse_pipeline
+from imgq.domain.retry import backoff
 from imgq.errors import Cancelled, ImgqError, InvalidTransition, TransientError
 from imgq.ops.image import OUTPUT_FORMATS
 from imgq.store.repository import Finish, cancelled, failed, retry, succeeded
@@ -58,12 +57,6 @@ class _Ended:
     note: str = ""  # said in the log once the end is written
 
 
-def backoff(attempt: int, base: float) -> float:
-    """Exponential backoff with full jitter: base·2^(attempt-1), drawn from [half, whole]."""
-    ceiling = base * 2 ** max(0, attempt - 1)
-    return random.uniform(ceiling / 2, ceiling)
-
-
 def execute(rt: Runtime, item_id: str) -> Outcome:
     claim = rt.repo.claim(item_id, rt.settings.lease_seconds)
     if claim is None:
@@ -100,9 +93,14 @@ def drain(rt: Runtime, resource: str, budget: float = DRAIN_SECONDS) -> Drained:
 
 def _run(rt: Runtime, claim: Claim) -> _Ended:
     item_id = claim.item.id
-    steps = rt.registry.bind(parse_pipeline(claim.job.pipeline))
-    ctx = ItemContext(rt.repo, claim, rt.settings.lease_seconds, rt.settings.item_time_limit,
-                      len(steps))
+    try:
+        steps = rt.registry.restore(claim.job.pipeline)
+    except ImgqError as exc:  # e.g. a model this worker does not have: no retry will help
+        log.error("item %s: %s", item_id, exc.message, extra={"job_id": claim.job.id,
+                                                             "item_id": item_id})
+        return _Ended(failed(claim, exc.code, exc.message, None), Outcome("failed"))
+    ctx = ItemContext(rt.repo, claim, rt.settings.lease_seconds,
+                      rt.settings.item_time_limit_seconds, len(steps))
     log.debug("item %s: running (attempt %d)", item_id, claim.item.attempts, extra=ctx.log_extra)
     target = _staging_path(rt, claim)
     with ctx:
@@ -140,7 +138,7 @@ def _failed(rt: Runtime, claim: Claim, ctx: ItemContext, exc: Exception) -> _End
     error = _as_imgq_error(exc)
     extra = {**ctx.log_extra, "error_code": error.code}
     if error.transient and claim.item.attempts < rt.settings.max_attempts:
-        delay = backoff(claim.item.attempts, rt.settings.retry_backoff)
+        delay = backoff(claim.item.attempts, rt.settings.retry_backoff_seconds)
         log.warning("item %s: transient error, retry in %.1f s: %s", claim.item.id, delay,
                     error.message, exc_info=exc, extra=extra)
         return _Ended(retry(claim, delay, error.code, error.message), Outcome("retry", delay))

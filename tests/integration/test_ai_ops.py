@@ -78,7 +78,7 @@ class Ctx:
 
 
 def settings(tmp_path: Path, **overrides: Any) -> Settings:
-    return load_settings(data_dir=tmp_path, device="cpu", **overrides)
+    return load_settings(data_dir=tmp_path, ai_device="cpu", **overrides)
 
 
 @pytest.fixture
