@@ -42,6 +42,14 @@ RENAMED = {
     "ai_tile": "ai_tile_pixels",
     "device": "ai_device",
     "models_dir": "ai_models_dir",
+    "compat_seed000": "compat_ai_upscaler",
+    "compat_seed001": "compat_image_api",
+    "compat_seed002": "compat_queue_demo",
+    "compat_seed003": "compat_backend_ai",
+    "compat_seed004": "compat_celery_demo",
+    "compat_seed002_pipeline": "compat_queue_demo_pipeline",
+    "compat_seed000_standard_model": "compat_ai_upscaler_standard_model",
+    "compat_seed000_detailed_model": "compat_ai_upscaler_detailed_model",
 }
 
 log = logging.getLogger(__name__)
@@ -202,25 +210,33 @@ class Settings(BaseSettings):
         gt=0)
 
     # compatibility APIs of the five earlier systems (see docs/compat.md)
-    compat_seed000: bool = _setting(
+    compat_ai_upscaler: bool = _setting(
         True, "Serve the AI Upscaler API (/api/jobs/...).", "compat")
-    compat_seed001: bool = _setting(
+    compat_image_api: bool = _setting(
         True, "Serve the image-api API (/process-job, /status-job, /download, /images).", "compat")
-    compat_seed002: bool = _setting(
+    compat_queue_demo: bool = _setting(
         True, "Serve the Image Queue Demo API (/upload, /status, /health, /result).", "compat")
-    compat_seed003: bool = _setting(
+    compat_backend_ai: bool = _setting(
         True, "Serve the Backend AI API (/api/v1/tasks/...).", "compat")
-    compat_seed004: bool = _setting(
-        True, "Serve the Celery demo API (/process-image/, /task-status, /task-result).", "compat")
-    compat_seed002_pipeline: str = _setting(
+    compat_celery_demo: bool = _setting(
+        True, "Serve the FastAPI + Celery demo API (/process-image/, /task-status, /task-result).", "compat")
+    compat_queue_demo_pipeline: str = _setting(
         "encode", "Pipeline the Image Queue Demo's POST /upload applies; the default keeps the "
         "picture as it is, upright, without metadata (EXIF, GPS), in its own format.", "compat",
         min_length=1)
-    compat_seed000_standard_model: str = _setting(
+    compat_ai_upscaler_standard_model: str = _setting(
         "realesrgan-x4plus", "Model of the AI Upscaler's method real_esrgan (standard).", "compat")
-    compat_seed000_detailed_model: str = _setting(
+    compat_ai_upscaler_detailed_model: str = _setting(
         "dat-light-x{scale}", "Model of the AI Upscaler's method swinir (detailed); {scale} is "
         "replaced by 2 or 4. A SwinIR file in IMGQ_AI_MODELS_DIR can be named here.", "compat")
+    compat_ai_upscaler_anime_model: str = _setting(
+        "realesrgan-x4plus-anime", "Model of the AI Upscaler's method real_esrgan_anime.",
+        "compat")
+    compat_ai_upscaler_esrgan_model: str = _setting(
+        "realesrgan-x4plus", "Model of the AI Upscaler's method esrgan (the original ESRGAN). "
+        "No package ships the original ESRGAN weights; the default is the same RRDB network "
+        "trained by Real-ESRGAN. Put ESRGAN_x4.pth in IMGQ_AI_MODELS_DIR and set ESRGAN_x4 here "
+        "to use them.", "compat")
 
     # AI operations: upscale, remove_background, plug-ins (see docs/ai.md)
     ai_models_dir: Path | None = _setting(

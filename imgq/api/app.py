@@ -11,6 +11,7 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from imgq import __version__
 from imgq.api import compat, cors
@@ -71,7 +72,9 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
                 await anyio.to_thread.run_sync(dispatcher.stop)
             runtime.close()
 
-    app = FastAPI(title="imgq", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from imgq, not from a CDN.
+    app = FastAPIOffline(title="imgq", version=__version__, description=DESCRIPTION,
+                         lifespan=lifespan)
     app.state.runtime = runtime
     app.state.dispatcher = dispatcher
     app.state.job_reads = JobReads(runtime)

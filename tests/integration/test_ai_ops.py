@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import pyvips
 
-from tests.unit.ai._support import require_torch, scene
+from tests.integration.ai._support import require_torch, scene
 
 require_torch("spandrel", "onnxruntime")
 

@@ -1,4 +1,4 @@
-"""Seed 002, the Image Queue Demo: POST /upload, GET /status/{task_id}, GET /health, the upload
+"""The Image Queue Demo: POST /upload, GET /status/{task_id}, GET /health, the upload
 form and the result page, as its README documents them."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import re
 from datetime import datetime
 from typing import Any
 
-from tests.acceptance.conftest import Server, image_info, jpeg_bytes
-from tests.compat.conftest import wait_for
+from tests.fixtures.encoded import image_info, jpeg_bytes
+from tests.fixtures.server import Server
+from tests.fixtures.waiting import wait_for
 
 STATUSES = ("pending", "processing", "done")
 

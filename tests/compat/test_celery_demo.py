@@ -1,4 +1,4 @@
-"""Seed 004, the FastAPI + Celery demo: POST /process-image/, GET /task-status/{task_id},
+"""The FastAPI + Celery demo: POST /process-image/, GET /task-status/{task_id},
 GET /task-result/{task_id}, as its README documents them."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import Server, image_info, jpeg_bytes, png_bytes
-from tests.compat.conftest import wait_for
+from tests.fixtures.encoded import image_info, jpeg_bytes, png_bytes
+from tests.fixtures.server import Server
+from tests.fixtures.waiting import wait_for
 
 
 def process_image(server: Server, data: bytes, operation: str, name: str = "photo.jpg") -> Any:
