@@ -31,6 +31,13 @@ class Scope:
     sees_all: bool = False
     ids_open: bool = False
 
+    def opens(self, owner: str | None, by_id: bool = True) -> bool:
+        """Whether a job of this owner is open to the scope: what the repository's WHERE
+        clause (`store.repository.base.visible`) decides, for jobs already in memory."""
+        if self.sees_all or (by_id and self.ids_open):
+            return True
+        return self.owner is not None and owner == self.owner
+
 
 #: imgq's own processes: workers, the sweeper, the webhook sender, the CLI's admin commands.
 SYSTEM = Scope(owner=None, sees_all=True)

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from tests.acceptance.access_support import (
+from tests.fixtures.encoded import png_bytes
+from tests.fixtures.keys import (
     Made,
     anonymised,
     auth,
@@ -22,7 +23,7 @@ from tests.acceptance.access_support import (
     routes,
     unknown,
 )
-from tests.acceptance.conftest import Server, png_bytes
+from tests.fixtures.server import Server
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 import httpx
 
-from tests.acceptance.conftest import Server, png_bytes
+from tests.fixtures.encoded import png_bytes
+from tests.fixtures.server import Server
 
 
 def _client_from(server: Server, address: str) -> httpx.Client:

@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.acceptance.access_support import auth, create_key, imgq_keys
-from tests.acceptance.conftest import Server, png_bytes
+from tests.fixtures.encoded import png_bytes
+from tests.fixtures.keys import auth, create_key, imgq_keys
+from tests.fixtures.server import Server
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.access_support import create_key
-from tests.acceptance.conftest import Server
 from tests.e2e.server import running_server, write_picture
+from tests.fixtures.keys import create_key
+from tests.fixtures.server import Server
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ from imgq.worker.webhooks import (
     sign,
     verify_signature,
 )
-from tests.acceptance.access_support import create_key
 from tests.e2e.server import (
     WEBHOOK_SECRET,
     Server,
@@ -32,6 +31,7 @@ from tests.e2e.server import (
     shared_server,
     write_picture,
 )
+from tests.fixtures.keys import create_key
 
 
 def test_signature_covers_timestamp_and_body() -> None:
