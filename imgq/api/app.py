@@ -15,6 +15,7 @@ from fastapi_offline import FastAPIOffline
 
 from imgq import __version__
 from imgq.api import compat, cors
+from imgq.api.job_reads import JobReads
 from imgq.api.routes import events, jobs, limits, meta, metrics, models, previews, web
 from imgq.dispatch.base import Dispatcher
 from imgq.dispatch.sweeper import sweep_queue
@@ -76,6 +77,7 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
                          lifespan=lifespan)
     app.state.runtime = runtime
     app.state.dispatcher = dispatcher
+    app.state.job_reads = JobReads(runtime)
     app.include_router(jobs.router)
     app.include_router(meta.router)
     app.include_router(metrics.router)

@@ -9,14 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import (
-    Server,
-    bomb_png,
-    image_info,
-    jpeg_bytes,
-    png_bytes,
-)
-from tests.compat.conftest import wait_for
+from tests.fixtures.encoded import bomb_png, image_info, jpeg_bytes, png_bytes
+from tests.fixtures.server import Server
+from tests.fixtures.waiting import wait_for
 
 FILTERS = ["blur", "sharpen", "grayscale", "edges", "smooth"]
 

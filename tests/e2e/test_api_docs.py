@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import pyvips
 
-from tests.compat.conftest import wait_for
+from tests.fixtures.waiting import wait_for
 from tests.e2e.server import Server, picture, shared_server
 
 
