@@ -105,10 +105,6 @@ class NatsDispatcher(Dispatcher):
         await asyncio.sleep(delay)
         await self._publish(queue, item_ids)
 
-    def publish_now(self, queue: str, item_ids: list[str], timeout: float = 10.0) -> None:
-        """Publish and wait for JetStream's acknowledgement (tests, tools)."""
-        self._call(self._publish(queue, item_ids)).result(timeout)
-
     async def _jetstream(self, queue: str) -> JetStreamContext:
         if self._connecting is None:  # made on the loop: one connection, however many callers
             self._connecting = asyncio.Lock()

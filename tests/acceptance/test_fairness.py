@@ -21,7 +21,7 @@ import pytest
 
 from imgq.store import tables
 from imgq.store.db import make_engine, migrate
-from tests.acceptance.conftest import jpeg_bytes
+from tests.fixtures.encoded import jpeg_bytes
 from tests.acceptance.fleet_support import BROKERS, Fleet, broker_reachable, forget_queues
 from tests.conftest import service_missing
 

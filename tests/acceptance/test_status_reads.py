@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import pyvips
 
-from tests.acceptance.conftest import Server, png_bytes
+from tests.fixtures.encoded import png_bytes
+from tests.fixtures.server import Server
 
 
 def test_a_poller_gets_304_until_the_job_changes_then_the_new_state(
