@@ -1,5 +1,9 @@
 """The embedded dispatcher: worker process pools (`imgq.dispatch.pool`) inside `imgq serve`.
 
+A submit means "the queue has new work": it starts drains (each runs the queue's due items in
+fair order until none is due) on free processes. One thread schedules drains, so the
+bookkeeping needs no lock: submits, timers and finished drains send it events.
+
 Two lanes, the embedded twin of the fleet's cpu and gpu queues: items with an AI (gpu) step
 run in their own processes (IMGQ_AI_WORKERS, each with cores ÷ that many model threads), classic
 items in theirs (IMGQ_WORKERS), so a two-second resize never waits behind a ten-minute upscale
@@ -10,24 +14,41 @@ from __future__ import annotations
 
 import functools
 import logging
+import queue
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 
 from imgq.config import Settings
 from imgq.dispatch.base import Dispatcher
-from imgq.dispatch.pool import measure_models, new_pool, run_item
+from imgq.dispatch.pool import measure_models, new_pool, run_queue
+from imgq.worker.execute import Drained
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class _Wake:
+    resource: str
+    count: int
+
+
+@dataclass(frozen=True)
+class _Done:
+    resource: str
+    started: int  # the submit sequence number when the drain started
+    pool: ProcessPoolExecutor
+    future: Future[Drained]
+
 
 class Lane:
-    """One pool of worker processes for one resource class, replaced when a process dies."""
+    """The worker processes of one resource class; drains of that class run only here."""
 
     def __init__(self, resource: str, settings: Settings, workers: int) -> None:
         self.resource, self.settings, self.workers = resource, settings, workers
         self.pool: ProcessPoolExecutor | None = None
+        self.active = 0  # drains running (scheduler thread only)
 
     def start(self) -> None:
         self.pool = self._new_pool()
@@ -36,13 +57,16 @@ class Lane:
         return new_pool(self.settings, self.workers, models=self.resource == "gpu")
 
     def replace(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
-        """A new pool in place of `broken`, once: the other items of a broken pool find it
+        """A new pool in place of `broken`, once: the other drains of a broken pool find it
         already replaced."""
         if self.pool is None or self.pool is not broken:
             return self.pool or broken
         self.pool = self._new_pool()
         broken.shutdown(wait=False, cancel_futures=True)
         return self.pool
+
+    def free(self) -> int:
+        return self.workers - self.active
 
 
 class EmbeddedDispatcher(Dispatcher):
@@ -51,10 +75,12 @@ class EmbeddedDispatcher(Dispatcher):
         self.lanes = {"cpu": Lane("cpu", settings, workers or settings.worker_count),
                       "gpu": Lane("gpu", settings, settings.ai_workers)}
         self.workers = sum(lane.workers for lane in self.lanes.values())
-        self._inflight: set[str] = set()
-        self._lock = threading.RLock()
+        self._events: queue.Queue[_Wake | _Done | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
         self._timers: set[threading.Timer] = set()
-        self._stopping = False
+        self._lock = threading.Lock()  # guards _timers only
+        self._seq = 0  # submits seen (scheduler thread only)
+        self._last_wake: dict[str, int] = {}
 
     def start(self) -> None:
         for lane in self.lanes.values():
@@ -63,81 +89,101 @@ class EmbeddedDispatcher(Dispatcher):
         if ai is not None and self.settings.ai_measure_on_start:
             # The AI lane's first task: items sent meanwhile get measured costs.
             ai.submit(measure_models).add_done_callback(_log_measured)
+        self._thread = threading.Thread(target=self._schedule, name="embedded-dispatch",
+                                        daemon=True)
+        self._thread.start()
 
     def lane(self, resource: str) -> Lane:
         return self.lanes["gpu" if resource == "gpu" else "cpu"]
 
     def submit(self, item_ids: list[str], resource: str = "cpu", delay: float = 0.0) -> None:
         if delay > 0:
-            timer = threading.Timer(delay, self._fire, args=(item_ids, resource, timer_ref := []))
-            timer_ref.append(timer)
-            timer.daemon = True
+            self._later(delay, _Wake(resource, len(item_ids)))
+        else:
+            self._events.put(_Wake(resource, len(item_ids)))
+
+    def _later(self, delay: float, event: _Wake) -> None:
+        def fire() -> None:
             with self._lock:
-                self._timers.add(timer)
-            timer.start()
-            return
-        with self._lock:
-            lane = self.lane(resource)
-            if lane.pool is None or self._stopping:
-                return
-            pool = lane.pool
-            for item_id in item_ids:
-                if item_id in self._inflight:
-                    continue
-                self._inflight.add(item_id)
-                try:
-                    future = pool.submit(run_item, item_id)
-                except (BrokenProcessPool, RuntimeError):
-                    self._inflight.discard(item_id)
-                    pool = self._replace(lane, pool)
-                    continue
-                future.add_done_callback(functools.partial(self._done, item_id, resource, pool))
+                self._timers.discard(timer)
+            self._events.put(event)
 
-    def _fire(self, item_ids: list[str], resource: str, timer_ref: list[threading.Timer]) -> None:
+        timer = threading.Timer(delay, fire)
+        timer.daemon = True
         with self._lock:
-            self._timers.discard(timer_ref[0])
-        self.submit(item_ids, resource)
+            self._timers.add(timer)
+        timer.start()
 
-    def _done(self, item_id: str, resource: str, pool: ProcessPoolExecutor,
-              future: Future[tuple[str, float | None]]) -> None:
-        with self._lock:
-            self._inflight.discard(item_id)
+    # -- the scheduler thread ----------------------------------------------------------------
+    def _schedule(self) -> None:
+        while (event := self._events.get()) is not None:
+            if isinstance(event, _Wake):
+                self._seq += 1
+                self._last_wake[event.resource] = self._seq
+                for _ in range(min(event.count, self.lane(event.resource).free())):
+                    self._start_drain(event.resource)
+            else:
+                self.lane(event.resource).active -= 1
+                if self._finished(event):
+                    self._start_drain(event.resource)
+
+    def _finished(self, done: _Done) -> bool:
+        """Handle a finished drain; True when another drain should follow it."""
         try:
-            status, retry_in = future.result()
+            drained = done.future.result()
         except BrokenProcessPool:
-            # A worker process died (killed, or a native crash). Its item keeps its lease
-            # and the sweeper requeues it when the lease runs out.
-            log.error("a worker process died while running item %s; restarting the pool",
-                      item_id, extra={"item_id": item_id})
-            with self._lock:
-                self._replace(self.lane(resource), pool)
-            return
+            # A worker process died (killed, or a native crash). Its item keeps its lease and
+            # the sweeper requeues it when the lease runs out; the queue's other items go on.
+            log.error("a worker process died while running items; restarting the pool")
+            self.lane(done.resource).replace(done.pool)
+            return True
         except Exception:
-            log.exception("item %s: unexpected error in the worker", item_id,
-                          extra={"item_id": item_id})
-            return
-        if status == "retry" and retry_in is not None:
-            self.submit([item_id], resource, delay=retry_in)
+            log.exception("unexpected error in a worker process")
+            return False
+        if drained.retry_in is not None:
+            self._later(drained.retry_in, _Wake(done.resource, 1))
+        # A submit after this drain started may have come after its last look at the queue.
+        return drained.more or self._last_wake.get(done.resource, 0) > done.started
 
-    def _replace(self, lane: Lane, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
-        if self._stopping:
-            return broken
-        return lane.replace(broken)
+    def _start_drain(self, resource: str) -> None:
+        lane = self.lane(resource)
+        if lane.pool is None or lane.free() <= 0:
+            return
+        pool = lane.pool
+        try:
+            future = pool.submit(run_queue, resource)
+        except (BrokenProcessPool, RuntimeError):
+            pool = lane.replace(pool)
+            try:
+                future = pool.submit(run_queue, resource)
+            except (BrokenProcessPool, RuntimeError):
+                log.exception("cannot start worker processes; the sweeper will dispatch again")
+                return
+        lane.active += 1
+        future.add_done_callback(functools.partial(self._report, resource, self._seq, pool))
+
+    def _report(self, resource: str, started: int, pool: ProcessPoolExecutor,
+                future: Future[Drained]) -> None:
+        self._events.put(_Done(resource, started, pool, future))
 
     def stop(self) -> None:
         with self._lock:
-            self._stopping = True
             for timer in self._timers:
                 timer.cancel()
-            pools = [lane.pool for lane in self.lanes.values()]
-            for lane in self.lanes.values():
-                lane.pool = None
+        if self._thread is not None:
+            self._events.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+        pools = [lane.pool for lane in self.lanes.values()]
+        for lane in self.lanes.values():
+            lane.pool = None
         for pool in pools:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
 
     def describe(self) -> dict[str, object]:
-        return {"kind": "embedded", "workers": self.workers, "inflight": len(self._inflight),
+        return {"kind": "embedded", "workers": self.workers,
+                "inflight": sum(lane.active for lane in self.lanes.values()),
                 "lanes": {name: lane.workers for name, lane in self.lanes.items()}}
 
 
@@ -145,7 +191,7 @@ def _log_measured(future: Future[list[str]]) -> None:
     try:
         measured = future.result()
     except BrokenProcessPool:
-        return  # the lane's own items report the dead process
+        return  # the lane's own drains report the dead process
     except Exception:
         log.exception("measuring the model costs failed")
         return

@@ -11,7 +11,8 @@ import pyvips
 
 from imgq.config import load_settings
 from imgq.dispatch.pool import new_pool
-from tests.acceptance.conftest import Server, jpeg_bytes
+from tests.fixtures.encoded import jpeg_bytes
+from tests.fixtures.server import Server
 from tests.integration.ai._support import require_torch
 
 require_torch("spandrel")

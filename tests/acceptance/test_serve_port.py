@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.acceptance.conftest import Server, _imgq_command
+from tests.fixtures.server import Server, imgq_command
 
 
 def test_a_busy_port_is_named_and_nothing_claims_to_serve(tmp_path: Path) -> None:
@@ -17,7 +17,7 @@ def test_a_busy_port_is_named_and_nothing_claims_to_serve(tmp_path: Path) -> Non
         taken.listen()
         port = taken.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("IMGQ_")}
-        run = subprocess.run([*_imgq_command(), "serve", "--port", str(port)], check=False,
+        run = subprocess.run([*imgq_command(), "serve", "--port", str(port)], check=False,
                              env={**env, "IMGQ_DATA_DIR": str(tmp_path / "data")},
                              capture_output=True, text=True, timeout=60)
     assert run.returncode == 2
