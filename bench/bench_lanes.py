@@ -2,7 +2,7 @@
 
 One `imgq serve` (a subprocess on a fresh data folder, embedded defaults: classic workers one
 per core, one AI worker with every core's threads). First a classic item alone (a 2-MP JPEG,
-resize to 1024 px wide) as the reference; then four upscale jobs (a 320×240 photo each,
+resize to 1024 px wide; once to start the worker processes, then again as the reference); then four upscale jobs (a 320×240 photo each,
 realesrgan-x4plus ×4), and once the first of them runs, the same classic item again. Printed:
 the classic item's wait (queued → started, from the server's own timestamps) and its time to
 done, alone and behind the upscales, their ratio, and how many upscales were still unfinished
@@ -60,6 +60,7 @@ def main() -> None:
         common._photo_like(320, 240, seed=5).write_to_file(str(small), Q=90)
     env = {"IMGQ_WORKERS": "0", "IMGQ_AI_MEASURE_ON_START": "false"}
     with bench_serve.serve(env) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        wait_item(client, submit(client, photo, CLASSIC), bench_serve.TERMINAL)  # warm-up
         alone = wait_item(client, submit(client, photo, CLASSIC), bench_serve.TERMINAL)
         upscales = [submit(client, small, UPSCALE) for _ in range(UPSCALES)]
         wait_item(client, upscales[0], {"running"})

@@ -40,7 +40,7 @@ def costs_file(tmp_path: Path) -> Path:
 def client(tmp_path: Path, costs_file: Path) -> Iterator[TestClient]:
     runtime = open_runtime(settings(tmp_path, ai_costs_file=costs_file), run_migrations=True)
     app = create_app(runtime, sweeper=False)
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url="http://127.0.0.1") as test_client:  # a loopback Host
         yield test_client
 
 
@@ -105,7 +105,7 @@ def test_an_operators_cap_is_named_as_theirs_with_the_size_and_estimate(
     runtime = open_runtime(settings(tmp_path, ai_costs_file=costs_file, ai_max_pixels=100_000),
                            run_migrations=True)
     app = create_app(runtime, sweeper=False)
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         response = client.post("/v1/jobs", files={"files": ("photo480.jpg", photo())},
                                data={"pipeline": "upscale"})
     assert response.status_code == 413
