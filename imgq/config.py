@@ -77,7 +77,26 @@ class Settings(BaseSettings):
         "Animated GIF/WebP inputs: first_frame processes the first frame, reject refuses them.",
         "limits",
     )
-    max_filename_bytes: int = _setting(255, "Longest original file name kept.", "limits", ge=16)
+    max_filename_bytes: int = _setting(
+        255, "Longest original file name kept, in UTF-8 bytes (longer ones are shortened, "
+        "keeping the extension).", "limits", ge=16, le=1024)
+    max_output_pixels: int = _setting(
+        100_000_000, "Pixels (width × height) any step of a pipeline may make; a pipeline "
+        "that would make more is refused when submitted.", "limits", ge=1)
+    max_form_bytes: int = _setting(
+        1024 * 1024, "Bytes of all the non-file fields of one upload together (their "
+        "headers included).", "limits", ge=1024)
+    upload_idle_timeout: float = _setting(
+        15.0, "Seconds a request body may pause before the request is refused (408).",
+        "limits", gt=0)
+    upload_min_rate: int = _setting(
+        16 * 1024, "Bytes per second a request body must average once it has had "
+        "upload_idle_timeout seconds (slow uploads hold a connection); 0 means no minimum.",
+        "limits", ge=0)
+
+    min_free_bytes: int = _setting(
+        256 * 1024 * 1024, "Free disk space below which uploads are refused (503) and /readyz "
+        "says not ready, for the staging folder and local storage.", "storage", ge=0)
 
     # expiry
     ttl_seconds: int = _setting(3600, "Default lifetime of a job's files.", "expiry", ge=1)

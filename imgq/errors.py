@@ -15,6 +15,8 @@ class ImgqError(Exception):
     code = "internal_error"
     #: Whether retrying the same work could succeed (used by the worker's retry policy).
     transient = False
+    #: Seconds a client should wait before trying again (the Retry-After header), if any.
+    retry_after: int | None = None
 
     def __init__(self, message: str | None = None, **details: Any) -> None:
         self.message = message or (self.__doc__ or "").strip()
@@ -47,6 +49,12 @@ class Gone(ImgqError):
 
     status_code = 410
     code = "expired"
+
+
+class ResultMissing(Gone):
+    """The result file is no longer in storage."""
+
+    code = "result_missing"
 
 
 class InvalidRequest(ImgqError):
@@ -88,6 +96,35 @@ class ImageTooLarge(ImgqError):
 
     status_code = 413
     code = "image_too_large"
+
+
+class OutputTooLarge(ImgqError):
+    """The pipeline would make an image with more pixels than allowed."""
+
+    status_code = 413
+    code = "output_too_large"
+
+
+class FormTooLarge(ImgqError):
+    """The form fields of the request are larger than allowed."""
+
+    status_code = 413
+    code = "form_too_large"
+
+
+class RequestTimeout(ImgqError):
+    """The request body did not arrive in time."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
+class TooBusy(ImgqError):
+    """Too many requests of this kind at once; try again shortly."""
+
+    status_code = 429
+    code = "too_busy"
+    retry_after = 2
 
 
 class UnsupportedFormat(ImgqError):
@@ -152,3 +189,30 @@ class Unavailable(ImgqError):
     status_code = 503
     code = "unavailable"
     transient = True
+    retry_after = 5
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database cannot be reached; try again shortly."""
+
+    code = "database_unavailable"
+
+
+class StorageUnavailable(Unavailable):
+    """File storage cannot be reached; try again shortly."""
+
+    code = "storage_unavailable"
+
+
+class StorageFull(StorageUnavailable):
+    """File storage is full; try again later."""
+
+    code = "storage_full"
+    retry_after = 30
+
+
+class StorageReadOnly(StorageUnavailable):
+    """File storage is read-only; try again later."""
+
+    code = "storage_read_only"
+    retry_after = 30

@@ -8,16 +8,13 @@ import logging
 from collections.abc import AsyncIterator
 
 import anyio
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from imgq import __version__
-from imgq.api import compat, cors
+from imgq.api import compat, cors, failures
 from imgq.api.routes import events, jobs, limits, meta, metrics, models, previews, web
 from imgq.dispatch.base import Dispatcher
 from imgq.dispatch.sweeper import sweep_queue
-from imgq.errors import ImgqError
 from imgq.worker.runtime import Runtime
 from imgq.worker.sweeper import SweepReport, sweep_expiry
 from imgq.worker.webhooks import deliver_due_webhooks
@@ -82,20 +79,6 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
     for router, tag in compat.enabled(settings, runtime.registry):  # the earlier systems' APIs (docs/compat.md)
         app.include_router(router)
         app.openapi_tags = [*(app.openapi_tags or []), tag]
-    _add_error_handlers(app)
+    failures.install(app)
     cors.install(app, settings)
     return app
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ImgqError)
-    async def imgq_error(request: Request, exc: ImgqError) -> JSONResponse:
-        if exc.status_code >= 500:
-            log.error("request failed: %s", exc.message)
-        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        body = {"code": "invalid_request", "message": "; ".join(parts)}
-        return JSONResponse({"error": body}, status_code=422)
