@@ -98,6 +98,15 @@ class Settings(BaseSettings):
         256 * 1024 * 1024, "Free disk space below which uploads are refused (503) and /readyz "
         "says not ready, for the staging folder and local storage.", "storage", ge=0)
 
+    preview_memory: int = _setting(
+        160 * 1024 * 1024, "Bytes the API may hold decoding previews at once; formats that "
+        "cannot shrink while loading (interlaced PNG, progressive JPEG, GIF, HEIF) reserve "
+        "their decoded size, and a preview needing more than this is refused.", "limits",
+        ge=16 * 1024 * 1024)
+    preview_wait: float = _setting(
+        15.0, "Seconds a preview may wait for IMGQ_PREVIEW_MEMORY before it is refused (429).",
+        "limits", gt=0)
+
     # expiry
     ttl_seconds: int = _setting(3600, "Default lifetime of a job's files.", "expiry", ge=1)
     max_ttl_seconds: int = _setting(7 * 24 * 3600, "Longest ttl_seconds a client may ask.", "expiry", ge=1)
@@ -149,6 +158,9 @@ class Settings(BaseSettings):
     events_poll_interval: float = _setting(
         0.5, "Seconds between two looks at the database by a live event stream (SSE).",
         "events", gt=0, le=10)
+    events_max_streams_per_job: int = _setting(
+        1000, "Live event streams (SSE) open at once on one job; more are refused (429). "
+        "They share one database poll per job.", "events", ge=1)
     events_heartbeat: float = _setting(
         15.0, "Seconds between two keep-alive comments on an idle event stream.", "events", gt=0)
     webhook_secret: SecretStr = _setting(

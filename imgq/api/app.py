@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from imgq import __version__
 from imgq.api import compat, cors, failures
+from imgq.api.job_watch import JobWatches
 from imgq.api.routes import events, jobs, limits, meta, metrics, models, previews, web
 from imgq.dispatch.base import Dispatcher
 from imgq.dispatch.sweeper import sweep_queue
@@ -70,6 +71,7 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
     app = FastAPI(title="imgq", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.runtime = runtime
     app.state.dispatcher = dispatcher
+    app.state.job_watches = JobWatches(runtime)
     app.include_router(jobs.router)
     app.include_router(meta.router)
     app.include_router(metrics.router)
