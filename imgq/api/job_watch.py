@@ -2,7 +2,7 @@
 
 A thousand browsers watching one job would otherwise read the database a thousand times per
 poll interval and fill the thread pool that every other request needs. Here the first stream
-on a job starts a watch that reads the job's version every `events_poll_interval` and, when
+on a job starts a watch that reads the job's version every `events_poll_interval_seconds` and, when
 it moved, loads the job once; every stream waits on the watch and sends its own diff. The
 watch stops when its last stream ends. IMGQ_EVENTS_MAX_STREAMS_PER_JOB bounds the streams.
 """
@@ -48,7 +48,7 @@ class JobWatch:
             await asyncio.wait_for(self._changed.wait(), timeout)
 
     async def _poll(self) -> None:
-        interval = self.rt.settings.events_poll_interval
+        interval = self.rt.settings.events_poll_interval_seconds
         while True:
             await asyncio.sleep(interval)
             try:

@@ -62,7 +62,7 @@ async def submit_job(
     for name, width, height in sizes:
         refuse_large_outputs(steps, name, width, height, rt.settings.max_output_pixels)
     await anyio.to_thread.run_sync(refuse_large_ai_inputs, steps, sizes)  # docs/ai.md
-    job = _new_job(rt, [s.to_dict() for s in specs], rt.registry.resource_of(steps),
+    job = _new_job(rt, [s.to_dict() for s in steps], rt.registry.resource_of(steps),
                    ttl_seconds, source, extra or {}, upload.files, infos)
     stored: list[str] = []
     try:

@@ -39,7 +39,8 @@ class UploadLimits:
     def from_settings(cls, s: Settings, max_files: int | None = None,
                       file_fields: frozenset[str] = FILE_FIELDS) -> UploadLimits:
         return cls(s.max_files if max_files is None else max_files, s.max_file_bytes,
-                   s.max_form_bytes, s.upload_idle_timeout, s.upload_min_rate, file_fields,
+                   s.max_form_bytes, s.upload_idle_timeout_seconds, s.upload_min_bytes_per_second,
+                   file_fields,
                    s.max_filename_bytes)
 
     @property
@@ -220,6 +221,6 @@ async def read_body(request: Request, limits: UploadLimits) -> AsyncIterator[byt
 def _too_slow(limits: UploadLimits, by_rate: bool) -> RequestTimeout:
     if by_rate:
         return RequestTimeout(f"the request body arrived slower than {limits.min_rate} bytes "
-                              "per second (IMGQ_UPLOAD_MIN_RATE)")
+                              "per second (IMGQ_UPLOAD_MIN_BYTES_PER_SECOND)")
     return RequestTimeout(f"the request body paused for more than {limits.idle_timeout:g} s "
-                          "(IMGQ_UPLOAD_IDLE_TIMEOUT)")
+                          "(IMGQ_UPLOAD_IDLE_TIMEOUT_SECONDS)")

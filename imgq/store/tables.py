@@ -117,7 +117,7 @@ webhooks = Table(
     Index("ix_webhooks_job_id", "job_id"),
 )
 
-# Integer task ids of the Image Queue Demo compatibility API (seed 002): random, not sequential,
+# Integer task ids of the Image Queue Demo compatibility API: random, not sequential,
 # below 2**53 so a JSON number holds them; each names an ordinary imgq job.
 compat_tasks = Table(
     "compat_tasks",

@@ -262,7 +262,7 @@ def test_form_fields_beyond_the_limit_are_refused_while_they_stream_in(
 def test_a_body_that_stalls_or_trickles_is_cut_off_with_a_408(
     serve: Callable[..., Server], trickle: bool,
 ) -> None:
-    server = serve(workers=1, upload_idle_timeout=1, upload_min_rate=2000)
+    server = serve(workers=1, upload_idle_timeout_seconds=1, upload_min_bytes_per_second=2000)
     sock = _raw(server, "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
                 "Content-Type: multipart/form-data; boundary=B\r\n\r\n--B\r\n")
     if trickle:  # a byte every 0.3 s never pauses 1 s, but averages far below 2000 bytes/s
@@ -274,6 +274,6 @@ def test_a_body_that_stalls_or_trickles_is_cut_off_with_a_408(
     answer = _answer(sock)
     sock.close()
     assert answer.startswith("HTTP/1.1 408"), answer[:300]
-    expected = "IMGQ_UPLOAD_MIN_RATE" if trickle else "IMGQ_UPLOAD_IDLE_TIMEOUT"
+    expected = "IMGQ_UPLOAD_MIN_BYTES_PER_SECOND" if trickle else "IMGQ_UPLOAD_IDLE_TIMEOUT_SECONDS"
     assert expected in answer, answer
     assert server.staged_files() == []

@@ -49,7 +49,7 @@ def peak_rss(pid: int) -> Iterator[list[float]]:
 def test_24_previews_of_an_image_that_cannot_shrink_on_load_keep_the_api_small(
     serve: Callable[..., Server],
 ) -> None:
-    server = serve(workers=1, preview_memory=128 * 1024 * 1024)
+    server = serve(workers=1, preview_memory_bytes=128 * 1024 * 1024)
     job = server.submit_ok([("big.png", interlaced_16bit_png())], "grayscale")
     assert server.process is not None
     url = f"/v1/jobs/{job['id']}/items/0/preview"

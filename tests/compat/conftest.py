@@ -22,7 +22,7 @@ TIMEOUT = 90.0  # AI upscaling on a CPU worker loads its model first
 POLL = 0.1
 
 
-def _start(factory: pytest.TempPathFactory, name: str, *args: str, **settings: Any) -> Server:
+def start_server(factory: pytest.TempPathFactory, name: str, *args: str, **settings: Any) -> Server:
     root = factory.mktemp(name)
     (root / "logs").mkdir()
     server = Server(root / "data", root / "logs", {})
@@ -35,22 +35,22 @@ def _start(factory: pytest.TempPathFactory, name: str, *args: str, **settings: A
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    started = _start(tmp_path_factory, "compat", workers=2)
+    started = start_server(tmp_path_factory, "compat", workers=2)
     yield started
     started.close()
 
 
 @pytest.fixture(scope="session")
 def idle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    started = _start(tmp_path_factory, "compat-idle", "--no-workers")
+    started = start_server(tmp_path_factory, "compat-idle", "--no-workers")
     yield started
     started.close()
 
 
 @pytest.fixture(scope="session")
 def brief(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    started = _start(tmp_path_factory, "compat-brief", workers=1, ttl_seconds=2,
-                     sweep_interval=1)
+    started = start_server(tmp_path_factory, "compat-brief", workers=1, ttl_seconds=2,
+                           sweep_interval_seconds=1)
     yield started
     started.close()
 

@@ -16,7 +16,7 @@ STREAMS = 200
 def test_two_hundred_followers_of_one_job_cost_one_poll_and_all_see_each_change(
     tmp_path: Path,
 ) -> None:
-    rt = Runtime.from_settings(load_settings(data_dir=tmp_path, events_poll_interval=0.05),
+    rt = Runtime.from_settings(load_settings(data_dir=tmp_path, events_poll_interval_seconds=0.05),
                                run_migrations=True)
     job = make_job(2)
     rt.repo.create_job(job)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote
 
 import anyio
+import pyvips
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -21,10 +21,10 @@ from imgq.api.service import submit_job
 from imgq.api.uploads import Upload, UploadLimits, receive_upload
 from imgq.dispatch.base import Dispatcher
 from imgq.domain.models import Item, Job
-from imgq.domain.names import safe_name
+from imgq.domain.names import content_disposition
 from imgq.domain.status import Status
-from imgq.errors import Gone, ImgqError, InvalidRequest
-from imgq.ops.image import OUTPUT_FORMATS
+from imgq.errors import DecodeError, Gone, ImgqError, InvalidRequest
+from imgq.ops.image import INPUT_FORMATS, OUTPUT_FORMATS
 from imgq.worker.runtime import Runtime
 
 #: Turns an error into (HTTP status, body) in one earlier system's shape.
@@ -129,14 +129,6 @@ def iso(when: datetime | None) -> str | None:
 
 
 # -- downloads --------------------------------------------------------------------------------
-def attachment(name: str, inline: bool = False) -> dict[str, str]:
-    name = safe_name(name, "result")
-    ascii_name = name.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
-    kind = "inline" if inline else "attachment"
-    return {"Content-Disposition":
-            f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"}
-
-
 async def stream_result(request: Request, job: Job, item: Item, name: str,
                         inline: bool = False) -> StreamingResponse:
     """The item's result file; the caller has checked that the item succeeded."""
@@ -146,7 +138,7 @@ async def stream_result(request: Request, job: Job, item: Item, name: str,
     fmt = (item.result_meta or {}).get("format", "png")
     media = OUTPUT_FORMATS.get(fmt, ("application/octet-stream", ""))[0]
     size, chunks = await open_result(rt.blobs, item)
-    headers = {**attachment(name, inline), "Content-Length": str(size)}
+    headers = {**content_disposition(name, inline), "Content-Length": str(size)}
     return StreamingResponse(chunks, media_type=media, headers=headers)
 
 
@@ -157,4 +149,39 @@ async def stream_archive(request: Request, job: Job, entries: list[tuple[str, It
     await require_results(rt.blobs, [i for _, i in entries])
     rows = [(n, i.result_key or "", i.finished_at or job.created_at) for n, i in entries]
     return StreamingResponse(stream_zip(rt.blobs, rows), media_type="application/zip",
-                             headers=attachment(name))
+                             headers=content_disposition(name))
+
+
+async def stream_input(request: Request, job: Job, item: Item, inline: bool = True
+                       ) -> StreamingResponse:
+    """The file the client uploaded, under its own name, while the job keeps its files."""
+    rt = runtime(request)
+    if is_expired(job, item):
+        raise Gone()
+    fmt = str(item.input_meta.get("format", ""))
+    media = INPUT_FORMATS.get(fmt, ("", "application/octet-stream", ""))[1]
+    try:
+        size = await anyio.to_thread.run_sync(rt.blobs.size, item.input_key)
+    except KeyError:
+        raise Gone() from None
+    headers = {**content_disposition(item.input_name, inline), "Content-Length": str(size)}
+    return StreamingResponse(rt.blobs.iter_bytes(item.input_key), media_type=media,
+                             headers=headers)
+
+
+def jpeg_thumbnail(rt: Runtime, key: str, name: str, size: int, quality: int = 85) -> bytes:
+    """A JPEG at most size×size (never enlarged), alpha flattened onto white."""
+    try:
+        with rt.blobs.open_local(key) as path:
+            image = pyvips.Image.thumbnail(str(path), size, height=size, size="down")
+            if image.interpretation not in ("srgb", "b-w"):
+                image = image.colourspace("srgb")
+            if image.hasalpha():
+                image = image.flatten(background=[255] * (image.bands - 1))
+            if image.format != "uchar":
+                image = image.cast("uchar")
+            return bytes(image.jpegsave_buffer(Q=quality, keep="none"))
+    except pyvips.Error:
+        raise DecodeError(f"{name}: no thumbnail, the image could not be decoded") from None
+    except KeyError:
+        raise Gone() from None

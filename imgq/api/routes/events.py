@@ -2,16 +2,16 @@
 
 The stream watches the database, not a process-local queue, so it works the same whether
 the items run in this process, in another API server's pool or on Celery workers: every
-`events_poll_interval` the server reads the job's version (a counter that every UPDATE of the
-job or of its items bumps) and, when it moved, loads the job and sends what changed. Every
-stream open on one job shares that one read; at most `IMGQ_EVENTS_MAX_STREAMS_PER_JOB`
+`events_poll_interval_seconds` the server reads the job's version (a counter that every UPDATE
+of the job or of its items bumps) and, when it moved, loads the job and sends what changed.
+Every stream open on one job shares that one read; at most `IMGQ_EVENTS_MAX_STREAMS_PER_JOB`
 streams may be open on a job (429 beyond).
 
 Events, in order:
 - `item`: one item as GET /v1/jobs/{id} shows it, whenever its state, progress or stage changed;
 - `job`: the job's summary (status, progress, counts, expiry), whenever it changed;
 - `done`: once, the whole job, when it reaches a terminal state; then the stream ends.
-Comment lines (`: keep-alive`) are sent on a quiet stream every `events_heartbeat` seconds.
+Comment lines (`: keep-alive`) are sent on a quiet stream every `events_heartbeat_seconds` seconds.
 
 Every event's `id` is the job's version when it was read. Reconnecting with `Last-Event-ID`
 (browsers do it by themselves) skips what the client already has: nothing when the version did
@@ -113,7 +113,7 @@ class JobStream:
                 yield chunk
 
     async def _follow(self, watch: JobWatch, out: JobOut, version: int) -> AsyncIterator[str]:
-        heartbeat = self.rt.settings.events_heartbeat
+        heartbeat = self.rt.settings.events_heartbeat_seconds
         loop = asyncio.get_running_loop()
         quiet_since = loop.time()
         while out.status in ACTIVE:

@@ -6,7 +6,7 @@ a format the browser cannot show (TIFF, HEIC); a preview is a few kilobytes in e
 Previews are made with libvips' shrink-on-load where the format allows it (JPEG, WebP,
 non-interlaced PNG, TIFF stream through in a few megabytes). Interlaced PNG, progressive
 JPEG, GIF, HEIF and AVIF decode whole first: each render reserves its decoded size from
-IMGQ_PREVIEW_MEMORY, waits its turn, and identical requests share one render.
+IMGQ_PREVIEW_MEMORY_BYTES, waits its turn, and identical requests share one render.
 """
 
 from __future__ import annotations
@@ -97,8 +97,8 @@ def _budget(rt: Runtime) -> MemoryBudget:
     budget = _budgets.get(id(rt))
     if budget is None:
         s = rt.settings
-        budget = _budgets[id(rt)] = MemoryBudget(s.preview_memory, s.preview_wait,
-                                                 "IMGQ_PREVIEW_MEMORY")
+        budget = _budgets[id(rt)] = MemoryBudget(s.preview_memory_bytes, s.preview_wait_seconds,
+                                                 "IMGQ_PREVIEW_MEMORY_BYTES")
     return budget
 
 
@@ -112,7 +112,7 @@ async def _make(rt: Runtime, key: str, size: int, name: str) -> bytes:
         cost = await anyio.to_thread.run_sync(decode_cost, path, name)
         if cost > budget.capacity:
             raise ImageTooLarge(f"{name}: no preview, decoding it would take "
-                                f"{cost / 1e6:,.0f} MB, more than IMGQ_PREVIEW_MEMORY "
+                                f"{cost / 1e6:,.0f} MB, more than IMGQ_PREVIEW_MEMORY_BYTES "
                                 f"({budget.capacity / 1e6:,.0f} MB)")
         async with budget.reserve(cost):
             return await anyio.to_thread.run_sync(_render, path, size, name)

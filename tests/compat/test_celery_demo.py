@@ -1,4 +1,4 @@
-"""Seed 004, the FastAPI + Celery demo: POST /process-image/, GET /task-status/{task_id},
+"""The FastAPI + Celery demo: POST /process-image/, GET /task-status/{task_id},
 GET /task-result/{task_id}, as its README documents them."""
 
 from __future__ import annotations

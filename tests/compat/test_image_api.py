@@ -1,4 +1,4 @@
-"""Seed 001, image-api: POST /process-job, GET /status-job/{job_id}, GET /download/{job_id},
+"""image-api: POST /process-job, GET /status-job/{job_id}, GET /download/{job_id},
 GET /images/{job_id}/{filename}, as its README documents them."""
 
 from __future__ import annotations
@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import Server, bomb_png, image_info, jpeg_bytes, png_bytes
+from tests.acceptance.conftest import (
+    Server,
+    bomb_png,
+    image_info,
+    jpeg_bytes,
+    png_bytes,
+)
 from tests.compat.conftest import wait_for
 
 FILTERS = ["blur", "sharpen", "grayscale", "edges", "smooth"]

@@ -1,4 +1,4 @@
-"""Seed 002, the Image Queue Demo: POST /upload, GET /status/{task_id}, GET /health, the upload
+"""The Image Queue Demo: POST /upload, GET /status/{task_id}, GET /health, the upload
 form and the result page, as its README documents them."""
 
 from __future__ import annotations

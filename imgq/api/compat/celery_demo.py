@@ -1,8 +1,8 @@
-"""Seed 004, the FastAPI + Celery demo: grayscale or resize one image to 100×100.
+"""The FastAPI + Celery demo: grayscale or resize one image to 100×100.
 
 POST /process-image/ (file, operation) → {"task_id", "message"}; GET /task-status/{task_id}
 → {"task_id", "status", "result"?}; GET /task-result/{task_id} → {"task_id",
-"processed_image"}. The task id is the imgq job id. The seed's result is the path
+"processed_image"}. The task id is the imgq job id. The old system's result is the path
 "processed/<name>"; imgq serves that path too (GET /processed/<name>), so a client that joins
 it to the server's URL downloads the image.
 """
@@ -20,13 +20,13 @@ from imgq.domain.status import Status
 from imgq.errors import ImgqError, InvalidRequest, NotFound
 
 SOURCE = "compat:celery-demo"
-TAG = "compat: celery demo (seed 004)"
+TAG = "compat: FastAPI + Celery demo"
 PIPELINES: dict[str, list[dict[str, Any]]] = {
     "grayscale": [{"op": "grayscale"}],
     # Pillow's img.resize((100, 100)): exactly 100×100, stretched, enlarged if smaller.
     "resize": [{"op": "resize", "width": 100, "height": 100, "fit": "fill", "enlarge": True}],
 }
-#: imgq item state -> the Celery task state the seed reported.
+#: imgq item state -> the Celery task state the old system reported.
 STATUS_WORDS = {
     Status.queued: "PENDING",
     Status.running: "STARTED",
@@ -43,9 +43,9 @@ def render_error(exc: ImgqError) -> tuple[int, Any]:
 
 router = common.compat_router(TAG, render_error)
 OPENAPI_TAG = common.tag_info(
-    TAG, "the FastAPI + Celery image processing demo (seed 004)",
+    TAG, "the FastAPI + Celery image processing demo",
     "Upload one image with operation grayscale or resize (to 100×100), poll the task, read "
-    "the processed image's path. Switch off with IMGQ_COMPAT_SEED004=false.")
+    "the processed image's path. Switch off with IMGQ_COMPAT_CELERY_DEMO=false.")
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file", "operation"],
     "properties": {
@@ -69,7 +69,7 @@ def _processed_path(job: Job) -> str | None:
 
 
 @router.post("/process-image/", summary="Upload an image and start processing",
-             description="Compatibility route (seed 004).", openapi_extra=UPLOAD_BODY)
+             description="Compatibility route (FastAPI + Celery demo).", openapi_extra=UPLOAD_BODY)
 async def process_image(request: Request) -> dict[str, Any]:
     upload = await common.receive(request, {"file"}, max_files=1)
     try:
@@ -86,7 +86,7 @@ async def process_image(request: Request) -> dict[str, Any]:
 
 
 @router.get("/task-status/{task_id}", summary="Check task status",
-            description="Compatibility route (seed 004): PENDING, STARTED, SUCCESS or FAILURE; "
+            description="Compatibility route (FastAPI + Celery demo): PENDING, STARTED, SUCCESS or FAILURE; "
             "result (the processed image's path) once SUCCESS, error once FAILURE.")
 async def task_status(task_id: str, request: Request) -> dict[str, Any]:
     job = await _task(request, task_id)
@@ -101,7 +101,7 @@ async def task_status(task_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("/task-result/{task_id}", summary="Retrieve the processed image's path",
-            description="Compatibility route (seed 004): processed_image is null until the "
+            description="Compatibility route (FastAPI + Celery demo): processed_image is null until the "
             "task succeeded, as Celery's result is.")
 async def task_result(task_id: str, request: Request) -> dict[str, Any]:
     job = await _task(request, task_id)
@@ -109,7 +109,7 @@ async def task_result(task_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("/processed/{name}", summary="The processed image at the path the task gave",
-            description="Compatibility route (seed 004).",
+            description="Compatibility route (FastAPI + Celery demo).",
             responses={200: {"content": {"image/*": {}}}})
 async def processed(name: str, request: Request) -> Response:
     job = await common.load_job(request, name[:ID_LENGTH], SOURCE)
