@@ -11,14 +11,14 @@ import anyio
 from fastapi import FastAPI
 
 from imgq import __version__
-from imgq.api import compat, cors, failures
+from imgq.api import compat, cors, failures, openapi_errors
 from imgq.api.job_watch import JobWatches
 from imgq.api.routes import events, jobs, limits, meta, metrics, models, previews, web
 from imgq.dispatch.base import Dispatcher
 from imgq.dispatch.sweeper import sweep_queue
 from imgq.worker.runtime import Runtime
 from imgq.worker.sweeper import SweepReport, sweep_expiry
-from imgq.worker.webhooks import deliver_due_webhooks
+from imgq.worker.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,9 @@ get job ids at once, poll the job, then download each result or a ZIP.
 Every error answers `{"error": {"code": ..., "message": ...}}` with a message safe to show."""
 
 
-async def _upkeep(rt: Runtime, dispatcher: Dispatcher | None) -> None:
-    """The embedded sweeper: leases and re-dispatch often, expiry every sweep_interval_seconds."""
+async def _upkeep(rt: Runtime, dispatcher: Dispatcher | None, webhooks: WebhookSender) -> None:
+    """The embedded sweeper: leases, re-dispatch and webhooks often, expiry every
+    sweep_interval_seconds. Webhooks are handed to their own senders, never waited for."""
     tick = max(0.5, min(5.0, rt.settings.lease_seconds / 2, rt.settings.sweep_interval_seconds))
     loop = asyncio.get_running_loop()
     last_expiry = float("-inf")
@@ -40,7 +41,7 @@ async def _upkeep(rt: Runtime, dispatcher: Dispatcher | None) -> None:
             if loop.time() - last_expiry >= rt.settings.sweep_interval_seconds:
                 await anyio.to_thread.run_sync(sweep_expiry, rt, report)
                 last_expiry = loop.time()
-            await anyio.to_thread.run_sync(deliver_due_webhooks, rt)
+            await anyio.to_thread.run_sync(webhooks.send_due)
         except Exception:
             log.exception("sweep failed; trying again in %.0f s", tick)
         await asyncio.sleep(tick)
@@ -56,7 +57,8 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if dispatcher is not None:
             dispatcher.start()
-        task = asyncio.create_task(_upkeep(runtime, dispatcher)) if sweeper else None
+        webhooks = WebhookSender(runtime)
+        task = asyncio.create_task(_upkeep(runtime, dispatcher, webhooks)) if sweeper else None
         try:
             yield
         finally:
@@ -64,6 +66,7 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            webhooks.close()
             if dispatcher is not None:
                 await anyio.to_thread.run_sync(dispatcher.stop)
             runtime.close()
@@ -82,5 +85,6 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
         app.include_router(router)
         app.openapi_tags = [*(app.openapi_tags or []), tag]
     failures.install(app)
+    openapi_errors.install(app)
     cors.install(app, settings)
     return app
