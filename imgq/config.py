@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     log_format: str = _setting(
         "text", "Log lines as text for people, or json (one object per line) for a log "
         "collector.", "server", pattern="^(text|json)$")
+    status_cache_seconds: float = _setting(
+        0.1, "How long an API server may answer GET /v1/jobs/{id} from its memory: pollers "
+        "see workers' progress at most this late (never a change made through this server). "
+        "0 reads the database every time.", "server", ge=0, le=10)
     cors_origins: Annotated[list[str], NoDecode] = _setting(
         [], "Origins whose web pages may call the API (CORS), comma-separated, e.g. "
         "http://localhost:3000; * allows every origin; empty sends no CORS headers.", "server")

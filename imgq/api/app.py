@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 
 import anyio
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from imgq import __version__
 from imgq.api import compat, cors, failures, openapi_errors
+from imgq.api.job_reads import JobReads
 from imgq.api.job_watch import JobWatches
 from imgq.api.routes import events, jobs, limits, meta, metrics, models, previews, web
 from imgq.dispatch.base import Dispatcher
@@ -71,10 +73,13 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
                 await anyio.to_thread.run_sync(dispatcher.stop)
             runtime.close()
 
-    app = FastAPI(title="imgq", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from imgq, not from a CDN.
+    app = FastAPIOffline(title="imgq", version=__version__, description=DESCRIPTION,
+                         lifespan=lifespan)
     app.state.runtime = runtime
     app.state.dispatcher = dispatcher
     app.state.job_watches = JobWatches(runtime)
+    app.state.job_reads = JobReads(runtime)
     app.include_router(jobs.router)
     app.include_router(meta.router)
     app.include_router(metrics.router)

@@ -20,10 +20,11 @@ def _error(description: str) -> dict[str, Any]:
 
 
 def install(app: FastAPI) -> None:
+    original = app.openapi
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = FastAPI.openapi(app)
-            _document_errors(schema)
+            _document_errors(original())
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]

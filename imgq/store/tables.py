@@ -94,8 +94,13 @@ items = Table(
     Column("result_meta", JSON, nullable=True),
     Column("version", Integer, nullable=False, default=0, server_default="0",
            onupdate=literal_column("version") + 1),
+    # The item's place in its queue's fair order: workers claim the lowest due key first.
+    # Each owner's items take consecutive keys from the queue's head (see JobStore.create_job),
+    # so a newcomer's item is near the front instead of behind another owner's whole batch.
+    Column("fair_key", BigInteger, nullable=False, default=0, server_default="0"),
     Index("ix_items_job_idx", "job_id", "idx", unique=True),
     Index("ix_items_status_not_before", "status", "not_before"),
+    Index("ix_items_status_fair_key", "status", "fair_key"),
 )
 
 # The webhook outbox: one row per job with a callback_url, written with the job; the sweeper

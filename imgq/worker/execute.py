@@ -1,10 +1,15 @@
-"""execute(item_id): claim → run → store → finish, with the retry policy."""
+"""Run items: claim → run → store → finish, with the retry policy.
+
+`drain(rt, resource)` is what workers run: it takes the queue's due items one after another in
+their fair order, writing each item's end and claiming the next in one transaction.
+`execute(rt, item_id)` runs one named item (tools and tests).
+"""
 
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,11 +18,17 @@ from imgq.domain.names import with_extension
 from imgq.domain.retry import backoff
 from imgq.errors import Cancelled, ImgqError, InvalidTransition, TransientError
 from imgq.ops.image import OUTPUT_FORMATS
+from imgq.store.repository import Finish, cancelled, failed, retry, succeeded
 from imgq.worker.context import ItemContext
 from imgq.worker.run import run_pipeline
 from imgq.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+#: A drain stops taking new items after this long, so a worker that was asked to stop (or a
+#: Celery task holding its message) is never held for a whole queue; the items left keep
+#: their own messages.
+DRAIN_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -26,79 +37,131 @@ class Outcome:
     retry_in: float | None = None
 
 
+@dataclass(frozen=True)
+class Drained:
+    """What one drain did: items run, and the item that needs a wake-up later (a retry)."""
+
+    items: int
+    more: bool  # it stopped while items may still be due (time budget or a retry)
+    retry_item: str | None = None
+    retry_in: float | None = None
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """An item run to its end, not yet written: the change to write and what follows it."""
+
+    finish: Finish
+    outcome: Outcome
+    result_key: str | None = None  # the stored result, deleted if the finish is refused
+    note: str = ""  # said in the log once the end is written
+
+
 def execute(rt: Runtime, item_id: str) -> Outcome:
     claim = rt.repo.claim(item_id, rt.settings.lease_seconds)
     if claim is None:
         log.debug("item %s not claimable (taken, finished or not due)", item_id)
         return Outcome("skipped")
+    ended = _run(rt, claim)
+    try:
+        rt.repo.finish(ended.finish)
+    except InvalidTransition as exc:
+        return _settled(rt, ended, exc.message)
+    return _settled(rt, ended, None)
+
+
+def drain(rt: Runtime, resource: str, budget: float = DRAIN_SECONDS) -> Drained:
+    """Run the queue's due items in fair order until none is due, one must wait for a retry,
+    or `budget` seconds have passed."""
+    lease = rt.settings.lease_seconds
+    stop_at = time.monotonic() + budget
+    claim = rt.repo.claim_next(resource, lease)
+    count = 0
+    while claim is not None:
+        ended = _run(rt, claim)
+        go_on = ended.outcome.status != "retry" and time.monotonic() < stop_at
+        refused, claim = rt.repo.finish_and_claim(ended.finish, resource if go_on else None,
+                                                  lease)
+        outcome = _settled(rt, ended, refused)
+        count += 1
+        if outcome.status == "retry":
+            return Drained(count, True, ended.finish.claim.item.id, outcome.retry_in)
+        if not go_on:
+            return Drained(count, True)
+    return Drained(count, False)
+
+
+def _run(rt: Runtime, claim: Claim) -> _Ended:
+    item_id = claim.item.id
     try:
         steps = rt.registry.restore(claim.job.pipeline)
     except ImgqError as exc:  # e.g. a model this worker does not have: no retry will help
-        code, message = exc.code, exc.message
-        log.error("item %s: %s", item_id, message, extra={"job_id": claim.job.id,
-                                                         "item_id": item_id})
-        return _guarded(claim, lambda: rt.repo.finish_failed(claim, code, message), "failed")
-    ctx = ItemContext(rt.repo, claim, rt.settings.lease_seconds, rt.settings.item_time_limit_seconds,
-                      len(steps))
-    extra = ctx.log_extra
-    log.info("item %s: running (attempt %d)", item_id, claim.item.attempts, extra=extra)
-    fd, tmp_name = tempfile.mkstemp(prefix="result-", dir=_tmp_dir(rt))
-    os.close(fd)
-    target = Path(tmp_name)
+        log.error("item %s: %s", item_id, exc.message, extra={"job_id": claim.job.id,
+                                                             "item_id": item_id})
+        return _Ended(failed(claim, exc.code, exc.message, None), Outcome("failed"))
+    ctx = ItemContext(rt.repo, claim, rt.settings.lease_seconds,
+                      rt.settings.item_time_limit_seconds, len(steps))
+    log.debug("item %s: running (attempt %d)", item_id, claim.item.attempts, extra=ctx.log_extra)
+    target = _staging_path(rt, claim)
     with ctx:
         try:
             with rt.blobs.open_local(claim.item.input_key) as source:
-                log.info("item %s: input read", item_id, extra=extra)
                 info = run_pipeline(steps, source, claim.item.input_meta["format"], target, ctx)
             return _store(rt, claim, ctx, target, info.format, info.__dict__)
         except Cancelled:
-            log.info("item %s: cancelled", item_id, extra=extra)
-            return _guarded(claim, lambda: rt.repo.finish_cancelled(claim, ctx.elapsed), "cancelled")
+            log.info("item %s: cancelled", item_id, extra=ctx.log_extra)
+            return _Ended(cancelled(claim, ctx.elapsed), Outcome("cancelled"))
         except Exception as exc:  # every failure becomes a state, never a crash
             return _failed(rt, claim, ctx, exc)
         finally:
             target.unlink(missing_ok=True)  # moved into the store on success
 
 
-def _tmp_dir(rt: Runtime) -> str | None:
-    staging = rt.blobs.staging_dir()
-    return str(staging) if staging else None
+def _staging_path(rt: Runtime, claim: Claim) -> Path:
+    """A fresh name in the store's staging folder (the claim token is unique), so the result
+    is moved, not copied, into the store; no file is made until the encoder writes it."""
+    staging = rt.blobs.staging_dir() or Path(tempfile.gettempdir())
+    return staging / f"result-{claim.token}"
 
 
 def _store(rt: Runtime, claim: Claim, ctx: ItemContext, target: Path, fmt: str,
-           meta: dict[str, object]) -> Outcome:
+           meta: dict[str, object]) -> _Ended:
     ext = OUTPUT_FORMATS[fmt][1]
     key = f"{claim.job.id}/results/{claim.item.idx}-{claim.token[:8]}.{ext}"
-    log.info("item %s: storing %s (%s bytes)", claim.item.id, key, meta.get("bytes"),
-             extra=ctx.log_extra)
     rt.blobs.put_file(key, target)
     name = with_extension(claim.item.input_name, ext)
-    try:
-        rt.repo.finish_succeeded(claim, key, name, meta, round(ctx.elapsed, 4))
-    except InvalidTransition:
-        rt.blobs.delete([key])  # a late worker: someone else owns the item now
-        log.warning("item %s: result dropped, the claim was lost", claim.item.id,
-                    extra=ctx.log_extra)
-        return Outcome("lost")
-    log.info("item %s: succeeded in %.3f s", claim.item.id, ctx.elapsed, extra=ctx.log_extra)
-    return Outcome("succeeded")
+    return _Ended(succeeded(claim, key, name, meta, round(ctx.elapsed, 4)),
+                  Outcome("succeeded"), key, f"in {ctx.elapsed:.3f} s, {meta.get('bytes')} bytes")
 
 
-def _failed(rt: Runtime, claim: Claim, ctx: ItemContext, exc: Exception) -> Outcome:
+def _failed(rt: Runtime, claim: Claim, ctx: ItemContext, exc: Exception) -> _Ended:
     error = _as_imgq_error(exc)
     extra = {**ctx.log_extra, "error_code": error.code}
     if error.transient and claim.item.attempts < rt.settings.max_attempts:
         delay = backoff(claim.item.attempts, rt.settings.retry_backoff_seconds)
         log.warning("item %s: transient error, retry in %.1f s: %s", claim.item.id, delay,
                     error.message, exc_info=exc, extra=extra)
-        return _guarded(claim, lambda: rt.repo.retry_later(claim, delay, error.code,
-                                                           error.message), "retry", delay)
+        return _Ended(retry(claim, delay, error.code, error.message), Outcome("retry", delay))
     log.error("item %s: failed: %s", claim.item.id, error.message, exc_info=exc, extra=extra)
     message = error.message
     if error.transient:
         message = f"{message} (gave up after {claim.item.attempts} attempts)"
-    return _guarded(claim, lambda: rt.repo.finish_failed(claim, error.code, message, ctx.elapsed),
-                    "failed")
+    return _Ended(failed(claim, error.code, message, ctx.elapsed), Outcome("failed"))
+
+
+def _settled(rt: Runtime, ended: _Ended, refused: str | None) -> Outcome:
+    """After the end was written, or refused because another worker owns the item now (a
+    late worker): then its result is dropped."""
+    claim = ended.finish.claim
+    extra = {"job_id": claim.job.id, "item_id": claim.item.id}
+    if refused is None:
+        if ended.outcome.status == "succeeded":
+            log.info("item %s: succeeded %s", claim.item.id, ended.note, extra=extra)
+        return ended.outcome
+    if ended.result_key:
+        rt.blobs.delete([ended.result_key])
+    log.warning("%s; result dropped", refused, extra=extra)
+    return Outcome("lost")
 
 
 def _as_imgq_error(exc: Exception) -> ImgqError:
@@ -107,12 +170,3 @@ def _as_imgq_error(exc: Exception) -> ImgqError:
     if isinstance(exc, (OSError, MemoryError, ConnectionError)):
         return TransientError(f"temporary failure: {type(exc).__name__}")
     return ImgqError("internal error while processing the image; see the server log")
-
-
-def _guarded(claim: Claim, action: object, status: str, retry_in: float | None = None) -> Outcome:
-    try:
-        action()  # type: ignore[operator]
-    except InvalidTransition as exc:
-        log.warning("%s", exc.message, extra={"job_id": claim.job.id, "item_id": claim.item.id})
-        return Outcome("lost")
-    return Outcome(status, retry_in)

@@ -9,17 +9,13 @@ Three servers, each started once per session when a test first asks for it:
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Generator, Iterator
-from typing import Any, TypeVar
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import Server
+from tests.fixtures.server import Server
 
-T = TypeVar("T")
-TIMEOUT = 90.0  # AI upscaling on a CPU worker loads its model first
-POLL = 0.1
 
 
 def start_server(factory: pytest.TempPathFactory, name: str, *args: str, **settings: Any) -> Server:
@@ -64,19 +60,6 @@ def operations(server: Server) -> set[str]:
 def needs_operation(operations: set[str], name: str) -> None:
     if name not in operations:
         pytest.skip(f"the '{name}' operation is not installed on this server")
-
-
-def wait_for(fetch: Callable[[], T], done: Callable[[T], bool], timeout: float = TIMEOUT,
-             what: str = "the condition") -> T:
-    """Poll fetch() until done(result), as the earlier systems' clients do."""
-    deadline = time.monotonic() + timeout
-    value = fetch()
-    while not done(value):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout:.0f} s; last: {value!r}")
-        time.sleep(POLL)
-        value = fetch()
-    return value
 
 
 @pytest.hookimpl(wrapper=True)

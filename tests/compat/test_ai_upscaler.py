@@ -11,15 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import (
-    Server,
-    big_png,
-    image_info,
-    jpeg_bytes,
-    png_bytes,
-    truncated_jpeg,
-)
-from tests.compat.conftest import needs_operation, wait_for
+from tests.fixtures.encoded import big_png, image_info, jpeg_bytes, png_bytes, truncated_jpeg
+from tests.fixtures.server import Server
+from tests.compat.conftest import needs_operation
+from tests.fixtures.waiting import wait_for
 
 TERMINAL = ("completed", "failed", "cancelled")
 #: Every field its src/lib/types.ts Job declares.

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 import pyvips
 
-from tests.acceptance.conftest import Server, png_bytes
+from tests.fixtures.encoded import png_bytes
+from tests.fixtures.server import Server
 from tests.compat.conftest import start_server
 
 FORM = {"scale": "4", "method": "real_esrgan", "denoise_first": "false", "face_enhance": "false"}

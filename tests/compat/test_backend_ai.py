@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import Server, image_info, jpeg_bytes, png_bytes
-from tests.compat.conftest import needs_operation, wait_for
+from tests.fixtures.encoded import image_info, jpeg_bytes, png_bytes
+from tests.fixtures.server import Server
+from tests.compat.conftest import needs_operation
+from tests.fixtures.waiting import wait_for
 
 API = "/api/v1/tasks"
 STATUSES = ("PENDING", "PROCESSING", "SUCCESS", "FAILURE", "RETRY")

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import Server, image_info, jpeg_bytes, png_bytes
-from tests.compat.conftest import wait_for
+from tests.fixtures.encoded import image_info, jpeg_bytes, png_bytes
+from tests.fixtures.server import Server
+from tests.fixtures.waiting import wait_for
 
 
 def process_image(server: Server, data: bytes, operation: str, name: str = "photo.jpg") -> Any:

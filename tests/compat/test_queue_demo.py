@@ -7,8 +7,9 @@ import re
 from datetime import datetime
 from typing import Any
 
-from tests.acceptance.conftest import Server, image_info, jpeg_bytes
-from tests.compat.conftest import wait_for
+from tests.fixtures.encoded import image_info, jpeg_bytes
+from tests.fixtures.server import Server
+from tests.fixtures.waiting import wait_for
 
 STATUSES = ("pending", "processing", "done")
 

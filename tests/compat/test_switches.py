@@ -11,7 +11,7 @@ import pytest
 from imgq.api.app import create_app
 from imgq.compose import open_runtime
 from imgq.config import SettingsError, load_settings
-from tests.acceptance.conftest import Server
+from tests.fixtures.server import Server
 
 PATHS = {
     "compat_ai_upscaler": "/api/jobs/upload",

@@ -9,7 +9,7 @@ import pytest
 
 from imgq.domain.status import JobStatus, Status
 from imgq.errors import InvalidTransition, NotFound
-from imgq.store.repository import Repository
+from imgq.store.repository import Repository, failed, succeeded
 from tests.contract.conftest import make_job
 
 
@@ -173,3 +173,73 @@ def test_progress_and_stage_are_recorded_by_heartbeats(repo: Repository) -> None
     assert beat.owned and not beat.cancel_requested
     item = repo.get_item(claim.item.id)
     assert (item.progress, item.stage) == (100, "tile 3/4")
+
+
+def test_claim_next_takes_a_later_small_job_before_an_earlier_batch(repo: Repository) -> None:
+    batch, single = make_job(30), make_job(1)
+    repo.create_job(batch)
+    first = [repo.claim_next("cpu", 30) for _ in range(3)]
+    repo.create_job(single)
+    order = []
+    while (claim := repo.claim_next("cpu", 30)) is not None:
+        order.append(claim.item.job_id)
+    assert [c.item.id for c in first if c] == [i.id for i in batch.items[:3]]
+    assert len(order) == 28  # every item claimed exactly once
+    assert order.index(single.id) <= 1  # not after the batch's 26 other queued items
+
+
+def test_claim_next_takes_only_due_items_of_its_queue_in_order(repo: Repository) -> None:
+    gpu = make_job(1)
+    gpu.resource = "gpu"
+    job = make_job(3)
+    repo.create_job(gpu)
+    repo.create_job(job)
+    claim = repo.claim_next("cpu", 30)
+    assert claim is not None and claim.item.id == job.items[0].id
+    assert claim.item.status == Status.running and claim.job.pipeline == job.pipeline
+    repo.retry_later(claim, 30, "transient_error", "later")
+    taken = [repo.claim_next("cpu", 30) for _ in range(3)]
+    assert [c.item.id if c else None for c in taken] == [job.items[1].id, job.items[2].id, None]
+    gpu_claim = repo.claim_next("gpu", 30)
+    assert gpu_claim is not None and gpu_claim.item.id == gpu.items[0].id
+
+
+def test_claim_next_races_give_each_item_to_one_worker(repo: Repository) -> None:
+    job = make_job(12)
+    repo.create_job(job)
+    with ThreadPoolExecutor(6) as pool:
+        claims = list(pool.map(lambda _: repo.claim_next("cpu", 30), range(16)))
+    won = sorted(c.item.id for c in claims if c is not None)
+    assert won == sorted(i.id for i in job.items)
+
+
+def test_finish_and_claim_writes_the_end_and_takes_the_next_item(repo: Repository) -> None:
+    job = make_job(2)
+    repo.create_job(job)
+    claim = repo.claim_next("cpu", 30)
+    assert claim is not None
+    refused, following = repo.finish_and_claim(
+        succeeded(claim, "k/r.png", "in0.png", {"format": "png"}, 0.1), "cpu", 30)
+    assert refused is None and following is not None
+    assert following.item.id == job.items[1].id
+    assert repo.get_item(claim.item.id).status == Status.succeeded
+    # a second finish of the same claim is refused, and says why; nothing left to claim
+    refused, none = repo.finish_and_claim(
+        succeeded(claim, "k/r.png", "in0.png", {}, 0.1), "cpu", 30)
+    assert refused is not None and "refused succeeded; it is succeeded" in refused
+    assert none is None
+    repo.finish(failed(following, "decode_error", "bad", None))
+    assert repo.get_job(job.id).status == JobStatus.partial
+
+
+def test_a_job_read_carries_a_version_that_grows_with_each_change(repo: Repository) -> None:
+    job = make_job(2)
+    repo.create_job(job)
+    got, version = repo.get_job_versioned(job.id)
+    assert [i.id for i in got.items] == [i.id for i in job.items]
+    claim = repo.claim(job.items[1].id, 30)
+    assert claim is not None
+    _, after_claim = repo.get_job_versioned(job.id)
+    assert after_claim > version
+    assert repo.job_version(job.id) == after_claim
+    assert [v for _, v in repo.get_jobs_versioned([job.id, "missing"])] == [after_claim]

@@ -21,7 +21,7 @@ from imgq.ops.base import NoParams, Operation, Registry, StepContext
 from imgq.ops.image import Image
 from imgq.store.repository import utcnow
 from imgq.domain.retry import backoff
-from imgq.worker.execute import execute
+from imgq.worker.execute import drain, execute
 from imgq.worker.runtime import Runtime
 from imgq.worker.sweeper import sweep
 
@@ -207,6 +207,40 @@ def test_the_sweeper_expires_jobs_and_removes_their_files(rt: Runtime) -> None:
     assert report.expired_jobs == [job.id]
     assert not rt.blobs.exists(item.input_key) and not rt.blobs.exists(item.result_key or "")
     assert rt.repo.get_job(job.id).data_removed
+
+
+def test_a_drain_runs_every_due_item_of_its_queue_to_its_result(rt: Runtime) -> None:
+    jobs = [submit(rt, [{"op": "grayscale"}]) for _ in range(4)]
+    drained = drain(rt, "cpu")
+    assert (drained.items, drained.more, drained.retry_item) == (4, False, None)
+    for job in jobs:
+        item = rt.repo.get_item(job.items[0].id)
+        assert item.status == Status.succeeded and item.result_key
+        assert rt.blobs.size(item.result_key) == item.result_meta["bytes"]  # type: ignore[index]
+        with rt.blobs.open_local(item.result_key) as path:
+            assert pyvips.Image.new_from_file(str(path)).bands == 1  # grayscale was applied
+    assert drain(rt, "cpu").items == 0
+
+
+def test_a_drain_stops_at_a_retry_and_names_the_item_to_wake(rt: Runtime) -> None:
+    Flaky.failures = 1
+    flaky = submit(rt, [{"op": "flaky"}])
+    later = submit(rt, [{"op": "grayscale"}])
+    drained = drain(rt, "cpu")
+    assert drained.items == 1 and drained.more
+    assert drained.retry_item == flaky.items[0].id and drained.retry_in is not None
+    assert rt.repo.get_item(later.items[0].id).status == Status.queued
+    time.sleep(drained.retry_in + 0.01)
+    assert drain(rt, "cpu").items == 2
+    assert rt.repo.get_job(flaky.id).status == JobStatus.succeeded
+
+
+def test_a_drain_stops_taking_items_when_its_time_is_spent(rt: Runtime) -> None:
+    for _ in range(3):
+        submit(rt, [{"op": "grayscale"}])
+    drained = drain(rt, "cpu", budget=0.0)
+    assert (drained.items, drained.more) == (1, True)
+    assert drain(rt, "cpu").items == 2
 
 
 def test_a_pipeline_this_worker_cannot_run_fails_at_once_saying_why(rt: Runtime) -> None:

@@ -9,9 +9,9 @@ the old system, results are JPEG files named <task id>.jpg, and errors answer
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request, Response
+from fastapi import Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from imgq.api.compat import common
@@ -41,13 +41,20 @@ OPENAPI_TAG = common.tag_info(
     TAG, "image-api (FastAPI + Celery)",
     "Upload several images with one filter (blur, sharpen, grayscale, edges, smooth), poll the "
     "job, download a ZIP. Switch off with IMGQ_COMPAT_IMAGE_API=false.")
-UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["files"],
-    "properties": {
-        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
-        "filter": {"type": "string", "enum": list(FILTERS), "default": "blur",
-                   "description": "Also accepted as a query parameter, as the old system took it."},
-    }}}}}}
+# The filter is the query parameter, as the old system declared it: Swagger UI sends the one the
+# person picks. A form field `filter` is still read (query first) but not declared, so that
+# Swagger UI never sends a default that would override the choice.
+UPLOAD_BODY = {
+    "parameters": [{"name": "filter", "in": "query", "required": False,
+                    "description": "The filter to apply.",
+                    "schema": {"type": "string", "enum": list(FILTERS), "default": "blur"}}],
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["files"],
+        "properties": {
+            "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        }}}}},
+}
+FILTER_QUERY = Query(include_in_schema=False)
 
 
 def _result_name(item: Item) -> str:
@@ -72,10 +79,11 @@ def _not_found() -> JSONResponse:
 
 @router.post("/process-job", summary="Upload images and apply a filter",
              description="Compatibility route (image-api).", openapi_extra=UPLOAD_BODY)
-async def process_job(request: Request, filter: str | None = None) -> dict[str, Any]:
+async def process_job(request: Request,
+                      filter: Annotated[str | None, FILTER_QUERY] = None) -> dict[str, Any]:
     upload = await common.receive(request, {"files", "files[]", "file"})
     try:
-        chosen = (upload.fields.get("filter") or filter or "blur").strip().lower()
+        chosen = (filter or upload.fields.get("filter") or "blur").strip().lower()
         if chosen not in FILTERS:
             raise InvalidRequest(f"Unsupported filter: {chosen}; use one of {', '.join(FILTERS)}")
         if not upload.files:

@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from imgq.api.archive import open_result, require_results, stream_zip
 from imgq.api.capacity import refuse_when_full
 from imgq.api.deps import BaseUrl, DispatcherDep, RuntimeDep, errors, load_item
+from imgq.api.job_reads import JobReads, etag_of, matches
 from imgq.api.schemas import JobList, JobOut, job_out
 from imgq.api.service import parse_ttl, submit_job
 from imgq.api.uploads import UploadLimits, receive_upload
@@ -74,30 +75,57 @@ async def create_job(request: Request, response: Response, rt: RuntimeDep,
     return out
 
 
-@router.get("", response_model=JobList, summary="List jobs, newest first, or several by id")
+ETAG_NOTE = ("Answers carry an `ETag`; send it back in `If-None-Match` and an unchanged answer "
+             "is a 304 without a body. A server may answer from memory for up to "
+             "`IMGQ_STATUS_CACHE_SECONDS`, never missing a change made through it.")
+
+
+def _json(body: bytes, etag: str) -> Response:
+    return Response(body, media_type="application/json",
+                    headers={"ETag": etag, "Cache-Control": "no-cache"})
+
+
+def _not_modified(etag: str) -> Response:
+    return Response(status_code=304, headers={"ETag": etag, "Cache-Control": "no-cache"})
+
+
+@router.get("", response_model=JobList, summary="List jobs, newest first, or several by id",
+            description="With `ids`: " + ETAG_NOTE)
 async def list_jobs(
-    rt: RuntimeDep, base: BaseUrl,
+    request: Request, rt: RuntimeDep, base: BaseUrl,
     ids: Annotated[str | None, Query(description="Comma-separated job ids; unknown ids "
                                      "are left out.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> JobList:
+) -> JobList | Response:
     if ids is not None:
         wanted = [i.strip() for i in ids.split(",") if i.strip()][:200]
-        found = await anyio.to_thread.run_sync(rt.repo.get_jobs, wanted)
-        return JobList(jobs=[job_out(j, base) for j in found], total=len(found), limit=len(wanted),
-                       offset=0, next=None)
-    found, total = await anyio.to_thread.run_sync(rt.repo.list_jobs, limit, offset)
+        found = await reads_of(request).many(wanted, base)
+        etag = etag_of([(s.job.id, s.version) for s in found], base)
+        if matches(request.headers.get("if-none-match"), etag):
+            return _not_modified(etag)
+        body = (b'{"jobs":[' + b",".join(s.body for s in found)
+                + f'],"total":{len(found)},"limit":{len(wanted)},"offset":0,"next":null}}'.encode())
+        return _json(body, etag)
+    page, total = await anyio.to_thread.run_sync(rt.repo.list_jobs, limit, offset)
     more = offset + limit < total
-    return JobList(jobs=[job_out(j, base) for j in found], total=total, limit=limit,
+    return JobList(jobs=[job_out(j, base) for j in page], total=total, limit=limit,
                    offset=offset,
                    next=f"{base}/v1/jobs?limit={limit}&offset={offset + limit}" if more else None)
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="A job and its items",
-            responses=errors(404))
-async def get_job(job_id: str, rt: RuntimeDep, base: BaseUrl) -> JobOut:
-    return job_out(await anyio.to_thread.run_sync(rt.repo.get_job, job_id), base)
+            description=ETAG_NOTE, responses={304: {"description": "Not modified."},
+                                              **errors(404)})
+async def get_job(job_id: str, request: Request, base: BaseUrl) -> Response:
+    found = await reads_of(request).one(job_id, base)
+    if matches(request.headers.get("if-none-match"), found.etag):
+        return _not_modified(found.etag)
+    return _json(found.body, found.etag)
+
+
+def reads_of(request: Request) -> JobReads:
+    return request.app.state.job_reads  # type: ignore[no-any-return]
 
 
 @router.get(

@@ -9,7 +9,15 @@ worker whose claim token no longer matches can change nothing. One module per co
 from __future__ import annotations
 
 from imgq.store.repository.base import utcnow
-from imgq.store.repository.claims import Beat, ClaimStore
+from imgq.store.repository.claims import (
+    Beat,
+    ClaimStore,
+    Finish,
+    cancelled,
+    failed,
+    retry,
+    succeeded,
+)
 from imgq.store.repository.compat_tasks import CompatTaskStore
 from imgq.store.repository.events import EventStore
 from imgq.store.repository.jobs import JobStore
@@ -28,4 +36,4 @@ class Repository(JobStore, ClaimStore, SweepStore, EventStore, WebhookOutbox, Co
 
 
 __all__ = ["WEBHOOK_DELIVERED", "WEBHOOK_FAILED", "WEBHOOK_PENDING", "Beat", "Delivery",
-           "Repository", "utcnow"]
+           "Finish", "Repository", "cancelled", "failed", "retry", "succeeded", "utcnow"]

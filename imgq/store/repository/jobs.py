@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from imgq.domain.models import Item, Job
 from imgq.domain.status import Status
@@ -21,14 +21,22 @@ from imgq.store.repository.base import (
 from imgq.store.repository.outbox import WEBHOOK_PENDING
 from imgq.store.tables import items, jobs, webhooks
 
+# The lowest fair key still queued in a queue: the head of its fair order.
+QUEUE_HEAD = (select(func.min(items.c.fair_key))
+              .select_from(items.join(jobs, jobs.c.id == items.c.job_id))
+              .where(items.c.status == Status.queued.value,
+                     jobs.c.resource == bindparam("resource")))
+
 
 class JobStore(RepositoryBase):
     def create_job(self, job: Job, callback_url: str | None = None, base_url: str = "") -> None:
         with self._write() as conn:
             conn.execute(insert(jobs).values(**{f: getattr(job, f) for f in JOB_FIELDS}))
+            first = self._fair_start(conn, job)
             conn.execute(
                 insert(items),
-                [{f: db_value(getattr(i, f)) for f in ITEM_FIELDS} for i in job.items],
+                [{**{f: db_value(getattr(i, f)) for f in ITEM_FIELDS}, "fair_key": first + n}
+                 for n, i in enumerate(job.items)],
             )
             if callback_url:  # the outbox row commits with the job, or neither does
                 conn.execute(insert(webhooks).values(
@@ -36,11 +44,36 @@ class JobStore(RepositoryBase):
                     status=WEBHOOK_PENDING, attempts=0, next_attempt_at=job.created_at,
                     created_at=job.created_at))
 
+    def _fair_start(self, conn: Connection, job: Job) -> int:
+        """Where the job's items go in their queue's fair order: at the queue's head (the
+        lowest key still queued), or after the owner's own queued items if those reach
+        further. So an owner with one item waits for a few items, not for another's batch,
+        and an owner's later jobs queue behind its earlier ones.
+
+        Until jobs carry their owner, each job is its own owner."""
+        head = conn.execute(QUEUE_HEAD, {"resource": job.resource}).scalar()
+        return int(head or 0)
+
     def get_job(self, job_id: str) -> Job:
         found = self.get_jobs([job_id])
         if not found:
             raise NotFound(f"job {job_id} not found")
         return found[0]
+
+    def get_job_versioned(self, job_id: str) -> tuple[Job, int]:
+        """The job and its version (grows with every change to it or its items), one query."""
+        with self.engine.connect() as conn:
+            found = self.load_versioned(conn, jobs.c.id == job_id)
+        if not found:
+            raise NotFound(f"job {job_id} not found")
+        return found[0]
+
+    def get_jobs_versioned(self, job_ids: Sequence[str]) -> list[tuple[Job, int]]:
+        """Jobs with their versions in the order asked; unknown ids are left out."""
+        with self.engine.connect() as conn:
+            found = self.load_versioned(conn, jobs.c.id.in_(list(job_ids)))
+        by_id = {j.id: (j, v) for j, v in found}
+        return [by_id[i] for i in job_ids if i in by_id]
 
     def get_jobs(self, job_ids: Sequence[str]) -> list[Job]:
         """Jobs in the order asked; unknown ids are left out."""
