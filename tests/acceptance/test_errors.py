@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.acceptance.conftest import Server, _free_port, png_bytes
+from tests.fixtures.encoded import png_bytes
+from tests.fixtures.server import Server, free_port
 
 NESTED = "[" * 20_000
 UPLOAD_ROUTES = [("/v1/jobs", "files"), ("/upload", "file"), ("/process-image/", "file"),
@@ -158,7 +159,7 @@ def own_postgres() -> Iterator[tuple[str, Callable[[], None], Callable[[], None]
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_user:
         shutil.chown(folder, "postgres")
-    port = _free_port()
+    port = free_port()
     initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
     subprocess.run([*as_user, initdb, "-D", str(folder / "data"), "-U", "postgres",
                     "--auth=trust"], check=True, capture_output=True)

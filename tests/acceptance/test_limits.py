@@ -12,7 +12,7 @@ from contextlib import ExitStack, contextmanager
 import httpx
 import pyvips
 
-from tests.acceptance.conftest import Server
+from tests.fixtures.server import Server
 
 
 def interlaced_16bit_png(side: int = 4000) -> bytes:

@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.acceptance.conftest import Server, png_bytes
+from tests.fixtures.encoded import png_bytes
+from tests.fixtures.server import Server
 
 
 class Receivers:
