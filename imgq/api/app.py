@@ -88,7 +88,8 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
     web.install(app)
     for router, tag in compat.enabled(settings, runtime.registry):  # the earlier systems' APIs (docs/compat.md)
         app.include_router(router)
-        app.openapi_tags = [*(app.openapi_tags or []), tag]
+        if tag not in (app.openapi_tags or []):  # a route shared by two APIs comes twice
+            app.openapi_tags = [*(app.openapi_tags or []), tag]
     failures.install(app)
     openapi_errors.install(app)
     cors.install(app, settings)

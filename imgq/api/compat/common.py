@@ -3,6 +3,7 @@ uploads, submission as ordinary imgq jobs, and result downloads."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -26,6 +27,9 @@ from imgq.domain.status import Status
 from imgq.errors import DecodeError, Gone, ImgqError, InvalidRequest
 from imgq.ops.image import INPUT_FORMATS, OUTPUT_FORMATS
 from imgq.worker.runtime import Runtime
+
+TASK_ID_MAX = 2**53 - 1
+TASK_ID_MIN = 2**32  # well clear of the Image Queue Demo's own small sequential ids
 
 #: Turns an error into (HTTP status, body) in one earlier system's shape.
 ErrorRenderer = Callable[[ImgqError], tuple[int, Any]]
@@ -97,6 +101,20 @@ async def load_job(request: Request, job_id: str, source: str) -> Job | None:
     rt = runtime(request)
     found = await anyio.to_thread.run_sync(rt.repo.get_jobs, [job_id])
     return found[0] if found and found[0].source == source else None
+
+
+async def job_by_filename(request: Request, system: str, source: str,
+                          filename: str) -> Job | None:
+    """The newest job of an older API whose upload had this file name (see compat_tasks)."""
+    repo = runtime(request).repo
+    job_id = await anyio.to_thread.run_sync(
+        lambda: repo.compat_task_job(system, filename=filename))
+    return None if job_id is None else await load_job(request, job_id, source)
+
+
+def new_task_row_id() -> int:
+    """A random id below 2**53 (a JSON number holds it exactly) for a compat_tasks row."""
+    return TASK_ID_MIN + secrets.randbelow(TASK_ID_MAX - TASK_ID_MIN + 1)
 
 
 def operation_problem(rt: Runtime, name: str) -> str | None:

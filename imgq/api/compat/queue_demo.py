@@ -13,7 +13,6 @@ IMGQ_COMPAT_QUEUE_DEMO_PIPELINE (by default: the picture as it is, upright, with
 from __future__ import annotations
 
 import html
-import secrets
 from typing import Any
 from urllib.parse import quote
 
@@ -32,8 +31,6 @@ from imgq.ops.base import Registry
 SOURCE = "compat:image-queue-demo"
 SYSTEM = "seed002"  # the key of its rows in compat_tasks, kept so that stored task ids stay valid
 TAG = "compat: Image Queue Demo"
-MAX_ID = 2**53 - 1
-MIN_ID = 2**32  # well clear of the old system's own small sequential ids
 #: imgq item state -> the old system's status word. It had no word for a failure (its worker left a
 #: failed task "pending" for ever); imgq says "failed" rather than keep a client waiting.
 STATUS_WORDS = {
@@ -67,14 +64,10 @@ def check_settings(settings: Settings, registry: Registry) -> None:
         raise SettingsError(f"IMGQ_COMPAT_QUEUE_DEMO_PIPELINE: {exc.message}") from None
 
 
-def new_task_id() -> int:
-    return MIN_ID + secrets.randbelow(MAX_ID - MIN_ID + 1)
-
-
 async def _free_task_id(request: Request) -> int:
     repo = common.runtime(request).repo
     while True:  # a clash is about one in 2**53 per task: this loop runs once
-        task_id = new_task_id()
+        task_id = common.new_task_row_id()
         if await anyio.to_thread.run_sync(repo.compat_task_job, SYSTEM, task_id) is None:
             return task_id
 
@@ -108,8 +101,10 @@ async def upload(request: Request) -> Response:
 
 async def _job_of(request: Request, task_id: int | None = None,
                   filename: str | None = None) -> Job | None:
+    if filename is not None:
+        return await common.job_by_filename(request, SYSTEM, SOURCE, filename)
     repo = common.runtime(request).repo
-    job_id = await anyio.to_thread.run_sync(repo.compat_task_job, SYSTEM, task_id, filename)
+    job_id = await anyio.to_thread.run_sync(repo.compat_task_job, SYSTEM, task_id)
     return None if job_id is None else await common.load_job(request, job_id, SOURCE)
 
 
@@ -177,7 +172,7 @@ async def result(filename: str, request: Request) -> HTMLResponse:
         return _page(title, f"<p>{html.escape(item.error_message or 'Processing failed.')}</p>")
     if common.is_expired(job, item):
         return _page(title, "<p>The processed image has expired and was removed.</p>")
-    src = f"/v1/jobs/{job.id}/items/{item.idx}/result"
+    src = f"/processed/{quote(filename)}"
     return _page(title, f'<p><img src="{src}" alt="{html.escape(filename)}, processed" '
                  'style="max-width: 100%"></p>'
                  f'<p><a href="{src}" download>Download</a></p>')
