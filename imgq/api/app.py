@@ -13,6 +13,9 @@ from fastapi_offline import FastAPIOffline
 
 from imgq import __version__
 from imgq.api import compat, cors, failures, openapi_errors
+from imgq.api.access import AccessMiddleware
+from imgq.api.headers import SecurityHeaders
+from imgq.api.hosts import HostCheck
 from imgq.api.job_reads import JobReads
 from imgq.api.job_watch import JobWatches
 from imgq.api.routes import events, jobs, limits, meta, metrics, models, previews, web
@@ -92,5 +95,9 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
             app.openapi_tags = [*(app.openapi_tags or []), tag]
     failures.install(app)
     openapi_errors.install(app)
-    cors.install(app, settings)
+    app.add_middleware(AccessMiddleware, runtime=runtime)  # innermost: keys, rate limits
+    app.add_middleware(failures.CatchAll)  # the database down while a key is checked: 503
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(HostCheck, settings=settings)
+    cors.install(app, settings)  # outermost: preflights never need a key
     return app

@@ -79,12 +79,13 @@ def _database_error(exc: BaseException) -> ImgqError:
 
 
 def error_response(err: ImgqError) -> JSONResponse:
-    headers = {"Retry-After": str(err.retry_after)} if err.retry_after else None
-    return JSONResponse({"error": err.to_dict()}, status_code=err.status_code, headers=headers)
+    return JSONResponse({"error": err.to_dict()}, status_code=err.status_code,
+                        headers=err.headers())
 
 
 def install(app: FastAPI) -> None:
-    """The exception handlers and the catch-all; call before CORS so its headers apply."""
+    """The exception handlers; CatchAll is added by the app where it belongs among the
+    middleware (inside CORS, so that its answers carry CORS headers)."""
 
     @app.exception_handler(ImgqError)
     async def imgq_error(request: Request, exc: ImgqError) -> JSONResponse:
@@ -109,8 +110,6 @@ def install(app: FastAPI) -> None:
         response = error_response(err)
         response.headers.update(exc.headers or {})
         return response
-
-    app.add_middleware(CatchAll)
 
 
 class CatchAll:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 
+from imgq.domain.access import SYSTEM
 from imgq.domain.models import Job
 from imgq.errors import TooBusy
 from imgq.worker.runtime import Runtime
@@ -61,11 +62,13 @@ class JobWatch:
 
     async def _look(self) -> None:
         repo = self.rt.repo
-        now = await anyio.to_thread.run_sync(repo.job_version, self.job_id)
+        # The streams were let in with their caller's scope; the shared watch reads as imgq.
+        now = await anyio.to_thread.run_sync(lambda: repo.job_version(self.job_id, scope=SYSTEM))
         if now is None:
             self.deleted = True
         elif now != self.version:
-            snap = await anyio.to_thread.run_sync(repo.job_snapshot, self.job_id)
+            snap = await anyio.to_thread.run_sync(
+                lambda: repo.job_snapshot(self.job_id, scope=SYSTEM))
             if snap is None:
                 return  # deleted in between: the next look says so
             self.job, self.version = snap
@@ -82,9 +85,9 @@ class JobWatches:
         self.rt = rt
         self._watches: dict[str, JobWatch] = {}
 
-    def current(self, job_id: str) -> tuple[Job, int] | None:
+    def streams_on(self, job_id: str) -> int:
         watch = self._watches.get(job_id)
-        return None if watch is None or watch.deleted else (watch.job, watch.version)
+        return 0 if watch is None else watch.streams
 
     def check_room(self, job_id: str) -> None:
         limit = self.rt.settings.events_max_streams_per_job

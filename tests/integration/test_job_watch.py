@@ -7,6 +7,7 @@ from pathlib import Path
 
 from imgq.api.job_watch import JobWatches
 from imgq.config import load_settings
+from imgq.domain.access import SYSTEM, Scope
 from imgq.worker.runtime import Runtime
 from tests.contract.conftest import make_job
 
@@ -23,12 +24,12 @@ def test_two_hundred_followers_of_one_job_cost_one_poll_and_all_see_each_change(
     reads: list[str] = []
     real_version = rt.repo.job_version
 
-    def counted(job_id: str) -> int | None:
+    def counted(job_id: str, *, scope: Scope) -> int | None:
         reads.append(job_id)
-        return real_version(job_id)
+        return real_version(job_id, scope=scope)
 
     rt.repo.job_version = counted  # type: ignore[method-assign]
-    first = rt.repo.job_snapshot(job.id)
+    first = rt.repo.job_snapshot(job.id, scope=SYSTEM)
     assert first is not None
 
     async def follow(watches: JobWatches, started: asyncio.Event) -> int:
@@ -46,13 +47,14 @@ def test_two_hundred_followers_of_one_job_cost_one_poll_and_all_see_each_change(
         await asyncio.sleep(0.5)  # about ten poll intervals with every follower waiting
         polls = len(reads)
         assert 3 <= polls <= 20, f"{polls} reads of the job's version for {STREAMS} followers"
-        await asyncio.to_thread(rt.repo.cancel_job, job.id)
+        await asyncio.to_thread(lambda: rt.repo.cancel_job(job.id, scope=SYSTEM))
         versions = await asyncio.wait_for(asyncio.gather(*tasks), 10)
-        assert watches.current(job.id) is None, "the watch outlived its last follower"
+        assert watches.streams_on(job.id) == 0, "the watch outlived its last follower"
         return versions
 
     try:
         versions = asyncio.run(scenario())
+        final = rt.repo.job_snapshot(job.id, scope=SYSTEM)
     finally:
         rt.close()
-    assert set(versions) == {rt.repo.job_snapshot(job.id)[1]}  # type: ignore[index]
+    assert final is not None and set(versions) == {final[1]}
