@@ -243,7 +243,7 @@ def test_form_fields_beyond_the_limit_are_refused_while_they_stream_in(
 ) -> None:
     server = serve(workers=1)
     field = b"--B\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n" + b"x" * 60_000 + b"\r\n"
-    sock = _raw(server, "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    sock = _raw(server, "POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
                 "Content-Type: multipart/form-data; boundary=B\r\n\r\n")
     sent = 0
     with contextlib.suppress(OSError):  # the server may close while we still send
@@ -264,7 +264,7 @@ def test_a_body_that_stalls_or_trickles_is_cut_off_with_a_408(
     serve: Callable[..., Server], trickle: bool,
 ) -> None:
     server = serve(workers=1, upload_idle_timeout_seconds=1, upload_min_bytes_per_second=2000)
-    sock = _raw(server, "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+    sock = _raw(server, "POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
                 "Content-Type: multipart/form-data; boundary=B\r\n\r\n--B\r\n")
     if trickle:  # a byte every 0.3 s never pauses 1 s, but averages far below 2000 bytes/s
         with contextlib.suppress(OSError):

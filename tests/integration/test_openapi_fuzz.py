@@ -33,7 +33,8 @@ V1_CHECKS = [not_a_server_error, status_code_conformance, content_type_conforman
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     data = tmp_path_factory.mktemp("fuzz")
-    application, _ = build_app(load_settings(data_dir=Path(data), workers=1),
+    application, _ = build_app(load_settings(data_dir=Path(data), workers=1,
+                                             allowed_hosts=["testserver", "localhost"]),
                                embedded_workers=False)
     yield application
 

@@ -21,6 +21,7 @@ def _app(exc: BaseException) -> TestClient:
         raise exc
 
     failures.install(app)
+    app.add_middleware(failures.CatchAll)
     return TestClient(app, raise_server_exceptions=False)
 
 
