@@ -126,7 +126,8 @@ class Settings(BaseSettings):
         10 * 1024**3, "Bytes of inputs and results one key may keep stored; 0: no limit.",
         "access", ge=0)
     anonymous_rate_limit: str = _setting(
-        "120/minute", "Submissions per client address without a key (IMGQ_AUTH=none), in the "
+        "120/minute", "Writes (submit, cancel, delete) per client address without keys "
+        "(IMGQ_AUTH=none), counted by each API server, in the "
         "`limits` notation, e.g. 60/minute or 10/second;1000/day; empty: no limit.", "access")
     trust_loopback_clients: bool = _setting(
         True, "Clients on this machine (loopback) are not rate limited in the keyless mode.",
