@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
+from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -70,6 +71,11 @@ class AnimatedPolicy(str, Enum):
     reject = "reject"
 
 
+class AuthMode(str, Enum):
+    none = "none"
+    keys = "keys"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
@@ -101,6 +107,31 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = _setting(
         [], "Origins whose web pages may call the API (CORS), comma-separated, e.g. "
         "http://localhost:3000; * allows every origin; empty sends no CORS headers.", "server")
+
+    # access: keys, quotas, hosts (README, "Running it on a network")
+    auth: AuthMode = _setting(
+        AuthMode.none, "none: no keys, a job's id is its capability and lists show the jobs "
+        "of the caller's address; keys: every route but /healthz, /readyz and the page needs "
+        "an API key (imgq keys create).", "access")
+    allowed_hosts: Annotated[list[str], NoDecode] = _setting(
+        [], "Host names clients may use (the Host header), comma-separated; *.example.com "
+        "allows subdomains, * any. Empty: only loopback names when bound to a loopback "
+        "address (against DNS rebinding), any name otherwise.", "access")
+    quota_active_items: int = _setting(
+        1000, "Items one key may have queued or running at once (imgq keys create "
+        "--max-active-items overrides it per key); 0: no limit.", "access", ge=0)
+    quota_items_per_day: int = _setting(
+        20000, "Items one key may submit per UTC day; 0: no limit.", "access", ge=0)
+    quota_stored_bytes: int = _setting(
+        10 * 1024**3, "Bytes of inputs and results one key may keep stored; 0: no limit.",
+        "access", ge=0)
+    anonymous_rate_limit: str = _setting(
+        "120/minute", "Writes (submit, cancel, delete) per client address without keys "
+        "(IMGQ_AUTH=none), counted by each API server, in the "
+        "`limits` notation, e.g. 60/minute or 10/second;1000/day; empty: no limit.", "access")
+    trust_loopback_clients: bool = _setting(
+        True, "Clients on this machine (loopback) are not rate limited in the keyless mode.",
+        "access")
 
     # storage
     data_dir: Path = _setting(Path("imgq-data"), "Folder for the SQLite database and files.", "storage")
@@ -282,7 +313,17 @@ class Settings(BaseSettings):
     ai_tile_pixels: int = _setting(
         0, "Tile side in pixels for AI upscaling; 0 chooses it from free memory.", "ai", ge=0)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("anonymous_rate_limit")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        if value.strip():
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a rate like 60/minute") from None
+        return value.strip()
+
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str) and value.lstrip().startswith("["):

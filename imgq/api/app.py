@@ -15,6 +15,10 @@ from fastapi_offline import FastAPIOffline
 
 from imgq import __version__
 from imgq.api import compat, cors
+from imgq.api.access import AccessMiddleware
+from imgq.api.auth import documented_security
+from imgq.api.headers import SecurityHeaders
+from imgq.api.hosts import HostCheck
 from imgq.api.job_reads import JobReads
 from imgq.api.routes import events, jobs, limits, meta, metrics, models, previews, web
 from imgq.dispatch.base import Dispatcher
@@ -74,7 +78,7 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
 
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from imgq, not from a CDN.
     app = FastAPIOffline(title="imgq", version=__version__, description=DESCRIPTION,
-                         lifespan=lifespan)
+                         lifespan=lifespan, dependencies=documented_security(settings))
     app.state.runtime = runtime
     app.state.dispatcher = dispatcher
     app.state.job_reads = JobReads(runtime)
@@ -89,7 +93,10 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
         if tag not in (app.openapi_tags or []):  # a route shared by two APIs comes twice
             app.openapi_tags = [*(app.openapi_tags or []), tag]
     _add_error_handlers(app)
-    cors.install(app, settings)
+    app.add_middleware(AccessMiddleware, runtime=runtime)  # innermost: keys, rate limits
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(HostCheck, settings=settings)
+    cors.install(app, settings)  # outermost: preflights never need a key
     return app
 
 
@@ -98,7 +105,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def imgq_error(request: Request, exc: ImgqError) -> JSONResponse:
         if exc.status_code >= 500:
             log.error("request failed: %s", exc.message)
-        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code)
+        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code,
+                            headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -49,6 +49,7 @@ class Job:
     data_removed: bool = False
     source: str = "api"
     extra: dict[str, Any] = field(default_factory=dict)
+    owner: str | None = None  # imgq.domain.access: key:<id>, anon:<address>
     items: list[Item] = field(default_factory=list)
 
     @property

@@ -1,7 +1,10 @@
 """Webhooks: signed POSTs of a finished job, sent from the outbox with retries and backoff.
 
 Each delivery carries `Imgq-Signature: t=<unix seconds>,v1=<hex>` where the hex is
-HMAC-SHA256(IMGQ_WEBHOOK_SECRET, "<t>.<raw body>"), as Stripe signs its events. A receiver
+HMAC-SHA256(secret, "<t>.<raw body>"), as Stripe signs its events. The secret is that of the
+API key that submitted the job, as the hex SHA-256 digest of the key (which is all the server
+keeps of it, and which its owner computes from the key); for jobs without a key it is
+IMGQ_WEBHOOK_SECRET. A receiver
 recomputes it over the raw body, compares in constant time, and refuses old timestamps
 (`verify_signature` does all three). Deliveries are at least once: `Imgq-Delivery` is the same
 on every retry of one webhook, so a receiver can drop duplicates.
@@ -24,6 +27,7 @@ import httpx
 
 from imgq import __version__
 from imgq.config import Settings
+from imgq.domain.access import SYSTEM
 from imgq.domain.retry import backoff
 from imgq.domain.views import job_out
 from imgq.errors import ImgqError, InvalidRequest, InvalidTransition, NotFound
@@ -151,7 +155,7 @@ def deliver(rt: Runtime, delivery: Delivery) -> bool:
     extra = {"job_id": delivery.job_id, "webhook_id": delivery.id}
     try:
         body = payload(rt, delivery)
-        status = _post(delivery, body, s.webhook_secret.get_secret_value(), s.webhook_timeout_seconds,
+        status = _post(delivery, body, signing_secret(rt, delivery), s.webhook_timeout_seconds,
                        s.webhook_allow_private)
         error = None if 200 <= status < 300 else f"the receiver answered HTTP {status}"
         permanent = False
@@ -183,9 +187,16 @@ def deliver(rt: Runtime, delivery: Delivery) -> bool:
 
 def payload(rt: Runtime, delivery: Delivery) -> bytes:
     """The job exactly as GET /v1/jobs/{id} shows it, now."""
-    job = rt.repo.get_job(delivery.job_id)
+    job = rt.repo.get_job(delivery.job_id, scope=SYSTEM)
     data = job_out(job, delivery.base_url).model_dump(mode="json")
     return json.dumps(data, separators=(",", ":")).encode()
+
+
+def signing_secret(rt: Runtime, delivery: Delivery) -> str:
+    """The secret of the key that submitted the job, else IMGQ_WEBHOOK_SECRET."""
+    owner = rt.repo.get_job(delivery.job_id, scope=SYSTEM).owner
+    key = rt.repo.key_by_owner(owner) if owner else None
+    return key.secret_hash if key is not None else rt.settings.webhook_secret.get_secret_value()
 
 
 def _post(delivery: Delivery, body: bytes, secret: str, timeout: float,
@@ -217,8 +228,10 @@ def _host(url: str) -> str:
     return urlsplit(url).hostname or "?"
 
 
-def accept_callback_url(settings: Settings, url: str) -> str:
-    """Check a callback_url given at submit time; 400/422 naming the problem."""
-    if not settings.webhook_secret.get_secret_value():
-        raise InvalidRequest("this server sends no webhooks: IMGQ_WEBHOOK_SECRET is not set")
+def accept_callback_url(settings: Settings, url: str, with_key: bool = False) -> str:
+    """Check a callback_url given at submit time; 400/422 naming the problem. with_key: the
+    job is submitted with an API key, whose secret signs its webhook."""
+    if not with_key and not settings.webhook_secret.get_secret_value():
+        raise InvalidRequest("this server sends no webhooks to clients without an API key: "
+                             "IMGQ_WEBHOOK_SECRET is not set")
     return check_callback_url(url, settings.webhook_allow_private)

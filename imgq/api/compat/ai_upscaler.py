@@ -138,9 +138,8 @@ async def _submit_each(request: Request, upload: Upload, pipeline: list[dict[str
             jobs.append(await common.submit(request, Upload(upload.fields, [staged]), pipeline,
                                             SOURCE, extra))
     except BaseException:
-        rt = common.runtime(request)
         for job in jobs:
-            await anyio.to_thread.run_sync(rt.repo.cancel_job, job.id)
+            await common.cancel_job(request, job.id)
         raise
     return jobs
 
@@ -196,8 +195,7 @@ def _ids(raw: str) -> list[str]:
 
 
 async def _ours(request: Request, ids: list[str]) -> list[Job]:
-    rt = common.runtime(request)
-    found = await anyio.to_thread.run_sync(rt.repo.get_jobs, ids)
+    found = await common.load_jobs(request, ids)
     by_id = {j.id: j for j in found if j.source == SOURCE and j.items}
     return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
 
@@ -209,8 +207,7 @@ async def list_jobs(request: Request, ids: str | None = None,
                     limit: Annotated[int, Query(ge=1)] = 50) -> list[dict[str, Any]]:
     if ids:
         return [_job_out(request, j) for j in await _ours(request, _ids(ids))]
-    rt = common.runtime(request)
-    found, _ = await anyio.to_thread.run_sync(rt.repo.list_jobs, RECENT_SCAN, 0)
+    found = await common.load_jobs(request, None, RECENT_SCAN)
     now = utcnow()
     recent = [j for j in found if j.source == SOURCE and j.items and j.expires_at > now]
     return [_job_out(request, j) for j in recent[: min(limit, 100)]]
@@ -301,8 +298,7 @@ async def cancel(job_id: str, request: Request) -> dict[str, Any]:
     if status_word(job, item) not in ("queued", "processing"):
         raise InvalidRequest("Job cannot be cancelled (not found or already "
                              "completed/failed/cancelled)")
-    rt = common.runtime(request)
-    return _job_out(request, await anyio.to_thread.run_sync(rt.repo.cancel_job, job.id))
+    return _job_out(request, await common.cancel_job(request, job.id))
 
 
 def _stage_copy(rt: Runtime, key: str) -> Path:

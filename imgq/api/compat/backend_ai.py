@@ -304,5 +304,5 @@ async def cancel_task(task_id: str, request: Request) -> dict[str, str]:
     job = await _task(request, task_id)
     if status_word(job.items[0]) in ("SUCCESS", "FAILURE"):
         raise ShapedError(400, {"error": "Task already completed"})
-    await anyio.to_thread.run_sync(common.runtime(request).repo.cancel_job, job.id)
+    await common.cancel_job(request, job.id)
     return {"message": "Task cancelled"}

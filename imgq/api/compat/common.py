@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 
 from imgq.api.archive import stream_zip
+from imgq.api.auth import principal_of, scope_of
 from imgq.api.service import submit_job
 from imgq.api.uploads import Upload, receive_upload
 from imgq.dispatch.base import Dispatcher
@@ -45,7 +46,7 @@ def compat_router(tag: str, render: ErrorRenderer) -> APIRouter:
                     return await handler(request)
                 except ImgqError as exc:
                     status, body = render(exc)
-                    return JSONResponse(body, status_code=status)
+                    return JSONResponse(body, status_code=status, headers=exc.headers())
                 except RequestValidationError as exc:
                     status, body = render(InvalidRequest(_validation_message(exc)))
                     return JSONResponse(body, status_code=422 if status == 400 else status)
@@ -85,23 +86,37 @@ async def receive(request: Request, fields: Iterable[str], max_files: int | None
 async def submit(request: Request, upload: Upload, pipeline: list[dict[str, Any]], source: str,
                  extra: dict[str, Any]) -> Job:
     rt = runtime(request)
-    return await submit_job(rt, dispatcher(request), upload, pipeline, rt.settings.ttl_seconds,
+    return await submit_job(rt, dispatcher(request), principal_of(request), upload, pipeline, rt.settings.ttl_seconds,
                             source=source, extra=extra)
 
 
 async def load_job(request: Request, job_id: str, source: str) -> Job | None:
-    """A job made through one compatibility API; None for any other id."""
-    rt = runtime(request)
-    found = await anyio.to_thread.run_sync(rt.repo.get_jobs, [job_id])
+    """A job made through one compatibility API and open to the caller; None for any other."""
+    rt, scope = runtime(request), scope_of(request)
+    found = await anyio.to_thread.run_sync(lambda: rt.repo.get_jobs([job_id], scope=scope))
     return found[0] if found and found[0].source == source else None
+
+
+async def load_jobs(request: Request, job_ids: list[str] | None, recent: int = 0) -> list[Job]:
+    """The caller's jobs: those of `job_ids` it may open, or its `recent` newest ones."""
+    rt, scope = runtime(request), scope_of(request)
+    if job_ids is not None:
+        return await anyio.to_thread.run_sync(lambda: rt.repo.get_jobs(job_ids, scope=scope))
+    found, _ = await anyio.to_thread.run_sync(lambda: rt.repo.list_jobs(recent, 0, scope=scope))
+    return found
+
+
+async def cancel_job(request: Request, job_id: str) -> Job:
+    rt, scope = runtime(request), scope_of(request)
+    return await anyio.to_thread.run_sync(lambda: rt.repo.cancel_job(job_id, scope=scope))
 
 
 async def job_by_filename(request: Request, system: str, source: str,
                           filename: str) -> Job | None:
     """The newest job of an older API whose upload had this file name (see compat_tasks)."""
-    repo = runtime(request).repo
+    repo, scope = runtime(request).repo, scope_of(request)
     job_id = await anyio.to_thread.run_sync(
-        lambda: repo.compat_task_job(system, filename=filename))
+        lambda: repo.compat_task_job(system, filename=filename, scope=scope))
     return None if job_id is None else await load_job(request, job_id, source)
 
 

@@ -20,6 +20,7 @@ import anyio
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
+from imgq.api.auth import scope_of
 from imgq.api.compat import common
 from imgq.config import Settings, SettingsError
 from imgq.domain.models import Job
@@ -68,7 +69,7 @@ async def _free_task_id(request: Request) -> int:
     repo = common.runtime(request).repo
     while True:  # a clash is about one in 2**53 per task: this loop runs once
         task_id = common.new_task_row_id()
-        if await anyio.to_thread.run_sync(repo.compat_task_job, SYSTEM, task_id) is None:
+        if not await anyio.to_thread.run_sync(repo.compat_task_exists, SYSTEM, task_id):
             return task_id
 
 
@@ -103,8 +104,9 @@ async def _job_of(request: Request, task_id: int | None = None,
                   filename: str | None = None) -> Job | None:
     if filename is not None:
         return await common.job_by_filename(request, SYSTEM, SOURCE, filename)
-    repo = common.runtime(request).repo
-    job_id = await anyio.to_thread.run_sync(repo.compat_task_job, SYSTEM, task_id)
+    repo, scope = common.runtime(request).repo, scope_of(request)
+    job_id = await anyio.to_thread.run_sync(
+        lambda: repo.compat_task_job(SYSTEM, task_id, scope=scope))
     return None if job_id is None else await common.load_job(request, job_id, SOURCE)
 
 
