@@ -150,7 +150,7 @@ def test_a_lost_lease_spends_no_attempt_of_the_image(repo: Repository) -> None:
     item = repo.get_item(claim.item.id)
     assert (item.attempts, item.failures, item.lease_losses) == (4, 1, 2)
     assert not repo.cancel_requested(job.id)
-    repo.cancel_job(job.id)
+    repo.cancel_job(job.id, scope=SYSTEM)
     assert repo.cancel_requested(job.id)
 
 
