@@ -15,6 +15,9 @@ class ImgqError(Exception):
     code = "internal_error"
     #: Whether retrying the same work could succeed (used by the worker's retry policy).
     transient = False
+    #: The server's trouble (database, storage, broker), never the image's: retried without
+    #: spending the item's attempts.
+    infrastructure = False
 
     def __init__(self, message: str | None = None, **details: Any) -> None:
         self.message = message or " ".join((self.__doc__ or "").split())
@@ -156,6 +159,50 @@ class Unavailable(ImgqError):
     status_code = 503
     code = "unavailable"
     transient = True
+    infrastructure = True
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database could not be reached; the work will be retried."""
+
+    code = "database_unavailable"
+
+
+class StorageUnavailable(Unavailable):
+    """The file storage could not be read or written; the work will be retried."""
+
+    code = "storage_unavailable"
+
+
+class BrokerUnavailable(Unavailable):
+    """The message broker could not be reached; the work will be retried."""
+
+    code = "broker_unavailable"
+
+
+class InputMissing(ImgqError):
+    """The uploaded file of this item is no longer in storage."""
+
+    status_code = 410
+    code = "input_missing"
+
+
+class OutOfMemory(ImgqError):
+    """The worker ran out of memory processing this image."""
+
+    status_code = 503
+    code = "out_of_memory"
+    transient = True  # another try (less load) may fit; it spends an attempt
+
+
+class WorkerCrashed(ImgqError):
+    """The worker process died while processing this image."""
+
+    status_code = 503
+    code = "worker_crashed"
+    transient = True
+
+
 
 
 class Unauthorized(ImgqError):
