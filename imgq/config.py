@@ -126,7 +126,8 @@ class Settings(BaseSettings):
         10 * 1024**3, "Bytes of inputs and results one key may keep stored; 0: no limit.",
         "access", ge=0)
     anonymous_rate_limit: str = _setting(
-        "120/minute", "Submissions per client address without a key (IMGQ_AUTH=none), in the "
+        "120/minute", "Writes (submit, cancel, delete) per client address without keys "
+        "(IMGQ_AUTH=none), counted by each API server, in the "
         "`limits` notation, e.g. 60/minute or 10/second;1000/day; empty: no limit.", "access")
     trust_loopback_clients: bool = _setting(
         True, "Clients on this machine (loopback) are not rate limited in the keyless mode.",
@@ -152,13 +153,37 @@ class Settings(BaseSettings):
         600.0, "Seconds one item may process before it fails as timed out.", "workers", gt=0
     )
     max_attempts: int = _setting(
-        3, "Attempts per item, counting the first, before a transient error fails it.", "workers", ge=1
+        3, "Attempts per item, counting the first, before an error that may be the image's "
+        "(out of memory, a crashed worker process) fails it. The server's own trouble "
+        "(database, storage, broker) is retried without spending them.", "workers", ge=1
+    )
+    max_lost_leases: int = _setting(
+        5, "Times an item's worker may stop answering (killed, cut off) before the item fails "
+        "as worker_lost; these do not spend its attempts.", "workers", ge=1
+    )
+    kill_grace_seconds: float = _setting(
+        3.0, "Seconds a step may take to stop by itself after a cancel or the time limit "
+        "before its worker process is ended (and replaced).", "workers", gt=0
+    )
+    cancel_poll_seconds: float = _setting(
+        1.0, "Seconds between two looks, by each running item, at whether its job was "
+        "cancelled.", "workers", gt=0
+    )
+    worker_max_items: int = _setting(
+        0, "Items a worker process runs before it is replaced by a fresh one (as Celery's "
+        "worker_max_tasks_per_child); 0 means never.", "workers", ge=0
+    )
+    worker_max_memory_mb: int = _setting(
+        0, "Resident memory (MB) above which a worker process is replaced after its item "
+        "(as Celery's worker_max_memory_per_child); 0 means no ceiling.", "workers", ge=0
     )
     retry_backoff_seconds: float = _setting(
         2.0, "Base seconds of the exponential retry backoff (with jitter).", "workers", gt=0
     )
     stuck_after_seconds: float = _setting(
-        3600.0, "Seconds after which a queued item that never ran is failed.", "workers", gt=0
+        3600.0, "Seconds after which a queued item that never ran is failed; also how long "
+        "the server's own trouble (database, storage) is retried before an item gives up.",
+        "workers", gt=0
     )
 
     # limits

@@ -17,6 +17,9 @@ class ImgqError(Exception):
     transient = False
     #: Seconds a client should wait before trying again (the Retry-After header), if any.
     retry_after: int | None = None
+    #: The server's trouble (database, storage, broker), never the image's: retried without
+    #: spending the item's attempts.
+    infrastructure = False
 
     def __init__(self, message: str | None = None, **details: Any) -> None:
         self.message = message or " ".join((self.__doc__ or "").split())
@@ -193,17 +196,18 @@ class Unavailable(ImgqError):
     status_code = 503
     code = "unavailable"
     transient = True
+    infrastructure = True
     retry_after = 5
 
 
 class DatabaseUnavailable(Unavailable):
-    """The database cannot be reached; try again shortly."""
+    """The database could not be reached; the work will be retried."""
 
     code = "database_unavailable"
 
 
 class StorageUnavailable(Unavailable):
-    """File storage cannot be reached; try again shortly."""
+    """The file storage could not be read or written; the work will be retried."""
 
     code = "storage_unavailable"
 
@@ -220,6 +224,35 @@ class StorageReadOnly(StorageUnavailable):
 
     code = "storage_read_only"
     retry_after = 30
+class BrokerUnavailable(Unavailable):
+    """The message broker could not be reached; the work will be retried."""
+
+    code = "broker_unavailable"
+
+
+class InputMissing(ImgqError):
+    """The uploaded file of this item is no longer in storage."""
+
+    status_code = 410
+    code = "input_missing"
+
+
+class OutOfMemory(ImgqError):
+    """The worker ran out of memory processing this image."""
+
+    status_code = 503
+    code = "out_of_memory"
+    transient = True  # another try (less load) may fit; it spends an attempt
+
+
+class WorkerCrashed(ImgqError):
+    """The worker process died while processing this image."""
+
+    status_code = 503
+    code = "worker_crashed"
+    transient = True
+
+
 
 
 class Unauthorized(ImgqError):

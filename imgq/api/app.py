@@ -14,6 +14,7 @@ from fastapi_offline import FastAPIOffline
 from imgq import __version__
 from imgq.api import compat, cors, failures, openapi_errors
 from imgq.api.access import AccessMiddleware
+from imgq.api.auth import documented_security
 from imgq.api.headers import SecurityHeaders
 from imgq.api.hosts import HostCheck
 from imgq.api.job_reads import JobReads
@@ -78,7 +79,7 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
 
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from imgq, not from a CDN.
     app = FastAPIOffline(title="imgq", version=__version__, description=DESCRIPTION,
-                         lifespan=lifespan)
+                         lifespan=lifespan, dependencies=documented_security(settings))
     app.state.runtime = runtime
     app.state.dispatcher = dispatcher
     app.state.job_watches = JobWatches(runtime)

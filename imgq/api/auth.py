@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.params import Depends as DependsParam
+from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.types import Scope as AsgiScope
 
+from imgq.config import AuthMode, Settings
 from imgq.domain.access import Principal, Scope, anonymous_owner
 
 #: Where the access middleware puts the request's `Principal` in the ASGI scope.
@@ -32,3 +35,13 @@ def scope_of(request: Request) -> Scope:
 
 ScopeDep = Annotated[Scope, Depends(scope_of)]
 PrincipalDep = Annotated[Principal, Depends(principal_of)]
+
+
+def documented_security(settings: Settings) -> list[DependsParam]:
+    """The two ways to send a key, declared in the OpenAPI document (so /docs offers to
+    authorise); the access middleware does the checking."""
+    if settings.auth != AuthMode.keys:
+        return []
+    how = "An API key made with `imgq keys create NAME`."
+    return [Security(HTTPBearer(auto_error=False, description=how)),
+            Security(APIKeyHeader(name="X-API-Key", auto_error=False, description=how))]

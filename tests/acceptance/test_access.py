@@ -105,6 +105,17 @@ def test_health_checks_and_the_page_need_no_key_but_the_docs_do(
     unknown_key = server.client.get("/v1/jobs", headers={"X-API-Key": "imgq_nope"})
     assert unknown_key.status_code == 401
     assert "unknown or was revoked" in unknown_key.json()["error"]["message"]
+    image = png_bytes(30, 20)
+    for path, field in (("/v1/jobs", "files"), ("/api/jobs/upload", "files"),
+                        ("/process-job", "files"), ("/upload", "file"),
+                        ("/api/v1/tasks/create/", "image"), ("/process-image/", "file")):
+        refused = server.client.post(path, files={field: ("a.png", image, "image/png")},
+                                     data={"pipeline": "grayscale", "operation": "grayscale"})
+        assert refused.status_code == 401, (path, refused.text)
+    assert server.stored_files() == [] and server.staged_files() == []
+    key = create_key(server, "reader")
+    schema = server.client.get("/openapi.json", headers=auth(key)).json()
+    assert set(schema["components"]["securitySchemes"]) == {"HTTPBearer", "APIKeyHeader"}
 
 
 def test_a_key_in_x_api_key_works_like_a_bearer_key_and_downloads_its_result(
