@@ -176,21 +176,16 @@ class TimeEstimated(Protocol):
 
     def estimate(self, params: Any, width: int, height: int) -> Estimate: ...
 
-    def output_size(self, params: Any, width: int, height: int) -> tuple[int, int]: ...
-
 
 def estimate_pipeline(steps: Sequence[BoundStep], width: int, height: int) -> Estimate | None:
-    """Seconds the AI steps of a pipeline will take on a width×height image, or None when it
-    has none or one follows a step whose output size is not known before the run."""
+    """Seconds the AI steps of a pipeline will take on a width×height image (each at the size
+    the steps before it make), or None when it has none."""
     total, basis, found = 0.0, MEASURED, False
-    for i, step in enumerate(steps):
-        if step.name in SIZE_CHANGING:
-            later = any(isinstance(s.op, TimeEstimated) for s in steps[i + 1:])
-            return None if later else (Estimate(total, basis) if found else None)
+    for step in steps:
         if isinstance(step.op, TimeEstimated):
             estimate = step.op.estimate(step.params, width, height)
             total += estimate.seconds
             basis = basis if estimate.basis == MEASURED else estimate.basis
             found = True
-            width, height = step.op.output_size(step.params, width, height)
+        width, height = step.op.output_size(width, height, step.params)
     return Estimate(total, basis) if found else None

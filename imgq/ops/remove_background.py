@@ -68,6 +68,10 @@ class RemoveBackground(Operation):
     def name_suffix(self, params: RemoveBackgroundParams) -> str:
         return "-mask" if params.mode == "mask" else "-nobg"
 
+    def output_size(self, width: int, height: int, params: RemoveBackgroundParams
+                    ) -> tuple[int, int]:
+        return width, height  # the mask is computed small, then applied at the full size
+
     def apply(self, image: Image, params: RemoveBackgroundParams, ctx: StepContext) -> Image:
         from imgq.ai.background import remove_background
 

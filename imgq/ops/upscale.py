@@ -164,9 +164,6 @@ class Upscale(Operation):
     def name_suffix(self, params: Any) -> str:
         return f"@{params.scale}x"
 
-    def output_size(self, params: Any, width: int, height: int) -> tuple[int, int]:
-        return width * params.scale, height * params.scale
-
     def refuse_if_too_large(self, params: Any, width: int, height: int, name: str) -> None:
         """ImageTooLarge past the operator's AI cap, naming it, the size and the estimate."""
         config = self.config
@@ -182,6 +179,9 @@ class Upscale(Operation):
             f"{'GPU' if on_cuda else 'CPU'} ({variable}); with {params.model} it would take "
             f"{describe_estimate(seconds)} here. Send a smaller image or resize it first",
             file=name, limit=limit, estimated_seconds=round(seconds, 1))
+
+    def output_size(self, width: int, height: int, params: Any) -> tuple[int, int]:
+        return width * int(params.scale), height * int(params.scale)
 
     # -- running ------------------------------------------------------------------------------
     def apply(self, image: Image, params: Any, ctx: StepContext) -> Image:

@@ -81,6 +81,8 @@ items = Table(
     Column("progress", Integer, nullable=False, default=0),
     Column("stage", String(200), nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
+    Column("failures", Integer, nullable=False, default=0, server_default="0"),
+    Column("lease_losses", Integer, nullable=False, default=0, server_default="0"),
     Column("not_before", UTCDateTime(), nullable=True),
     Column("lease_until", UTCDateTime(), nullable=True),
     Column("claim_token", String(36), nullable=True),

@@ -74,7 +74,7 @@ def test_a_stale_claim_can_change_nothing(repo: Repository) -> None:
     repo.create_job(job)
     first = repo.claim(job.items[0].id, -1)  # a lease that has already run out
     assert first is not None
-    assert repo.requeue_lost(max_attempts=3) == ([first.item.id], [])
+    assert repo.requeue_lost(max_losses=3) == ([first.item.id], [])
     second = repo.claim(first.item.id, 30)
     assert second is not None and second.item.attempts == 2
     with pytest.raises(InvalidTransition, match="another worker"):
@@ -126,9 +126,32 @@ def test_lost_items_out_of_attempts_fail_with_a_reason(repo: Repository) -> None
     repo.create_job(job)
     claim = repo.claim(job.items[0].id, -1)  # a lease that has already run out
     assert claim is not None
-    assert repo.requeue_lost(max_attempts=1) == ([], [claim.item.id])
+    assert repo.requeue_lost(max_losses=1) == ([], [claim.item.id])
     item = repo.get_item(claim.item.id)
     assert item.status == Status.failed and item.error_code == "worker_lost"
+
+
+def test_a_lost_lease_spends_no_attempt_of_the_image(repo: Repository) -> None:
+    job = make_job(1)
+    repo.create_job(job)
+    for losses in (1, 2):
+        claim = repo.claim(job.items[0].id, -1)  # a lease that has already run out
+        assert claim is not None
+        assert repo.requeue_lost(max_losses=3) == ([claim.item.id], [])
+        item = repo.get_item(claim.item.id)
+        assert (item.status, item.lease_losses, item.failures) == (Status.queued, losses, 0)
+    claim = repo.claim(job.items[0].id, 30)
+    assert claim is not None
+    repo.retry_later(claim, 0.0, "database_unavailable", "down", spend=False)
+    assert repo.get_item(claim.item.id).failures == 0
+    claim = repo.claim(job.items[0].id, 30)
+    assert claim is not None
+    repo.retry_later(claim, 0.0, "transient_error", "hiccup")
+    item = repo.get_item(claim.item.id)
+    assert (item.attempts, item.failures, item.lease_losses) == (4, 1, 2)
+    assert not repo.cancel_requested(job.id)
+    repo.cancel_job(job.id, scope=SYSTEM)
+    assert repo.cancel_requested(job.id)
 
 
 def test_stuck_queued_items_fail_with_a_helpful_message(repo: Repository) -> None:

@@ -45,3 +45,19 @@ def test_result_names_say_what_the_ai_did() -> None:
     assert named("remove_background:mode=mask", ext="png") == "photo480-mask.png"
     assert named("grayscale|resize:width=100") == "photo480.jpg"
     assert named("upscale:scale=3", name="no-extension") == "no-extension@3x.jpg"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("invoice\u202egpj.exe", "invoicegpj.exe"),  # right-to-left override
+    ("a\u2066b\u2069c\u200b.png", "abc.png"),  # isolates and a zero-width space
+    ("\ufeffbom.png", "bom.png"), ("line\u2028break.png", "linebreak.png"),
+    ("c1\x85control.png", "c1_control.png"),
+])
+def test_bidi_and_invisible_characters_never_reach_a_name(raw: str, expected: str) -> None:
+    assert safe_name(raw) == expected
+
+
+def test_the_byte_limit_counts_utf8_and_never_cuts_a_character() -> None:
+    name = safe_name("é" * 300 + ".png", max_bytes=255)
+    assert len(name.encode()) <= 255 and name.endswith(".png")
+    assert name.removesuffix(".png") == "é" * len(name.removesuffix(".png"))

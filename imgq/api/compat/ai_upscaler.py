@@ -21,6 +21,7 @@ from fastapi import Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from imgq.api.compat import common
+from imgq.api.thumbnails import thumbnail as render_thumbnail
 from imgq.api.compat.ai_upscaler_methods import (
     CONVERT_FORMATS,
     METHODS,
@@ -36,6 +37,7 @@ from imgq.domain.names import unique_names
 from imgq.domain.pipeline import parse_pipeline
 from imgq.domain.status import Status
 from imgq.errors import Gone, ImgqError, InvalidRequest, NotFound, Unavailable
+from imgq.ops.ai_support import refuse_large_ai_inputs
 from imgq.ops.image import probe
 from imgq.store.repository import utcnow
 from imgq.worker.runtime import Runtime
@@ -89,7 +91,9 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
 
 
 # -- upload -----------------------------------------------------------------------------------
-def _pipeline(rt: Runtime, options: Options) -> list[dict[str, Any]]:
+def _pipeline(rt: Runtime, options: Options, upload: Upload) -> list[dict[str, Any]]:
+    """The options' pipeline, once every file passed imgq's limits and the AI size limit:
+    a refused upload makes no job at all."""
     problem = common.operation_problem(rt, options.operation)
     if problem:
         what = {"upscale": "AI upscaling", "remove_background": "Background removal"}.get(
@@ -98,7 +102,10 @@ def _pipeline(rt: Runtime, options: Options) -> list[dict[str, Any]]:
                           "imgq's AI operations on the workers (see the README) and restart.")
     op = rt.registry.get(options.operation)
     pipeline = pipeline_for(rt.settings, options, "model" in op.params_model.model_fields)
-    rt.registry.bind(parse_pipeline(pipeline))  # a bad model name is refused before any upload
+    steps = rt.registry.bind(parse_pipeline(pipeline))  # a bad model name is refused here
+    infos = [probe(f.path, f.name, limits_of(rt)) for f in upload.files]
+    refuse_large_ai_inputs(steps, [(f.name, i.width, i.height)
+                                   for f, i in zip(upload.files, infos)])
     return pipeline
 
 
@@ -120,9 +127,7 @@ async def upload_jobs(request: Request) -> dict[str, list[str]]:
         options = parse_options(upload.fields)
         if not upload.files:
             raise InvalidRequest("No valid files")
-        for staged in upload.files:
-            await anyio.to_thread.run_sync(probe, staged.path, staged.name, limits_of(rt))
-        pipeline = await anyio.to_thread.run_sync(_pipeline, rt, options)
+        pipeline = await anyio.to_thread.run_sync(_pipeline, rt, options, upload)
         jobs = await _submit_each(request, upload, pipeline, _extra(options, upload.fields))
     finally:
         upload.discard()
@@ -249,7 +254,7 @@ async def batch_download(request: Request, ids: str = "") -> StreamingResponse:
         raise NotFound("No completed, non-expired results to download")
     names = unique_names([_options_of(j).download_name(j.items[0].input_name) for j in done])
     entries = [(name, j.items[0]) for name, j in zip(names, done)]
-    return common.stream_archive(request, done[0], entries, "upscaled_batch.zip")
+    return await common.stream_archive(request, done[0], entries, "upscaled_batch.zip")
 
 
 @router.get(PREFIX + "/{job_id}/download", summary="Download a job's result",
@@ -283,8 +288,7 @@ async def thumbnail(job_id: str, request: Request) -> Response:
     if _gone(job, item):
         raise NotFound("Thumbnail not available")
     rt = common.runtime(request)
-    body = await anyio.to_thread.run_sync(common.jpeg_thumbnail, rt, item.input_key,
-                                          item.input_name, THUMBNAIL_SIDE)
+    body = await render_thumbnail(rt, item.input_key, item.input_name, THUMBNAIL_SIDE, "jpeg")
     return Response(body, media_type="image/jpeg",
                     headers={"Cache-Control": "private, max-age=600"})
 
