@@ -185,6 +185,10 @@ class Settings(BaseSettings):
         False, "Compile models with torch.compile (slow first run, faster afterwards).", "ai")
     ai_tile: int = _setting(
         0, "Tile side in pixels for AI upscaling; 0 chooses it from free memory.", "ai", ge=0)
+    prompt_rules: Path | None = _setting(
+        None, "JSON file of the prompt refinement rules of generate (quality terms, style terms "
+        "by keyword, default negative prompt); unset means the built-in rules (docs/ai.md).",
+        "ai")
 
     @field_validator("cors_origins", mode="before")
     @classmethod

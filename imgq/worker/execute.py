@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,9 +49,11 @@ def execute(rt: Runtime, item_id: str) -> Outcome:
     target = Path(tmp_name)
     with ctx:
         try:
-            with rt.blobs.open_local(claim.item.input_key) as source:
+            with ExitStack() as files:
+                source = _open_inputs(rt, claim, ctx, files)
                 log.info("item %s: input read", item_id, extra=extra)
-                info = run_pipeline(steps, source, claim.item.input_meta["format"], target, ctx)
+                info = run_pipeline(steps, source, claim.item.input_meta.get("format"), target,
+                                    ctx)
             return _store(rt, claim, ctx, target, info.format, info.__dict__)
         except Cancelled:
             log.info("item %s: cancelled", item_id, extra=extra)
@@ -59,6 +62,17 @@ def execute(rt: Runtime, item_id: str) -> Outcome:
             return _failed(rt, claim, ctx, exc)
         finally:
             target.unlink(missing_ok=True)  # moved into the store on success
+
+
+def _open_inputs(rt: Runtime, claim: Claim, ctx: ItemContext, files: ExitStack) -> Path | None:
+    """The item's input file (None for an item whose first step makes its image) and the
+    job's attachments, local for as long as `files` is open."""
+    for name, attached in claim.job.extra.get("attachments", {}).items():
+        path = files.enter_context(rt.blobs.open_local(attached["key"]))
+        ctx.attachments[name] = (path, attached["format"])
+    if not claim.item.input_key:
+        return None
+    return files.enter_context(rt.blobs.open_local(claim.item.input_key))
 
 
 def _tmp_dir(rt: Runtime) -> str | None:
