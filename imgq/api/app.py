@@ -11,9 +11,15 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from imgq import __version__
 from imgq.api import compat, cors
+from imgq.api.access import AccessMiddleware
+from imgq.api.auth import documented_security
+from imgq.api.headers import SecurityHeaders
+from imgq.api.hosts import HostCheck
+from imgq.api.job_reads import JobReads
 from imgq.api.routes import events, jobs, limits, meta, metrics, models, previews, web
 from imgq.dispatch.base import Dispatcher
 from imgq.dispatch.sweeper import sweep_queue
@@ -31,15 +37,15 @@ Every error answers `{"error": {"code": ..., "message": ...}}` with a message sa
 
 
 async def _upkeep(rt: Runtime, dispatcher: Dispatcher | None) -> None:
-    """The embedded sweeper: leases and re-dispatch often, expiry every sweep_interval."""
-    tick = max(0.5, min(5.0, rt.settings.lease_seconds / 2, rt.settings.sweep_interval))
+    """The embedded sweeper: leases and re-dispatch often, expiry every sweep_interval_seconds."""
+    tick = max(0.5, min(5.0, rt.settings.lease_seconds / 2, rt.settings.sweep_interval_seconds))
     loop = asyncio.get_running_loop()
     last_expiry = float("-inf")
     while True:
         report = SweepReport()
         try:
             await anyio.to_thread.run_sync(sweep_queue, rt, dispatcher, report)
-            if loop.time() - last_expiry >= rt.settings.sweep_interval:
+            if loop.time() - last_expiry >= rt.settings.sweep_interval_seconds:
                 await anyio.to_thread.run_sync(sweep_expiry, rt, report)
                 last_expiry = loop.time()
             await anyio.to_thread.run_sync(deliver_due_webhooks, rt)
@@ -70,9 +76,12 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
                 await anyio.to_thread.run_sync(dispatcher.stop)
             runtime.close()
 
-    app = FastAPI(title="imgq", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from imgq, not from a CDN.
+    app = FastAPIOffline(title="imgq", version=__version__, description=DESCRIPTION,
+                         lifespan=lifespan, dependencies=documented_security(settings))
     app.state.runtime = runtime
     app.state.dispatcher = dispatcher
+    app.state.job_reads = JobReads(runtime)
     app.include_router(jobs.router)
     app.include_router(meta.router)
     app.include_router(metrics.router)
@@ -81,9 +90,13 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
     web.install(app)
     for router, tag in compat.enabled(settings, runtime.registry):  # the earlier systems' APIs (docs/compat.md)
         app.include_router(router)
-        app.openapi_tags = [*(app.openapi_tags or []), tag]
+        if tag not in (app.openapi_tags or []):  # a route shared by two APIs comes twice
+            app.openapi_tags = [*(app.openapi_tags or []), tag]
     _add_error_handlers(app)
-    cors.install(app, settings)
+    app.add_middleware(AccessMiddleware, runtime=runtime)  # innermost: keys, rate limits
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(HostCheck, settings=settings)
+    cors.install(app, settings)  # outermost: preflights never need a key
     return app
 
 
@@ -92,7 +105,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def imgq_error(request: Request, exc: ImgqError) -> JSONResponse:
         if exc.status_code >= 500:
             log.error("request failed: %s", exc.message)
-        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code)
+        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code,
+                            headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

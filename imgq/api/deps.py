@@ -9,15 +9,16 @@ from fastapi import Depends, Request
 
 from imgq.api.schemas import ErrorResponse
 from imgq.dispatch.base import Dispatcher
+from imgq.domain.access import Scope
 from imgq.domain.models import Item, Job
 from imgq.domain.status import Status
 from imgq.errors import Gone, NotFound
 from imgq.worker.runtime import Runtime
 
 
-async def load_item(rt: Runtime, job_id: str, index: int) -> tuple[Job, Item]:
+async def load_item(rt: Runtime, scope: Scope, job_id: str, index: int) -> tuple[Job, Item]:
     """A job's item by its index, refusing unknown items (404) and removed files (410)."""
-    job = await anyio.to_thread.run_sync(rt.repo.get_job, job_id)
+    job = await anyio.to_thread.run_sync(lambda: rt.repo.get_job(job_id, scope=scope))
     item = next((i for i in job.items if i.idx == index), None)
     if item is None:
         raise NotFound(f"job {job_id} has no item {index}")

@@ -11,6 +11,7 @@ import anyio
 
 from imgq.api.uploads import StagedFile, Upload
 from imgq.dispatch.base import Dispatcher
+from imgq.domain.access import Principal
 from imgq.domain.models import Item, Job
 from imgq.domain.pipeline import StepSpec, parse_pipeline
 from imgq.domain.status import Status
@@ -43,12 +44,12 @@ def parse_ttl(rt: Runtime, raw: str | int | None) -> int:
 
 
 async def submit_job(
-    rt: Runtime, dispatcher: Dispatcher | None, upload: Upload,
+    rt: Runtime, dispatcher: Dispatcher | None, caller: Principal, upload: Upload,
     pipeline: str | list[Any] | list[StepSpec], ttl_seconds: int, source: str = "api",
     extra: dict[str, Any] | None = None, callback_url: str | None = None, base_url: str = "",
 ) -> Job:
     """Check everything, then store files and rows, then dispatch. Nothing is stored when a
-    check fails; the staged uploads are the caller's to discard.
+    check fails; the staged uploads are the caller's to discard. The job is the caller's.
 
     Files sent in the 'attachments' field are not items: they are extra images the steps name
     (a style picture, a face), kept with the job. A pipeline that starts by making an image
@@ -56,7 +57,7 @@ async def submit_job(
     inputs = [f for f in upload.files if f.field != ATTACHMENTS]
     attached = [f for f in upload.files if f.field == ATTACHMENTS]
     if callback_url:
-        callback_url = accept_callback_url(rt.settings, callback_url)
+        callback_url = accept_callback_url(rt.settings, callback_url, caller.key is not None)
     specs = pipeline if _is_specs(pipeline) else parse_pipeline(pipeline)
     steps = await anyio.to_thread.run_sync(rt.registry.bind, specs)  # may read the models folder
     rt.registry.check_inputs(steps, len(inputs), _attachment_names(attached))
@@ -65,11 +66,14 @@ async def submit_job(
     sizes = [(f.name, i.width, i.height) for f, i in zip(inputs, infos)]
     await anyio.to_thread.run_sync(refuse_large_ai_inputs, steps, sizes)  # docs/ai.md
     extras = [await anyio.to_thread.run_sync(probe, f.path, f.name, limits) for f in attached]
-    job = _new_job(rt, [s.to_dict() for s in specs], rt.registry.resource_of(steps),
+    job = _new_job(rt, [s.to_dict() for s in steps], rt.registry.resource_of(steps),
                    ttl_seconds, source, extra or {}, inputs, infos)
     if not inputs:
         job.items.append(_no_input_item(job, steps[0].name))
         job.item_count = 1
+    job.owner = caller.scope.owner
+    if caller.quotas is not None:  # refused before any file is stored
+        await anyio.to_thread.run_sync(rt.repo.check_quotas, job, caller.quotas)
     stored: list[str] = []
     try:
         for item, staged in zip(job.items, inputs):
@@ -81,7 +85,8 @@ async def submit_job(
             stored.append(key)
             job.extra.setdefault("attachments", {})[staged.name] = {
                 "key": key, "format": info.format, "width": info.width, "height": info.height}
-        await anyio.to_thread.run_sync(rt.repo.create_job, job, callback_url, base_url)
+        await anyio.to_thread.run_sync(rt.repo.create_job, job, callback_url, base_url,
+                                       caller.quotas)
     except BaseException:
         rt.blobs.delete(stored)
         raise

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from imgq.domain.status import JobStatus, Status, derive_job_status
+from imgq.domain.status import TERMINAL, JobStatus, Status, derive_job_status
 
 
 @dataclass
@@ -21,7 +21,9 @@ class Item:
     queued_at: datetime
     progress: int = 0
     stage: str | None = None
-    attempts: int = 0
+    attempts: int = 0  # times a worker started it
+    failures: int = 0  # attempts spent on the image's account (IMGQ_MAX_ATTEMPTS)
+    lease_losses: int = 0  # times its worker stopped answering (IMGQ_MAX_LOST_LEASES)
     not_before: datetime | None = None
     lease_until: datetime | None = None
     claim_token: str | None = None
@@ -47,6 +49,7 @@ class Job:
     data_removed: bool = False
     source: str = "api"
     extra: dict[str, Any] = field(default_factory=dict)
+    owner: str | None = None  # imgq.domain.access: key:<id>, anon:<address>
     items: list[Item] = field(default_factory=list)
 
     @property
@@ -57,10 +60,9 @@ class Job:
     def progress(self) -> int:
         if not self.items:
             return 0
-        return round(sum(100 if i.status in FINAL else i.progress for i in self.items) / len(self.items))
+        return round(sum(100 if i.status in TERMINAL else i.progress for i in self.items) / len(self.items))
 
 
-FINAL = frozenset({Status.succeeded, Status.failed, Status.cancelled, Status.expired})
 
 
 @dataclass(frozen=True)

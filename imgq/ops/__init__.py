@@ -46,7 +46,7 @@ def _fill(registry: Registry, settings: Settings | None = None) -> None:
     config = AIConfig.from_settings(settings) if settings is not None else None
     for op in (*upscale.operations(config), *remove_background.operations(config),
                *style_transfer.operations(config),
-               *generate.operations(config, settings.prompt_rules if settings else None)):
+               *generate.operations(config, settings.ai_prompt_rules if settings else None)):
         registry.add(op)
     for op in plugins.plugin_operations(taken={op.name for op in registry}):
         registry.add(op)

@@ -40,7 +40,7 @@ class GenerateParams(Params):
     model: str | None = Field(None, max_length=200, description="A checkpoint folder in "
                               "<models dir>/generate/; the first one by name when not given.")
     refine: bool = Field(True, description="Add quality and style terms and the default "
-                         "negative prompt by the prompt rules (IMGQ_PROMPT_RULES).")
+                         "negative prompt by the prompt rules (IMGQ_AI_PROMPT_RULES).")
 
 
 def _problem(config: AIConfig) -> str | None:

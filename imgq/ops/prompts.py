@@ -3,7 +3,7 @@ over mountains" → "beautiful sunset over mountains, highly detailed, 8k", plus
 prompt), done by rules rather than by a model, so that the same prompt always gives the same
 refined prompt and the operator can read and change what is added.
 
-The rules are JSON (IMGQ_PROMPT_RULES names a file; DEFAULT_RULES otherwise)::
+The rules are JSON (IMGQ_AI_PROMPT_RULES names a file; DEFAULT_RULES otherwise)::
 
     {"quality_terms": ["highly detailed", "8k"],
      "styles": [{"when": ["portrait", "face"], "add": ["sharp focus", "soft lighting"]}],

@@ -22,15 +22,15 @@ class SweepReport:
 
 def requeue_lost(rt: Runtime, report: SweepReport) -> None:
     """Requeue items whose worker stopped answering (or fail those out of attempts)."""
-    report.requeued, report.lost_failed = rt.repo.requeue_lost(rt.settings.max_attempts)
+    report.requeued, report.lost_failed = rt.repo.requeue_lost(rt.settings.max_lost_leases)
     if report.requeued:
         log.warning("requeued %d items whose lease ran out", len(report.requeued))
 
 
 def sweep_expiry(rt: Runtime, report: SweepReport) -> None:
-    report.stuck_failed = rt.repo.fail_stuck(rt.settings.stuck_after)
+    report.stuck_failed = rt.repo.fail_stuck(rt.settings.stuck_after_seconds)
     # An upload or result older than any item may run was left by a killed process.
-    report.stale_files = rt.blobs.sweep_staging(2 * rt.settings.item_time_limit + 3600)
+    report.stale_files = rt.blobs.sweep_staging(2 * rt.settings.item_time_limit_seconds + 3600)
     for job_id in rt.repo.expired_jobs():
         rt.blobs.delete(rt.repo.blob_keys(job_id))
         rt.repo.mark_expired(job_id)

@@ -1,7 +1,10 @@
 """Webhooks: signed POSTs of a finished job, sent from the outbox with retries and backoff.
 
 Each delivery carries `Imgq-Signature: t=<unix seconds>,v1=<hex>` where the hex is
-HMAC-SHA256(IMGQ_WEBHOOK_SECRET, "<t>.<raw body>"), as Stripe signs its events. A receiver
+HMAC-SHA256(secret, "<t>.<raw body>"), as Stripe signs its events. The secret is that of the
+API key that submitted the job, as the hex SHA-256 digest of the key (which is all the server
+keeps of it, and which its owner computes from the key); for jobs without a key it is
+IMGQ_WEBHOOK_SECRET. A receiver
 recomputes it over the raw body, compares in constant time, and refuses old timestamps
 (`verify_signature` does all three). Deliveries are at least once: `Imgq-Delivery` is the same
 on every retry of one webhook, so a receiver can drop duplicates.
@@ -14,7 +17,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import random
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +27,8 @@ import httpx
 
 from imgq import __version__
 from imgq.config import Settings
+from imgq.domain.access import SYSTEM
+from imgq.domain.retry import backoff
 from imgq.domain.views import job_out
 from imgq.errors import ImgqError, InvalidRequest, InvalidTransition, NotFound
 from imgq.store.repository import Delivery, utcnow
@@ -132,15 +136,10 @@ def resolve_public(host: str, port: int, allow_private: bool) -> str:
 
 
 # -- delivery -------------------------------------------------------------------------------
-def webhook_backoff(attempt: int, base: float) -> float:
-    """Doubling per attempt, at most an hour, with jitter in [half, whole]."""
-    ceiling = min(MAX_BACKOFF, base * 2 ** max(0, attempt - 1))
-    return random.uniform(ceiling / 2, ceiling)
-
 
 def deliver_due_webhooks(rt: Runtime) -> int:
     """Send every due webhook once (a few at a time); return how many were attempted."""
-    lease = rt.settings.webhook_timeout * 3 + 30
+    lease = rt.settings.webhook_timeout_seconds * 3 + 30
     due = rt.repo.claim_webhooks(lease)
     if not due:
         return 0
@@ -156,7 +155,7 @@ def deliver(rt: Runtime, delivery: Delivery) -> bool:
     extra = {"job_id": delivery.job_id, "webhook_id": delivery.id}
     try:
         body = payload(rt, delivery)
-        status = _post(delivery, body, s.webhook_secret.get_secret_value(), s.webhook_timeout,
+        status = _post(delivery, body, signing_secret(rt, delivery), s.webhook_timeout_seconds,
                        s.webhook_allow_private)
         error = None if 200 <= status < 300 else f"the receiver answered HTTP {status}"
         permanent = False
@@ -175,7 +174,7 @@ def deliver(rt: Runtime, delivery: Delivery) -> bool:
         log.warning("webhook to %s given up after %d attempts: %s", _host(delivery.url),
                     delivery.attempts, error, extra=extra)
     else:
-        delay = webhook_backoff(delivery.attempts, s.webhook_retry_backoff)
+        delay = backoff(delivery.attempts, s.webhook_retry_backoff_seconds, MAX_BACKOFF)
         retry_at = utcnow() + timedelta(seconds=delay)
         log.info("webhook to %s failed (%s); retry in %.1f s", _host(delivery.url), error,
                  delay, extra=extra)
@@ -188,9 +187,16 @@ def deliver(rt: Runtime, delivery: Delivery) -> bool:
 
 def payload(rt: Runtime, delivery: Delivery) -> bytes:
     """The job exactly as GET /v1/jobs/{id} shows it, now."""
-    job = rt.repo.get_job(delivery.job_id)
+    job = rt.repo.get_job(delivery.job_id, scope=SYSTEM)
     data = job_out(job, delivery.base_url).model_dump(mode="json")
     return json.dumps(data, separators=(",", ":")).encode()
+
+
+def signing_secret(rt: Runtime, delivery: Delivery) -> str:
+    """The secret of the key that submitted the job, else IMGQ_WEBHOOK_SECRET."""
+    owner = rt.repo.get_job(delivery.job_id, scope=SYSTEM).owner
+    key = rt.repo.key_by_owner(owner) if owner else None
+    return key.secret_hash if key is not None else rt.settings.webhook_secret.get_secret_value()
 
 
 def _post(delivery: Delivery, body: bytes, secret: str, timeout: float,
@@ -222,8 +228,10 @@ def _host(url: str) -> str:
     return urlsplit(url).hostname or "?"
 
 
-def accept_callback_url(settings: Settings, url: str) -> str:
-    """Check a callback_url given at submit time; 400/422 naming the problem."""
-    if not settings.webhook_secret.get_secret_value():
-        raise InvalidRequest("this server sends no webhooks: IMGQ_WEBHOOK_SECRET is not set")
+def accept_callback_url(settings: Settings, url: str, with_key: bool = False) -> str:
+    """Check a callback_url given at submit time; 400/422 naming the problem. with_key: the
+    job is submitted with an API key, whose secret signs its webhook."""
+    if not with_key and not settings.webhook_secret.get_secret_value():
+        raise InvalidRequest("this server sends no webhooks to clients without an API key: "
+                             "IMGQ_WEBHOOK_SECRET is not set")
     return check_callback_url(url, settings.webhook_allow_private)

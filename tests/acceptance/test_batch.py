@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pyvips
 
-from tests.acceptance.conftest import Server, image_info, jpeg_bytes, png_bytes
+from tests.fixtures.encoded import image_info, jpeg_bytes, png_bytes
+from tests.fixtures.server import Server
 
 PIPELINE = "grayscale|resize:width=64|encode:format=webp"
 

@@ -34,6 +34,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
+    # The page's Content-Security-Policy forbids eval: wait_for_function takes "() => …"
+    # functions here, never bare expressions (which Playwright would eval in the page).
     context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(20_000)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import pyvips
 
-from tests.unit.ai._support import require_torch, scene
+from tests.integration.ai._support import require_torch, scene
 
 require_torch("spandrel", "onnxruntime")
 
@@ -78,7 +78,7 @@ class Ctx:
 
 
 def settings(tmp_path: Path, **overrides: Any) -> Settings:
-    return load_settings(data_dir=tmp_path, device="cpu", **overrides)
+    return load_settings(data_dir=tmp_path, ai_device="cpu", **overrides)
 
 
 @pytest.fixture
@@ -221,7 +221,7 @@ def tiny_esrgan() -> torch.nn.Module:
 def client(tmp_path: Path, models_dir: Path) -> Iterator[TestClient]:
     runtime = open_runtime(settings(tmp_path, ai_max_pixels=400), run_migrations=True)
     app = create_app(runtime, sweeper=False)
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url="http://127.0.0.1") as test_client:  # a loopback Host
         yield test_client
 
 

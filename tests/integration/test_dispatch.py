@@ -15,16 +15,22 @@ from pathlib import Path
 import pytest
 import pyvips
 
-from imgq.config import Settings, load_settings
 from imgq.compose import make_dispatcher
-from imgq.dispatch.sweeper import FleetSweeper
+from imgq.config import Settings, load_settings
 from imgq.dispatch.base import Dispatcher
+from imgq.dispatch.sweeper import FleetSweeper
+from imgq.domain.access import SYSTEM
 from imgq.domain.models import Item, Job
 from imgq.domain.status import Status
 from imgq.store import tables
 from imgq.store.repository import utcnow
 from imgq.worker.runtime import Runtime
-from tests.acceptance.fleet_support import BROKERS, Fleet, broker_reachable, forget_queues
+from tests.acceptance.fleet_support import (
+    BROKERS,
+    Fleet,
+    broker_reachable,
+    forget_queues,
+)
 from tests.conftest import service_missing
 
 WAIT = 60.0
@@ -42,7 +48,7 @@ def fleet_settings(request: pytest.FixtureRequest, postgres_url: str,
         "broker_url": url, "database_url": postgres_url, "data_dir": str(tmp_path / "data"),
         "storage_url": (tmp_path / "blobs").as_uri(), "cpu_queue": f"cpu-{tag}",
         "gpu_queue": f"gpu-{tag}", "sweep_queue": f"sweep-{tag}", "lease_seconds": "5",
-        "outbox_grace": "0.5", "log_level": "INFO",
+        "outbox_grace_seconds": "0.5", "log_level": "INFO",
     }
     yield settings
     forget_queues(url, [settings["cpu_queue"], settings["gpu_queue"], settings["sweep_queue"]])
@@ -102,7 +108,7 @@ def new_job(rt: Runtime, n: int, tmp_path: Path) -> Job:
 def wait_done(rt: Runtime, fleet: Fleet, job: Job, timeout: float = WAIT) -> Job:
     deadline = time.monotonic() + timeout
     while True:
-        found = rt.repo.get_job(job.id)
+        found = rt.repo.get_job(job.id, scope=SYSTEM)
         if all(i.status not in (Status.queued, Status.running) for i in found.items):
             return found
         fleet.check_alive()
@@ -159,7 +165,7 @@ def test_an_item_never_published_is_published_by_the_fleet_sweeper(
     job = new_job(rt, 3, tmp_path)  # committed, then "the API died" before publishing
     sweeper = FleetSweeper(rt, dispatcher)
     assert sweeper.sweep_queue().dispatched == 0  # not due for the grace period yet
-    time.sleep(rt.settings.outbox_grace + 0.1)
+    time.sleep(rt.settings.outbox_grace_seconds + 0.1)
     assert sweeper.sweep_queue().dispatched == 3
     assert sweeper.sweep_queue().dispatched == 0  # not again within the grace period
     done = wait_done(rt, fleet, job)

@@ -13,6 +13,7 @@ import pytest
 import pyvips
 
 from imgq.config import load_settings
+from imgq.domain.access import SYSTEM
 from imgq.domain.models import Item, Job
 from imgq.domain.status import JobStatus, Status
 from imgq.errors import TransientError
@@ -20,7 +21,8 @@ from imgq.ops import build_registry
 from imgq.ops.base import NoParams, Operation, Registry, StepContext
 from imgq.ops.image import Image
 from imgq.store.repository import utcnow
-from imgq.worker.execute import backoff, execute
+from imgq.domain.retry import backoff
+from imgq.worker.execute import drain, execute
 from imgq.worker.runtime import Runtime
 from imgq.worker.sweeper import sweep
 
@@ -66,8 +68,8 @@ class Broken(Operation):
 
 @pytest.fixture
 def rt(tmp_path: Path) -> Iterator[Runtime]:
-    settings = load_settings(data_dir=tmp_path, lease_seconds=5, retry_backoff=0.05,
-                             max_attempts=3, item_time_limit=30)
+    settings = load_settings(data_dir=tmp_path, lease_seconds=5, retry_backoff_seconds=0.05,
+                             max_attempts=3, item_time_limit_seconds=30)
     runtime = Runtime.from_settings(settings, run_migrations=True)
     registry = Registry()
     for op in build_registry():
@@ -165,14 +167,14 @@ def test_cancel_stops_a_running_item_at_its_next_check(rt: Runtime) -> None:
     worker = threading.Thread(target=lambda: result.append(execute(rt, job.items[0].id).status))
     worker.start()
     assert Slow.started.wait(5)
-    rt.repo.cancel_job(job.id)
+    rt.repo.cancel_job(job.id, scope=SYSTEM)
     worker.join(10)
     assert result == ["cancelled"]
-    assert rt.repo.get_job(job.id).status == JobStatus.cancelled
+    assert rt.repo.get_job(job.id, scope=SYSTEM).status == JobStatus.cancelled
 
 
 def test_the_time_limit_fails_a_long_item(rt: Runtime) -> None:
-    rt.settings = rt.settings.model_copy(update={"item_time_limit": 0.3})
+    rt.settings = rt.settings.model_copy(update={"item_time_limit_seconds": 0.3})
     job = submit(rt, [{"op": "slow"}])
     assert execute(rt, job.items[0].id).status == "failed"
     item = rt.repo.get_item(job.items[0].id)
@@ -205,4 +207,52 @@ def test_the_sweeper_expires_jobs_and_removes_their_files(rt: Runtime) -> None:
     report = sweep(rt)
     assert report.expired_jobs == [job.id]
     assert not rt.blobs.exists(item.input_key) and not rt.blobs.exists(item.result_key or "")
-    assert rt.repo.get_job(job.id).data_removed
+    assert rt.repo.get_job(job.id, scope=SYSTEM).data_removed
+
+
+def test_a_drain_runs_every_due_item_of_its_queue_to_its_result(rt: Runtime) -> None:
+    jobs = [submit(rt, [{"op": "grayscale"}]) for _ in range(4)]
+    drained = drain(rt, "cpu")
+    assert (drained.items, drained.more, drained.retry_item) == (4, False, None)
+    for job in jobs:
+        item = rt.repo.get_item(job.items[0].id)
+        assert item.status == Status.succeeded and item.result_key
+        assert rt.blobs.size(item.result_key) == item.result_meta["bytes"]  # type: ignore[index]
+        with rt.blobs.open_local(item.result_key) as path:
+            assert pyvips.Image.new_from_file(str(path)).bands == 1  # grayscale was applied
+    assert drain(rt, "cpu").items == 0
+
+
+def test_a_drain_stops_at_a_retry_and_names_the_item_to_wake(rt: Runtime) -> None:
+    Flaky.failures = 1
+    flaky = submit(rt, [{"op": "flaky"}])
+    later = submit(rt, [{"op": "grayscale"}])
+    drained = drain(rt, "cpu")
+    assert drained.items == 1 and drained.more
+    assert drained.retry_item == flaky.items[0].id and drained.retry_in is not None
+    assert rt.repo.get_item(later.items[0].id).status == Status.queued
+    time.sleep(drained.retry_in + 0.01)
+    assert drain(rt, "cpu").items == 2
+    assert rt.repo.get_job(flaky.id, scope=SYSTEM).status == JobStatus.succeeded
+
+
+def test_a_drain_stops_taking_items_when_its_time_is_spent(rt: Runtime) -> None:
+    for _ in range(3):
+        submit(rt, [{"op": "grayscale"}])
+    drained = drain(rt, "cpu", budget=0.0)
+    assert (drained.items, drained.more) == (1, True)
+    assert drain(rt, "cpu").items == 2
+
+
+def test_a_pipeline_this_worker_cannot_run_fails_at_once_saying_why(rt: Runtime) -> None:
+    job = submit(rt, [{"op": "grayscale"}, {"op": "no_such_operation"}])
+    assert execute(rt, job.items[0].id).status == "failed"
+    item = rt.repo.get_item(job.items[0].id)
+    assert item.status == Status.failed and item.attempts == 1
+    assert "unknown operation 'no_such_operation'" in (item.error_message or "")
+
+
+def test_a_job_queued_with_an_alias_before_normalisation_still_runs(rt: Runtime) -> None:
+    job = submit(rt, [{"op": "encode", "format": "jpg"}])
+    assert execute(rt, job.items[0].id).status == "succeeded"
+    assert rt.repo.get_item(job.items[0].id).result_meta["format"] == "jpeg"

@@ -2,14 +2,14 @@
 
 The stream watches the database, not a process-local queue, so it works the same whether
 the items run in this process, in another API server's pool or on Celery workers: every
-`events_poll_interval` it reads the job's version (a counter that every UPDATE of the job
+`events_poll_interval_seconds` it reads the job's version (a counter that every UPDATE of the job
 or of its items bumps) and, when it moved, loads the job and sends what changed.
 
 Events, in order:
 - `item`: one item as GET /v1/jobs/{id} shows it, whenever its state, progress or stage changed;
 - `job`: the job's summary (status, progress, counts, expiry), whenever it changed;
 - `done`: once, the whole job, when it reaches a terminal state; then the stream ends.
-Comment lines (`: keep-alive`) are sent on a quiet stream every `events_heartbeat` seconds.
+Comment lines (`: keep-alive`) are sent on a quiet stream every `events_heartbeat_seconds` seconds.
 
 Every event's `id` is the job's version when it was read. Reconnecting with `Last-Event-ID`
 (browsers do it by themselves) skips what the client already has: nothing when the version did
@@ -31,8 +31,10 @@ import anyio
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
+from imgq.api.auth import ScopeDep
 from imgq.api.deps import BaseUrl, RuntimeDep, errors
 from imgq.api.schemas import JobOut, job_out
+from imgq.domain.access import Scope
 from imgq.domain.models import Job
 from imgq.domain.status import JobStatus
 from imgq.errors import NotFound
@@ -56,16 +58,16 @@ DESCRIPTION = __doc__.split("\n\n", 1)[1].rsplit("\n\n", 1)[0] if __doc__ else "
                **errors(404)},
 )
 async def job_events(
-    job_id: str, request: Request, rt: RuntimeDep, base: BaseUrl,
+    job_id: str, request: Request, rt: RuntimeDep, base: BaseUrl, scope: ScopeDep,
     last_event_id: Annotated[str | None, Header(
         description="The id of the last event received; sent by browsers on reconnect.")] = None,
     since: Annotated[str | None, Query(
         description="Same as Last-Event-ID, for clients that cannot set headers.")] = None,
 ) -> StreamingResponse:
-    first = await anyio.to_thread.run_sync(rt.repo.job_snapshot, job_id)
+    first = await anyio.to_thread.run_sync(lambda: rt.repo.job_snapshot(job_id, scope=scope))
     if first is None:
         raise NotFound(f"job {job_id} not found")
-    stream = JobStream(rt, job_id, base, _version_of(last_event_id or since))
+    stream = JobStream(rt, scope, job_id, base, _version_of(last_event_id or since))
     return StreamingResponse(
         stream.run(request, *first), media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -88,8 +90,10 @@ def format_event(event: str, data: Any, event_id: int | None = None) -> str:
 class JobStream:
     """The diff between two looks at a job, as events."""
 
-    def __init__(self, rt: Runtime, job_id: str, base: str, resume_at: int | None) -> None:
-        self.rt, self.job_id, self.base, self.resume_at = rt, job_id, base, resume_at
+    def __init__(self, rt: Runtime, scope: Scope, job_id: str, base: str,
+                 resume_at: int | None) -> None:
+        self.rt, self.scope, self.job_id, self.base = rt, scope, job_id, base
+        self.resume_at = resume_at
         self.items: dict[int, dict[str, Any]] = {}
         self.summary: dict[str, Any] | None = None
 
@@ -105,25 +109,31 @@ class JobStream:
                 yield chunk
         quiet_since = loop.time()
         while out.status in ACTIVE:
-            await asyncio.sleep(s.events_poll_interval)
+            await asyncio.sleep(s.events_poll_interval_seconds)
             if await request.is_disconnected():
                 return
-            now = await anyio.to_thread.run_sync(self.rt.repo.job_version, self.job_id)
+            now = await anyio.to_thread.run_sync(self._version)
             if now is None:
                 yield format_event("deleted", {"id": self.job_id})
                 return
             if now != version:
-                snap = await anyio.to_thread.run_sync(self.rt.repo.job_snapshot, self.job_id)
+                snap = await anyio.to_thread.run_sync(self._snapshot)
                 if snap is None:
                     continue  # deleted in between: the next look says so
                 out, version = job_out(snap[0], self.base), snap[1]
                 for chunk in self._changes(out, version):
                     quiet_since = loop.time()
                     yield chunk
-            if loop.time() - quiet_since >= s.events_heartbeat:
+            if loop.time() - quiet_since >= s.events_heartbeat_seconds:
                 quiet_since = loop.time()
                 yield ": keep-alive\n\n"
         yield format_event("done", out.model_dump(mode="json"), version)
+
+    def _version(self) -> int | None:
+        return self.rt.repo.job_version(self.job_id, scope=self.scope)
+
+    def _snapshot(self) -> tuple[Job, int] | None:
+        return self.rt.repo.job_snapshot(self.job_id, scope=self.scope)
 
     def _changes(self, out: JobOut, version: int) -> list[str]:
         chunks = []

@@ -15,6 +15,7 @@ import anyio
 import pyvips
 from fastapi import APIRouter, Query, Response
 
+from imgq.api.auth import ScopeDep
 from imgq.api.deps import RuntimeDep, errors, load_item
 from imgq.domain.status import Status
 from imgq.errors import Conflict, DecodeError, Gone
@@ -60,11 +61,11 @@ _cache = _Cache(CACHE_ENTRIES)
                      "pixels on its longer side."}, **errors(404, 409, 410, 422)},
 )
 async def preview(
-    job_id: str, index: int, rt: RuntimeDep,
+    job_id: str, index: int, rt: RuntimeDep, scope: ScopeDep,
     of: Annotated[Which, Query(description="The uploaded image or the result.")] = Which.input,
     size: Annotated[int, Query(ge=16, le=1024, description="Longest side in pixels.")] = 480,
 ) -> Response:
-    job, item = await load_item(rt, job_id, index)
+    job, item = await load_item(rt, scope, job_id, index)
     key = item.input_key if of == Which.input else item.result_key
     if of == Which.input and not key:
         raise Conflict(f"item {index} has no input image: its first step made it",
