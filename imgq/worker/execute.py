@@ -26,7 +26,7 @@ from imgq.domain.models import Claim
 from imgq.domain.names import with_extension
 from imgq.domain.retry import backoff
 from imgq.errors import Cancelled, DecodeError, ImgqError, InputMissing, InvalidTransition
-from imgq.ops.image import OUTPUT_FORMATS
+from imgq.ops.image import OUTPUT_FORMATS, ImageInfo
 from imgq.store.repository import Finish, cancelled, failed, retry, succeeded, utcnow
 from imgq.worker.classify import classify, storage_trouble
 from imgq.worker.context import ItemContext
@@ -169,7 +169,7 @@ def _run(rt: Runtime, claim: Claim) -> _Ended:
                                         target, ctx)
                 except DecodeError as exc:  # "write error" is a full disk as often as a bad file
                     raise storage_trouble(target.parent) or exc from None
-            return _store(rt, claim, ctx, target, info.format, info.__dict__)
+            return _store(rt, claim, ctx, target, info.format, _meta(info))
         except Cancelled:
             log.info("item %s: cancelled", item_id, extra=ctx.log_extra)
             return _Ended(cancelled(claim, ctx.elapsed), Outcome("cancelled"))
@@ -199,6 +199,11 @@ def _stored(rt: Runtime, key: str, what: str) -> Iterator[Path]:
             yield path
     except KeyError:
         raise InputMissing(f"{what} is no longer in storage; submit it again") from None
+
+
+def _meta(info: ImageInfo) -> dict[str, object]:
+    """The result's metadata; `details` only when a step reported some."""
+    return {k: v for k, v in info.__dict__.items() if k != "details" or v}
 
 
 def _staging_path(rt: Runtime, claim: Claim) -> Path:

