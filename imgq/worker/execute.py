@@ -93,9 +93,10 @@ def execute(rt: Runtime, item_id: str) -> Outcome:
     return _settled(rt, ended, None)
 
 
-def drain(rt: Runtime, resource: str, budget: float = DRAIN_SECONDS) -> Drained:
+def drain(rt: Runtime, resource: str, budget: float = DRAIN_SECONDS,
+          limit: int | None = None) -> Drained:
     """Run the queue's due items in fair order until none is due, one must wait for a retry,
-    or `budget` seconds have passed."""
+    `budget` seconds have passed, or `limit` items have run."""
     lease = rt.settings.lease_seconds
     stop_at = time.monotonic() + budget
     try:
@@ -105,7 +106,8 @@ def drain(rt: Runtime, resource: str, budget: float = DRAIN_SECONDS) -> Drained:
     count = 0
     while claim is not None:
         ended = _run(rt, claim)
-        go_on = ended.outcome.status != "retry" and time.monotonic() < stop_at
+        go_on = (ended.outcome.status != "retry" and time.monotonic() < stop_at
+                 and (limit is None or count + 1 < limit))
         try:
             refused, claim = _write(rt, lambda: rt.repo.finish_and_claim(
                 ended.finish, resource if go_on else None, lease))
