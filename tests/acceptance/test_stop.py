@@ -9,7 +9,8 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from tests.acceptance.conftest import STOP_TIMEOUT, Server, big_png
+from tests.fixtures.encoded import big_png
+from tests.fixtures.server import STOP_TIMEOUT, Server
 
 SLOW = "resize:width=3000,enlarge=true|encode:format=png"
 
