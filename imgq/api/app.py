@@ -19,6 +19,7 @@ from imgq.api.access import AccessMiddleware
 from imgq.api.auth import documented_security
 from imgq.api.headers import SecurityHeaders
 from imgq.api.hosts import HostCheck
+from imgq.api.idempotency import IdempotencyMiddleware
 from imgq.api.job_reads import JobReads
 from imgq.api.routes import events, jobs, limits, meta, metrics, models, previews, web
 from imgq.dispatch.base import Dispatcher
@@ -29,6 +30,11 @@ from imgq.worker.sweeper import SweepReport, sweep_expiry
 from imgq.worker.webhooks import deliver_due_webhooks
 
 log = logging.getLogger(__name__)
+
+#: The routes that make jobs, where an Idempotency-Key makes a retry safe: imgq's own and the
+#: older APIs' (docs/compat.md).
+SUBMIT_PATHS = ("/v1/jobs", "/api/jobs/upload", "/api/v1/tasks/create/", "/process-image/",
+                "/process-job", "/upload")
 
 DESCRIPTION = """Asynchronous image processing. Submit images with a pipeline of operations,
 get job ids at once, poll the job, then download each result or a ZIP.
@@ -93,7 +99,8 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
         if tag not in (app.openapi_tags or []):  # a route shared by two APIs comes twice
             app.openapi_tags = [*(app.openapi_tags or []), tag]
     _add_error_handlers(app)
-    app.add_middleware(AccessMiddleware, runtime=runtime)  # innermost: keys, rate limits
+    app.add_middleware(IdempotencyMiddleware, runtime=runtime, paths=SUBMIT_PATHS)
+    app.add_middleware(AccessMiddleware, runtime=runtime)  # keys, rate limits
     app.add_middleware(SecurityHeaders)
     app.add_middleware(HostCheck, settings=settings)
     cors.install(app, settings)  # outermost: preflights never need a key

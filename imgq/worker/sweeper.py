@@ -29,6 +29,7 @@ def requeue_lost(rt: Runtime, report: SweepReport) -> None:
 
 def sweep_expiry(rt: Runtime, report: SweepReport) -> None:
     report.stuck_failed = rt.repo.fail_stuck(rt.settings.stuck_after_seconds)
+    rt.repo.purge_idempotency_keys()
     # An upload or result older than any item may run was left by a killed process.
     report.stale_files = rt.blobs.sweep_staging(2 * rt.settings.item_time_limit_seconds + 3600)
     for job_id in rt.repo.expired_jobs():
