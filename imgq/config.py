@@ -200,7 +200,35 @@ class Settings(BaseSettings):
         "Animated GIF/WebP inputs: first_frame processes the first frame, reject refuses them.",
         "limits",
     )
-    max_filename_bytes: int = _setting(255, "Longest original file name kept.", "limits", ge=16)
+    max_filename_bytes: int = _setting(
+        255, "Longest original file name kept, in UTF-8 bytes (longer ones are shortened, "
+        "keeping the extension).", "limits", ge=16, le=1024)
+    max_output_pixels: int = _setting(
+        100_000_000, "Pixels (width × height) any step of a pipeline may make; a pipeline "
+        "that would make more is refused when submitted.", "limits", ge=1)
+    max_form_bytes: int = _setting(
+        1024 * 1024, "Bytes of all the non-file fields of one upload together (their "
+        "headers included).", "limits", ge=1024)
+    upload_idle_timeout_seconds: float = _setting(
+        15.0, "Seconds a request body may pause before the request is refused (408).",
+        "limits", gt=0)
+    upload_min_bytes_per_second: int = _setting(
+        16 * 1024, "Bytes per second a request body must average once it has had "
+        "upload_idle_timeout_seconds (slow uploads hold a connection); 0 means no minimum.",
+        "limits", ge=0)
+
+    min_free_bytes: int = _setting(
+        256 * 1024 * 1024, "Free disk space below which uploads are refused (503) and /readyz "
+        "says not ready, for the staging folder and local storage.", "storage", ge=0)
+
+    preview_memory_bytes: int = _setting(
+        160 * 1024 * 1024, "Bytes the API may hold decoding previews at once; formats that "
+        "cannot shrink while loading (interlaced PNG, progressive JPEG, GIF, HEIF) reserve "
+        "their decoded size, and a preview needing more than this is refused.", "limits",
+        ge=16 * 1024 * 1024)
+    preview_wait_seconds: float = _setting(
+        15.0, "Seconds a preview may wait for IMGQ_PREVIEW_MEMORY_BYTES before it is refused (429).",
+        "limits", gt=0)
 
     # expiry
     ttl_seconds: int = _setting(3600, "Default lifetime of a job's files.", "expiry", ge=1)
@@ -253,6 +281,9 @@ class Settings(BaseSettings):
     events_poll_interval_seconds: float = _setting(
         0.5, "Seconds between two looks at the database by a live event stream (SSE).",
         "events", gt=0, le=10)
+    events_max_streams_per_job: int = _setting(
+        1000, "Live event streams (SSE) open at once on one job; more are refused (429). "
+        "They share one database poll per job.", "events", ge=1)
     events_heartbeat_seconds: float = _setting(
         15.0, "Seconds between two keep-alive comments on an idle event stream.", "events", gt=0)
     webhook_secret: SecretStr = _setting(

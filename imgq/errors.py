@@ -15,6 +15,8 @@ class ImgqError(Exception):
     code = "internal_error"
     #: Whether retrying the same work could succeed (used by the worker's retry policy).
     transient = False
+    #: Seconds a client should wait before trying again (the Retry-After header), if any.
+    retry_after: int | None = None
     #: The server's trouble (database, storage, broker), never the image's: retried without
     #: spending the item's attempts.
     infrastructure = False
@@ -26,7 +28,7 @@ class ImgqError(Exception):
 
     def headers(self) -> dict[str, str]:
         """HTTP headers the answer carries besides the body."""
-        return {}
+        return {"Retry-After": str(self.retry_after)} if self.retry_after else {}
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -54,6 +56,12 @@ class Gone(ImgqError):
 
     status_code = 410
     code = "expired"
+
+
+class ResultMissing(Gone):
+    """The result file is no longer in storage."""
+
+    code = "result_missing"
 
 
 class InvalidRequest(ImgqError):
@@ -95,6 +103,35 @@ class ImageTooLarge(ImgqError):
 
     status_code = 413
     code = "image_too_large"
+
+
+class OutputTooLarge(ImgqError):
+    """The pipeline would make an image with more pixels than allowed."""
+
+    status_code = 413
+    code = "output_too_large"
+
+
+class FormTooLarge(ImgqError):
+    """The form fields of the request are larger than allowed."""
+
+    status_code = 413
+    code = "form_too_large"
+
+
+class RequestTimeout(ImgqError):
+    """The request body did not arrive in time."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
+class TooBusy(ImgqError):
+    """Too many requests of this kind at once; try again shortly."""
+
+    status_code = 429
+    code = "too_busy"
+    retry_after = 2
 
 
 class UnsupportedFormat(ImgqError):
@@ -160,6 +197,7 @@ class Unavailable(ImgqError):
     code = "unavailable"
     transient = True
     infrastructure = True
+    retry_after = 5
 
 
 class DatabaseUnavailable(Unavailable):
@@ -174,6 +212,18 @@ class StorageUnavailable(Unavailable):
     code = "storage_unavailable"
 
 
+class StorageFull(StorageUnavailable):
+    """File storage is full; try again later."""
+
+    code = "storage_full"
+    retry_after = 30
+
+
+class StorageReadOnly(StorageUnavailable):
+    """File storage is read-only; try again later."""
+
+    code = "storage_read_only"
+    retry_after = 30
 class BrokerUnavailable(Unavailable):
     """The message broker could not be reached; the work will be retried."""
 

@@ -17,6 +17,7 @@ from imgq.domain.pipeline import StepSpec, parse_pipeline
 from imgq.domain.status import Status
 from imgq.errors import InvalidRequest
 from imgq.ops.ai_support import refuse_large_ai_inputs
+from imgq.ops.base import refuse_large_outputs
 from imgq.ops.image import INPUT_FORMATS, ImageInfo, Limits, probe
 from imgq.store.repository import utcnow
 from imgq.worker.runtime import Runtime
@@ -59,6 +60,8 @@ async def submit_job(
     limits = limits_of(rt)
     infos = [await anyio.to_thread.run_sync(probe, f.path, f.name, limits) for f in upload.files]
     sizes = [(f.name, i.width, i.height) for f, i in zip(upload.files, infos)]
+    for name, width, height in sizes:
+        refuse_large_outputs(steps, name, width, height, rt.settings.max_output_pixels)
     await anyio.to_thread.run_sync(refuse_large_ai_inputs, steps, sizes)  # docs/ai.md
     job = _new_job(rt, [s.to_dict() for s in steps], rt.registry.resource_of(steps),
                    ttl_seconds, source, extra or {}, upload.files, infos)
@@ -79,7 +82,11 @@ async def submit_job(
              extra={"job_id": job.id})
     if dispatcher is not None:
         # The rows are committed: if this publish is lost, the sweeper dispatches them later.
-        dispatcher.submit([i.id for i in job.items], job.resource)
+        try:
+            dispatcher.submit([i.id for i in job.items], job.resource)
+        except Exception:  # noqa: BLE001 - a broker down now must not lose the answer
+            log.warning("job %s: publishing failed; the sweeper will dispatch its items",
+                        job.id, exc_info=True, extra={"job_id": job.id})
     return job
 
 

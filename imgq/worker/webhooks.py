@@ -12,12 +12,14 @@ on every retry of one webhook, so a receiver can drop duplicates.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
 import json
 import logging
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -137,8 +139,48 @@ def resolve_public(host: str, port: int, allow_private: bool) -> str:
 
 # -- delivery -------------------------------------------------------------------------------
 
+class WebhookSender:
+    """Deliveries in threads of their own: whoever sweeps hands due webhooks over and goes
+    on at once, so a slow receiver delays neither the sweeper (leases, expiry) nor another
+    job's webhook; at most `senders` deliveries run at a time, each within
+    IMGQ_WEBHOOK_TIMEOUT_SECONDS in all."""
+
+    def __init__(self, rt: Runtime, senders: int = SENDERS) -> None:
+        self.rt, self.senders = rt, senders
+        self._pool = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="webhook")
+        self._lock = threading.Lock()
+        self._running = 0
+
+    def send_due(self) -> int:
+        """Claim as many due webhooks as there are free senders and start them; return how
+        many were started."""
+        with self._lock:
+            free = self.senders - self._running
+        if free <= 0:
+            return 0
+        lease = self.rt.settings.webhook_timeout_seconds * 3 + 30
+        due = self.rt.repo.claim_webhooks(lease, limit=free)
+        with self._lock:
+            self._running += len(due)
+        for delivery in due:
+            self._pool.submit(self._send, delivery)
+        return len(due)
+
+    def _send(self, delivery: Delivery) -> None:
+        try:
+            deliver(self.rt, delivery)
+        except Exception:  # noqa: BLE001 - the lease brings it back; the sender lives on
+            log.exception("webhook delivery failed", extra={"job_id": delivery.job_id})
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def close(self, wait: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+
 def deliver_due_webhooks(rt: Runtime) -> int:
-    """Send every due webhook once (a few at a time); return how many were attempted."""
+    """Send every due webhook once and wait for them (for `imgq cleanup` and tests)."""
     lease = rt.settings.webhook_timeout_seconds * 3 + 30
     due = rt.repo.claim_webhooks(lease)
     if not due:
@@ -218,10 +260,22 @@ def _post(delivery: Delivery, body: bytes, secret: str, timeout: float,
         "Imgq-Attempt": str(delivery.attempts),
         SIGNATURE_HEADER: sign(secret, body),
     }
-    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
-        response = client.post(pinned, content=body, headers=headers,
-                               extensions={"sni_hostname": host})
-    return response.status_code
+    return asyncio.run(_send_within(pinned, body, headers, host, timeout))
+
+
+async def _send_within(url: str, body: bytes, headers: dict[str, str], host: str,
+                       timeout: float) -> int:
+    """POST and return the status, within `timeout` seconds in all (a receiver that dribbles
+    its answer is cut off). The answer's body is never read: only its status counts."""
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False,
+                                 trust_env=False) as client:
+        try:
+            async with asyncio.timeout(timeout):
+                async with client.stream("POST", url, content=body, headers=headers,
+                                         extensions={"sni_hostname": host}) as response:
+                    return response.status_code
+        except TimeoutError:
+            raise httpx.TimeoutException(f"no answer within {timeout:g} s") from None
 
 
 def _host(url: str) -> str:

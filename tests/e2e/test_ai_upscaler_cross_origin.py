@@ -8,9 +8,6 @@ nothing."""
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,27 +104,6 @@ async function poll() {
 }
 poll();
 </script>"""
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def pages(tmp_path: Path) -> Iterator[str]:
-    """A static site on its own port: its origin is http://127.0.0.1:<port>."""
-    root = tmp_path / "site"
-    root.mkdir()
-    handler = functools.partial(_Quiet, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def _write_site(site: Path, api: str) -> None:

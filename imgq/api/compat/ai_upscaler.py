@@ -253,7 +253,7 @@ async def batch_download(request: Request, ids: str = "") -> StreamingResponse:
         raise NotFound("No completed, non-expired results to download")
     names = unique_names([_options_of(j).download_name(j.items[0].input_name) for j in done])
     entries = [(name, j.items[0]) for name, j in zip(names, done)]
-    return common.stream_archive(request, done[0], entries, "upscaled_batch.zip")
+    return await common.stream_archive(request, done[0], entries, "upscaled_batch.zip")
 
 
 @router.get(PREFIX + "/{job_id}/download", summary="Download a job's result",

@@ -15,10 +15,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 
-from imgq.api.archive import stream_zip
+from imgq.api.archive import open_result, require_results, stream_zip
 from imgq.api.auth import principal_of, scope_of
+from imgq.api.capacity import refuse_when_full
+from imgq.api.failures import public_error
 from imgq.api.service import submit_job
-from imgq.api.uploads import Upload, receive_upload
+from imgq.api.uploads import Upload, UploadLimits, receive_upload
 from imgq.dispatch.base import Dispatcher
 from imgq.domain.models import Item, Job
 from imgq.domain.names import content_disposition
@@ -44,12 +46,15 @@ def compat_router(tag: str, render: ErrorRenderer) -> APIRouter:
             async def answer(request: Request) -> Response:
                 try:
                     return await handler(request)
-                except ImgqError as exc:
-                    status, body = render(exc)
-                    return JSONResponse(body, status_code=status, headers=exc.headers())
                 except RequestValidationError as exc:
                     status, body = render(InvalidRequest(_validation_message(exc)))
                     return JSONResponse(body, status_code=422 if status == 400 else status)
+                except Exception as exc:
+                    public = public_error(exc)  # imgq's errors; the database, storage: 503
+                    if public is None:
+                        raise
+                    status, body = render(public)
+                    return JSONResponse(body, status_code=status, headers=public.headers())
 
             return answer
 
@@ -78,9 +83,9 @@ def dispatcher(request: Request) -> Dispatcher | None:
 async def receive(request: Request, fields: Iterable[str], max_files: int | None = None) -> Upload:
     """The multipart body, streamed to staging with imgq's limits (files, bytes per file)."""
     rt = runtime(request)
-    count = rt.settings.max_files if max_files is None else max_files
-    return await receive_upload(request, rt.blobs.staging_dir(), count,
-                                rt.settings.max_file_bytes, frozenset(fields))
+    await refuse_when_full(rt)
+    limits = UploadLimits.from_settings(rt.settings, max_files, frozenset(fields))
+    return await receive_upload(request, rt.blobs.staging_dir(), limits)
 
 
 async def submit(request: Request, upload: Upload, pipeline: list[dict[str, Any]], source: str,
@@ -163,16 +168,16 @@ async def stream_result(request: Request, job: Job, item: Item, name: str,
         raise Gone()
     fmt = (item.result_meta or {}).get("format", "png")
     media = OUTPUT_FORMATS.get(fmt, ("application/octet-stream", ""))[0]
-    size = await anyio.to_thread.run_sync(rt.blobs.size, item.result_key)
+    size, chunks = await open_result(rt.blobs, item)
     headers = {**content_disposition(name, inline), "Content-Length": str(size)}
-    return StreamingResponse(rt.blobs.iter_bytes(item.result_key), media_type=media,
-                             headers=headers)
+    return StreamingResponse(chunks, media_type=media, headers=headers)
 
 
-def stream_archive(request: Request, job: Job, entries: list[tuple[str, Item]],
+async def stream_archive(request: Request, job: Job, entries: list[tuple[str, Item]],
                    name: str) -> StreamingResponse:
     """A ZIP of (archive name, succeeded item) pairs, streamed as it is written."""
     rt = runtime(request)
+    await require_results(rt.blobs, [i for _, i in entries])
     rows = [(n, i.result_key or "", i.finished_at or job.created_at) for n, i in entries]
     return StreamingResponse(stream_zip(rt.blobs, rows), media_type="application/zip",
                              headers=content_disposition(name))

@@ -115,7 +115,7 @@ async def _job_of(request: Request, task_id: int | None = None,
             "failed, which the old system lacked).",
             responses={404: {"description": '{"detail": "Task not found"}'}})
 async def status(task_id: str, request: Request) -> dict[str, Any]:
-    number = int(task_id) if task_id.isdigit() and len(task_id) < 20 else None
+    number = int(task_id) if task_id.isascii() and task_id.isdigit() and len(task_id) < 19 else None
     job = None if number is None else await _job_of(request, task_id=number)
     if job is None or not job.items:
         raise NotFound("Task not found")

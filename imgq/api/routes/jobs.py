@@ -8,19 +8,21 @@ import anyio
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from imgq.api.archive import stream_zip
+from imgq.api.archive import open_result, require_results, stream_zip
 from imgq.api.auth import PrincipalDep, ScopeDep
+from imgq.api.capacity import refuse_when_full
 from imgq.api.deps import BaseUrl, DispatcherDep, RuntimeDep, errors, load_item
 from imgq.api.job_reads import JobReads, etag_of, matches
 from imgq.api.schemas import JobList, JobOut, job_out
 from imgq.api.service import parse_ttl, submit_job
-from imgq.api.uploads import receive_upload
+from imgq.api.uploads import UploadLimits, receive_upload
 from imgq.domain.names import content_disposition, unique_names
 from imgq.domain.status import Status
 from imgq.errors import Conflict, Gone, InvalidRequest
 from imgq.ops.image import OUTPUT_FORMATS
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+MAX_OFFSET = 1_000_000_000
 
 SUBMIT_BODY = {
     "requestBody": {
@@ -53,14 +55,15 @@ SUBMIT_BODY = {
 @router.post(
     "", status_code=201, response_model=JobOut, openapi_extra=SUBMIT_BODY,
     summary="Submit images and a pipeline",
-    responses=errors(400, 413, 415, 422),
+    responses=errors(400, 408, 413, 415, 422, 503),
     description="Answers at once with the job and its items, all queued. Uploads are streamed "
     "to storage; every limit is checked before anything is stored. `Location` points at the job.",
 )
 async def create_job(request: Request, response: Response, rt: RuntimeDep,
                      dispatcher: DispatcherDep, base: BaseUrl, caller: PrincipalDep) -> JobOut:
     s = rt.settings
-    upload = await receive_upload(request, rt.blobs.staging_dir(), s.max_files, s.max_file_bytes)
+    await refuse_when_full(rt)
+    upload = await receive_upload(request, rt.blobs.staging_dir(), UploadLimits.from_settings(s))
     try:
         pipeline = upload.fields.get("pipeline")
         if pipeline is None:
@@ -99,7 +102,7 @@ async def list_jobs(
     ids: Annotated[str | None, Query(description="Comma-separated job ids; unknown ids "
                                      "are left out.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> JobList | Response:
     if ids is not None:
         wanted = [i.strip() for i in ids.split(",") if i.strip()][:200]
@@ -149,15 +152,17 @@ async def get_result(job_id: str, index: int, rt: RuntimeDep, scope: ScopeDep) -
     if rt.settings.s3_presigned_downloads and presign is not None:
         url = presign(item.result_key, item.result_name or "result", media)
         return RedirectResponse(url, status_code=307)  # the bytes come straight from S3
-    size = await anyio.to_thread.run_sync(rt.blobs.size, item.result_key)
+    size, chunks = await open_result(rt.blobs, item)
     headers = {**content_disposition(item.result_name or "result"), "Content-Length": str(size)}
-    chunks = await anyio.to_thread.run_sync(rt.blobs.iter_bytes, item.result_key)
     return StreamingResponse(chunks, media_type=media, headers=headers)
 
 
 @router.get(
     "/{job_id}/archive", summary="Download every finished result as one ZIP",
     responses={200: {"content": {"application/zip": {}}}, **errors(404, 409, 410)},
+    description="A ZIP of every succeeded item's result. When a result's file is no longer "
+    "in storage, the answer is a 410 `result_missing` naming the items, never a ZIP with "
+    "entries left out.",
 )
 async def get_archive(job_id: str, rt: RuntimeDep, scope: ScopeDep) -> StreamingResponse:
     job = await anyio.to_thread.run_sync(lambda: rt.repo.get_job(job_id, scope=scope))
@@ -167,6 +172,7 @@ async def get_archive(job_id: str, rt: RuntimeDep, scope: ScopeDep) -> Streaming
     if not done:
         raise Conflict("no finished results in this job yet", status=job.status.value)
     names = unique_names([i.result_name or f"result-{i.idx}" for i in done])
+    await require_results(rt.blobs, done)
     entries = [(n, i.result_key, i.finished_at or job.created_at) for n, i in zip(names, done)]
     return StreamingResponse(stream_zip(rt.blobs, entries), media_type="application/zip",  # type: ignore[arg-type]
                              headers=content_disposition(f"imgq-{job_id[:8]}.zip"))
