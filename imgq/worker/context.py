@@ -13,6 +13,7 @@ import pyvips
 from imgq.domain.models import Claim
 from imgq.errors import Cancelled, TimeLimitExceeded
 from imgq.store.repository import Repository
+from imgq.worker.hooks import ItemHooks
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY = 0.5  # seconds between two progress writes
@@ -30,8 +31,10 @@ def allow_hard_stop() -> None:
 
 class ItemContext:
     def __init__(self, repo: Repository, claim: Claim, lease: float, time_limit: float,
-                 steps: int, kill_grace: float = 3.0, cancel_poll: float = 1.0) -> None:
+                 steps: int, kill_grace: float = 3.0, cancel_poll: float = 1.0,
+                 hooks: ItemHooks | None = None) -> None:
         self.repo, self.claim, self.lease = repo, claim, lease
+        self.hooks = hooks or ItemHooks()
         self.started = time.monotonic()
         self.time_limit = time_limit
         self.deadline = self.started + time_limit
@@ -118,6 +121,7 @@ class ItemContext:
     # -- what steps use ---------------------------------------------------------------------
     def begin_step(self, index: int, name: str) -> None:
         self.step_index = index
+        self.hooks.step(self.claim, index, name)
         self.progress(0.0, f"step {index + 1}/{self.steps}: {name}")
 
     def progress(self, fraction: float, stage: str | None = None) -> None:

@@ -169,8 +169,9 @@ def _run(rt: Runtime, claim: Claim) -> _Ended:
         return _Ended(failed(claim, exc.code, exc.message, None), Outcome("failed"))
     s = rt.settings
     ctx = ItemContext(rt.repo, claim, s.lease_seconds, s.item_time_limit_seconds, len(steps),
-                      kill_grace=s.kill_grace_seconds, cancel_poll=s.cancel_poll_seconds)
-    log.debug("item %s: running (attempt %d)", item_id, claim.item.attempts, extra=ctx.log_extra)
+                      kill_grace=s.kill_grace_seconds, cancel_poll=s.cancel_poll_seconds,
+                      hooks=rt.hooks)
+    rt.hooks.started(claim)
     target = _staging_path(rt, claim)
     with ctx:
         try:
@@ -182,7 +183,6 @@ def _run(rt: Runtime, claim: Claim) -> _Ended:
                     raise storage_trouble(target.parent) or exc from None
             return _store(rt, claim, ctx, target, info.format, info.__dict__)
         except Cancelled:
-            log.info("item %s: cancelled", item_id, extra=ctx.log_extra)
             return _Ended(cancelled(claim, ctx.elapsed), Outcome("cancelled"))
         except Exception as exc:  # every failure becomes a state, never a crash
             return _failed(rt, claim, ctx, exc)
@@ -261,14 +261,14 @@ def _settled(rt: Runtime, ended: _Ended, refused: str | None) -> Outcome:
     """After the end was written, or refused because another worker owns the item now (a
     late worker): then its result is dropped."""
     claim = ended.finish.claim
-    extra = {"job_id": claim.job.id, "item_id": claim.item.id}
     if refused is None:
-        if ended.outcome.status == "succeeded":
-            log.info("item %s: succeeded %s", claim.item.id, ended.note, extra=extra)
+        rt.hooks.ended(claim, ended.outcome.status, ended.note)
         return ended.outcome
     if ended.result_key:
         _drop(rt, ended.result_key)
-    log.warning("%s; result dropped", refused, extra=extra)
+    log.warning("%s; result dropped", refused, extra={"job_id": claim.job.id,
+                                                      "item_id": claim.item.id})
+    rt.hooks.ended(claim, "lost")
     return Outcome("lost")
 
 
