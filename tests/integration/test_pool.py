@@ -140,16 +140,18 @@ def drain_all(pool: WorkerPool, rt: Runtime, item_ids: list[str], tries: int = 2
 
 
 def worker_pids() -> set[int]:
-    """This process's child processes (the pool's workers)."""
+    """This process's spawned worker processes (not its resource tracker, nor a test
+    server another fixture started)."""
     children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
-    return {int(pid) for pid in children if b"resource_tracker" not in _cmdline(pid)}
+    return {int(pid) for pid in children
+            if b"spawn_main" in (line := _cmdline(pid)) and b"resource_tracker" not in line}
 
 
 def _cmdline(pid: str) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return b"resource_tracker"  # gone already
+        return b""  # gone already
 
 
 def test_a_cancel_ends_a_step_that_never_looks_and_the_pool_goes_on(make_pool: Any) -> None:
