@@ -64,6 +64,8 @@ def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             fleet.beat()
         else:
             url = fleet.serve(workers=WORKERS)
+        warm = _submit(url, [jpeg_bytes(480, 320, seed=1000)], "warm-up")  # workers started
+        _finished(url, [warm["id"]])
         yield url
     finally:
         fleet.stop_all()
