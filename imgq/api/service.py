@@ -56,26 +56,36 @@ async def submit_job(
     specs = pipeline if _is_specs(pipeline) else parse_pipeline(pipeline)
     steps = await anyio.to_thread.run_sync(rt.registry.bind, specs)  # may read the models folder
     limits = limits_of(rt)
-    infos = [await anyio.to_thread.run_sync(probe, f.path, f.name, limits) for f in upload.files]
+    infos = await anyio.to_thread.run_sync(_probe_all, upload.files, limits)  # one hand-off
     sizes = [(f.name, i.width, i.height) for f, i in zip(upload.files, infos)]
     await anyio.to_thread.run_sync(refuse_large_ai_inputs, steps, sizes)  # docs/ai.md
     job = _new_job(rt, [s.to_dict() for s in steps], rt.registry.resource_of(steps),
                    ttl_seconds, source, extra or {}, upload.files, infos)
-    stored: list[str] = []
-    try:
-        for item, staged in zip(job.items, upload.files):
-            await anyio.to_thread.run_sync(rt.blobs.put_file, item.input_key, staged.path)
-            stored.append(item.input_key)
-        await anyio.to_thread.run_sync(rt.repo.create_job, job, callback_url, base_url)
-    except BaseException:
-        rt.blobs.delete(stored)
-        raise
+    await anyio.to_thread.run_sync(_store, rt, job, upload.files, callback_url, base_url)
     log.info("job %s: %d items queued (%s)", job.id, len(job.items), job.resource,
              extra={"job_id": job.id})
     if dispatcher is not None:
         # The rows are committed: if this publish is lost, the sweeper dispatches them later.
         dispatcher.submit([i.id for i in job.items], job.resource)
     return job
+
+
+def _probe_all(files: list[StagedFile], limits: Limits) -> list[ImageInfo]:
+    return [probe(f.path, f.name, limits) for f in files]
+
+
+def _store(rt: Runtime, job: Job, files: list[StagedFile], callback_url: str | None,
+           base_url: str) -> None:
+    """The inputs into the blob store, then the rows; on any failure no input is left."""
+    stored: list[str] = []
+    try:
+        for item, staged in zip(job.items, files):
+            rt.blobs.put_file(item.input_key, staged.path)
+            stored.append(item.input_key)
+        rt.repo.create_job(job, callback_url, base_url)
+    except BaseException:
+        rt.blobs.delete(stored)
+        raise
 
 
 def _is_specs(pipeline: object) -> TypeGuard[list[StepSpec]]:

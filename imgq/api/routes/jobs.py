@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 
 import anyio
@@ -18,6 +19,7 @@ from imgq.domain.names import content_disposition, unique_names
 from imgq.domain.status import Status
 from imgq.errors import Conflict, Gone, InvalidRequest
 from imgq.ops.image import OUTPUT_FORMATS
+from imgq.worker.runtime import Runtime
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -142,10 +144,23 @@ async def get_result(job_id: str, index: int, rt: RuntimeDep) -> Response:
     if rt.settings.s3_presigned_downloads and presign is not None:
         url = presign(item.result_key, item.result_name or "result", media)
         return RedirectResponse(url, status_code=307)  # the bytes come straight from S3
-    size = await anyio.to_thread.run_sync(rt.blobs.size, item.result_key)
+    size, whole, chunks = await anyio.to_thread.run_sync(_open_result, rt, item.result_key)
     headers = {**content_disposition(item.result_name or "result"), "Content-Length": str(size)}
-    chunks = await anyio.to_thread.run_sync(rt.blobs.iter_bytes, item.result_key)
+    if whole is not None:
+        return Response(whole, media_type=media, headers=headers)
     return StreamingResponse(chunks, media_type=media, headers=headers)
+
+
+#: Results up to this size are read in one go (one hand-off to a thread); larger ones stream.
+WHOLE_RESULT_BYTES = 1 << 20
+
+
+def _open_result(rt: Runtime, key: str) -> tuple[int, bytes | None, Iterator[bytes]]:
+    size = rt.blobs.size(key)
+    chunks = rt.blobs.iter_bytes(key)
+    if size <= WHOLE_RESULT_BYTES:
+        return size, b"".join(chunks), iter(())
+    return size, None, chunks
 
 
 @router.get(
