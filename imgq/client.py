@@ -340,11 +340,18 @@ def _answer(response: httpx.Response) -> Any:
 
 
 # -- sync -----------------------------------------------------------------------------------
+def _auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 class Client:
+    """api_key: the key of a server run with IMGQ_AUTH=keys."""
+
     def __init__(self, base_url: str = DEFAULT_URL, timeout: float = 60.0,
-                 http: httpx.Client | None = None) -> None:
+                 http: httpx.Client | None = None, api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.http = http or httpx.Client(base_url=self.base_url, timeout=timeout)
+        self.http = http or httpx.Client(base_url=self.base_url, timeout=timeout,
+                                         headers=_auth_headers(api_key))
 
     def __enter__(self) -> Client:
         return self
@@ -442,10 +449,13 @@ class Client:
 
 # -- async: the same calls, awaited ------------------------------------------------------------
 class AsyncClient:
+    """api_key: the key of a server run with IMGQ_AUTH=keys."""
+
     def __init__(self, base_url: str = DEFAULT_URL, timeout: float = 60.0,
-                 http: httpx.AsyncClient | None = None) -> None:
+                 http: httpx.AsyncClient | None = None, api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.http = http or httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        self.http = http or httpx.AsyncClient(base_url=self.base_url, timeout=timeout,
+                                              headers=_auth_headers(api_key))
 
     async def __aenter__(self) -> AsyncClient:
         return self

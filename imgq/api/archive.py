@@ -3,10 +3,59 @@
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import datetime
 
+import anyio
+
 from imgq.blobs.base import BlobStore
+from imgq.domain.models import Item
+from imgq.errors import ResultMissing
+
+
+#: Results up to this size are read at once, in the same hand-off to a thread that finds them;
+#: larger ones stream chunk by chunk.
+WHOLE_RESULT_BYTES = 1 << 20
+
+
+async def open_result(
+    blobs: BlobStore, item: Item
+) -> tuple[int, Iterator[bytes] | AsyncIterator[bytes]]:
+    """The size and bytes of an item's result; 410 result_missing when its file is gone."""
+    try:
+        size, whole, chunks = await anyio.to_thread.run_sync(_open, blobs, item.result_key or "")
+    except KeyError:
+        raise _missing([item]) from None
+    return size, (_once(whole) if whole is not None else chunks)
+
+
+def _open(blobs: BlobStore, key: str) -> tuple[int, bytes | None, Iterator[bytes]]:
+    size = blobs.size(key)
+    chunks = blobs.iter_bytes(key)
+    if size <= WHOLE_RESULT_BYTES:
+        return size, b"".join(chunks), iter(())
+    return size, None, chunks
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def require_results(blobs: BlobStore, items: list[Item]) -> None:
+    """Refuse (410 result_missing) before a ZIP starts when any result's file is gone, so an
+    archive is never broken halfway or silently short of an entry."""
+    present = await anyio.to_thread.run_sync(
+        lambda: [blobs.exists(i.result_key or "") for i in items])
+    missing = [i for i, ok in zip(items, present) if not ok]
+    if missing:
+        raise _missing(missing)
+
+
+def _missing(items: list[Item]) -> ResultMissing:
+    which = ", ".join(str(i.idx) for i in items)
+    word = "file of item" if len(items) == 1 else "files of items"
+    return ResultMissing(f"the result {word} {which} is no longer in storage; submit "
+                         "the image again", items=[i.idx for i in items])
 
 
 class _Sink:

@@ -4,7 +4,8 @@ A read is answered from memory when this server read the same job less than
 `IMGQ_STATUS_CACHE_SECONDS` ago and has written nothing since (so a client never misses a change
 it made through this server; workers' progress shows at most that late). The body and its
 ETag are made once per version of the job, so a poller that sends `If-None-Match` gets a 304
-and one that does not gets bytes already serialised.
+and one that does not gets bytes already serialised. What comes from memory is held to the
+caller's scope as the repository holds what it reads (`Scope.opens`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 import anyio
 
+from imgq.domain.access import Scope
 from imgq.domain.models import Job
 from imgq.domain.views import job_out
 from imgq.errors import NotFound
@@ -39,20 +41,22 @@ class JobReads:
         self.ttl = rt.settings.status_cache_seconds
         self._kept: OrderedDict[tuple[str, str], tuple[Snapshot, float, int]] = OrderedDict()
 
-    async def one(self, job_id: str, base: str) -> Snapshot:
-        found = await self.many([job_id], base)
+    async def one(self, job_id: str, base: str, scope: Scope) -> Snapshot:
+        found = await self.many([job_id], base, scope)
         if not found:
             raise NotFound(f"job {job_id} not found")
         return found[0]
 
-    async def many(self, job_ids: Sequence[str], base: str) -> list[Snapshot]:
-        """The jobs in the order asked; unknown ids are left out."""
+    async def many(self, job_ids: Sequence[str], base: str, scope: Scope) -> list[Snapshot]:
+        """The jobs in the order asked; unknown ids, and those the scope does not open, are
+        left out."""
         now, writes = time.monotonic(), self.rt.repo.writes
-        kept = {i: s for i in job_ids if (s := self._fresh(i, base, now, writes)) is not None}
+        kept = {i: s for i in job_ids if (s := self._fresh(i, base, now, writes)) is not None
+                and scope.opens(s.job.owner)}
         missing = [i for i in job_ids if i not in kept]
         if missing:
             for job, version in await anyio.to_thread.run_sync(
-                    self.rt.repo.get_jobs_versioned, missing):
+                    lambda: self.rt.repo.get_jobs_versioned(missing, scope=scope)):
                 kept[job.id] = self._keep(snapshot(job, version, base), base, now, writes)
         return [kept[i] for i in job_ids if i in kept]
 

@@ -1,5 +1,8 @@
 """Run items: claim → run → store → finish, with the retry policy.
 
+Every failure is classified by cause (`imgq.worker.classify`): the server's trouble is retried
+without spending the item's attempts, and only the image's or the pipeline's fault fails it.
+
 `drain(rt, resource)` is what workers run: it takes the queue's due items one after another in
 their fair order, writing each item's end and claiming the next in one transaction.
 `execute(rt, item_id)` runs one named item (tools and tests).
@@ -7,18 +10,25 @@ their fair order, writing each item's end and claiming the next in one transacti
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import TypeVar
+
 from imgq.domain.models import Claim
 from imgq.domain.names import with_extension
 from imgq.domain.retry import backoff
-from imgq.errors import Cancelled, ImgqError, InvalidTransition, TransientError
+from imgq.errors import Cancelled, DecodeError, ImgqError, InputMissing, InvalidTransition
 from imgq.ops.image import OUTPUT_FORMATS
-from imgq.store.repository import Finish, cancelled, failed, retry, succeeded
+from imgq.store.repository import Finish, cancelled, failed, retry, succeeded, utcnow
+from imgq.worker.classify import classify, storage_trouble
 from imgq.worker.context import ItemContext
 from imgq.worker.run import run_pipeline
 from imgq.worker.runtime import Runtime
@@ -29,6 +39,14 @@ log = logging.getLogger(__name__)
 #: Celery task holding its message) is never held for a whole queue; the items left keep
 #: their own messages.
 DRAIN_SECONDS = 5.0
+MAX_INFRA_BACKOFF = 60.0  # seconds: an outage is retried at least once a minute
+WRITE_TRIES = 5  # writes of an item's end tried while the database is unreachable
+
+T = TypeVar("T")
+
+
+class Unwritten(Exception):
+    """The database stayed unreachable while an item's end was written."""
 
 
 @dataclass(frozen=True)
@@ -58,15 +76,20 @@ class _Ended:
 
 
 def execute(rt: Runtime, item_id: str) -> Outcome:
-    claim = rt.repo.claim(item_id, rt.settings.lease_seconds)
+    try:
+        claim = rt.repo.claim(item_id, rt.settings.lease_seconds)
+    except Exception as exc:  # the database is down: the message comes back later
+        return Outcome("retry", _database_down(rt, exc))
     if claim is None:
         log.debug("item %s not claimable (taken, finished or not due)", item_id)
         return Outcome("skipped")
     ended = _run(rt, claim)
     try:
-        rt.repo.finish(ended.finish)
+        _write(rt, lambda: rt.repo.finish(ended.finish))
     except InvalidTransition as exc:
         return _settled(rt, ended, exc.message)
+    except Unwritten as exc:
+        return _settled(rt, ended, str(exc))
     return _settled(rt, ended, None)
 
 
@@ -75,13 +98,20 @@ def drain(rt: Runtime, resource: str, budget: float = DRAIN_SECONDS) -> Drained:
     or `budget` seconds have passed."""
     lease = rt.settings.lease_seconds
     stop_at = time.monotonic() + budget
-    claim = rt.repo.claim_next(resource, lease)
+    try:
+        claim = rt.repo.claim_next(resource, lease)
+    except Exception as exc:  # the database is down: look again later
+        return Drained(0, True, None, _database_down(rt, exc))
     count = 0
     while claim is not None:
         ended = _run(rt, claim)
         go_on = ended.outcome.status != "retry" and time.monotonic() < stop_at
-        refused, claim = rt.repo.finish_and_claim(ended.finish, resource if go_on else None,
-                                                  lease)
+        try:
+            refused, claim = _write(rt, lambda: rt.repo.finish_and_claim(
+                ended.finish, resource if go_on else None, lease))
+        except Unwritten as exc:  # its lease runs out and the sweeper requeues it
+            _settled(rt, ended, str(exc))
+            return Drained(count + 1, True, None, _database_down(rt, exc))
         outcome = _settled(rt, ended, refused)
         count += 1
         if outcome.status == "retry":
@@ -89,6 +119,32 @@ def drain(rt: Runtime, resource: str, budget: float = DRAIN_SECONDS) -> Drained:
         if not go_on:
             return Drained(count, True)
     return Drained(count, False)
+
+
+def _database_down(rt: Runtime, exc: BaseException) -> float:
+    delay = backoff(1, rt.settings.retry_backoff_seconds, MAX_INFRA_BACKOFF)
+    log.warning("cannot reach the database (%s); trying again in %.1f s", classify(exc).message,
+                delay)
+    return delay
+
+
+def _write(rt: Runtime, action: Callable[[], T]) -> T:
+    """Write an item's end, trying again while the database is unreachable (a dropped
+    connection, a restart): Unwritten when it stays so, and the item keeps its lease."""
+    for attempt in range(1, WRITE_TRIES + 1):
+        try:
+            return action()
+        except InvalidTransition:
+            raise
+        except Exception as exc:
+            error = classify(exc)
+            if not error.infrastructure:
+                raise
+            if attempt == WRITE_TRIES:
+                raise Unwritten(f"could not record the item's end ({error.message}); it will "
+                                "run again when its lease runs out") from exc
+            time.sleep(backoff(attempt, 0.5, rt.settings.lease_seconds / 10))
+    raise AssertionError("unreachable")
 
 
 def _run(rt: Runtime, claim: Claim) -> _Ended:
@@ -99,14 +155,19 @@ def _run(rt: Runtime, claim: Claim) -> _Ended:
         log.error("item %s: %s", item_id, exc.message, extra={"job_id": claim.job.id,
                                                              "item_id": item_id})
         return _Ended(failed(claim, exc.code, exc.message, None), Outcome("failed"))
-    ctx = ItemContext(rt.repo, claim, rt.settings.lease_seconds,
-                      rt.settings.item_time_limit_seconds, len(steps))
+    s = rt.settings
+    ctx = ItemContext(rt.repo, claim, s.lease_seconds, s.item_time_limit_seconds, len(steps),
+                      kill_grace=s.kill_grace_seconds, cancel_poll=s.cancel_poll_seconds)
     log.debug("item %s: running (attempt %d)", item_id, claim.item.attempts, extra=ctx.log_extra)
     target = _staging_path(rt, claim)
     with ctx:
         try:
-            with rt.blobs.open_local(claim.item.input_key) as source:
-                info = run_pipeline(steps, source, claim.item.input_meta["format"], target, ctx)
+            with _input(rt, claim) as source:
+                try:
+                    info = run_pipeline(steps, source, claim.item.input_meta["format"], target,
+                                        ctx)
+                except DecodeError as exc:  # "write error" is a full disk as often as a bad file
+                    raise storage_trouble(target.parent) or exc from None
             return _store(rt, claim, ctx, target, info.format, info.__dict__)
         except Cancelled:
             log.info("item %s: cancelled", item_id, extra=ctx.log_extra)
@@ -114,7 +175,16 @@ def _run(rt: Runtime, claim: Claim) -> _Ended:
         except Exception as exc:  # every failure becomes a state, never a crash
             return _failed(rt, claim, ctx, exc)
         finally:
-            target.unlink(missing_ok=True)  # moved into the store on success
+            with contextlib.suppress(OSError):  # moved into the store on success
+                target.unlink(missing_ok=True)  # (a read-only disk removes nothing)
+
+
+def _input(rt: Runtime, claim: Claim) -> AbstractContextManager[Path]:
+    try:
+        return rt.blobs.open_local(claim.item.input_key)
+    except KeyError:
+        raise InputMissing("the uploaded file of this image is no longer in storage; "
+                           "submit it again") from None
 
 
 def _staging_path(rt: Runtime, claim: Claim) -> Path:
@@ -135,18 +205,44 @@ def _store(rt: Runtime, claim: Claim, ctx: ItemContext, target: Path, fmt: str,
 
 
 def _failed(rt: Runtime, claim: Claim, ctx: ItemContext, exc: Exception) -> _Ended:
-    error = _as_imgq_error(exc)
+    error = classify(exc)
     extra = {**ctx.log_extra, "error_code": error.code}
-    if error.transient and claim.item.attempts < rt.settings.max_attempts:
-        delay = backoff(claim.item.attempts, rt.settings.retry_backoff_seconds)
+    if error.infrastructure:
+        return _infrastructure(rt, claim, ctx, error, exc)
+    failures = claim.item.failures + 1
+    if error.transient and failures < rt.settings.max_attempts:
+        delay = backoff(failures, rt.settings.retry_backoff_seconds)
         log.warning("item %s: transient error, retry in %.1f s: %s", claim.item.id, delay,
                     error.message, exc_info=exc, extra=extra)
         return _Ended(retry(claim, delay, error.code, error.message), Outcome("retry", delay))
     log.error("item %s: failed: %s", claim.item.id, error.message, exc_info=exc, extra=extra)
     message = error.message
     if error.transient:
-        message = f"{message} (gave up after {claim.item.attempts} attempts)"
+        message = f"{message} (gave up after {failures} attempts)"
     return _Ended(failed(claim, error.code, message, ctx.elapsed), Outcome("failed"))
+
+
+def _infrastructure(rt: Runtime, claim: Claim, ctx: ItemContext, error: ImgqError,
+                    exc: Exception) -> _Ended:
+    """The server's trouble: retried without spending an attempt, until the item has waited
+    as long as a queued item may (IMGQ_STUCK_AFTER_SECONDS)."""
+    extra = {**ctx.log_extra, "error_code": error.code}
+    waited = _seconds_since(claim.item.queued_at)
+    if waited < rt.settings.stuck_after_seconds:
+        delay = backoff(claim.item.attempts, rt.settings.retry_backoff_seconds,
+                        MAX_INFRA_BACKOFF)
+        log.warning("item %s: %s; retry in %.1f s", claim.item.id, error.message, delay,
+                    exc_info=exc, extra=extra)
+        return _Ended(retry(claim, delay, error.code, error.message, spend=False),
+                      Outcome("retry", delay))
+    message = (f"{error.message.removesuffix('; retrying')}: the server could not process "
+               f"the image for {waited:.0f} s; this is not a problem with the image")
+    log.error("item %s: gave up: %s", claim.item.id, message, exc_info=exc, extra=extra)
+    return _Ended(failed(claim, error.code, message, ctx.elapsed), Outcome("failed"))
+
+
+def _seconds_since(moment: datetime) -> float:
+    return (utcnow() - moment).total_seconds()
 
 
 def _settled(rt: Runtime, ended: _Ended, refused: str | None) -> Outcome:
@@ -159,14 +255,13 @@ def _settled(rt: Runtime, ended: _Ended, refused: str | None) -> Outcome:
             log.info("item %s: succeeded %s", claim.item.id, ended.note, extra=extra)
         return ended.outcome
     if ended.result_key:
-        rt.blobs.delete([ended.result_key])
+        _drop(rt, ended.result_key)
     log.warning("%s; result dropped", refused, extra=extra)
     return Outcome("lost")
 
 
-def _as_imgq_error(exc: Exception) -> ImgqError:
-    if isinstance(exc, ImgqError):
-        return exc
-    if isinstance(exc, (OSError, MemoryError, ConnectionError)):
-        return TransientError(f"temporary failure: {type(exc).__name__}")
-    return ImgqError("internal error while processing the image; see the server log")
+def _drop(rt: Runtime, key: str) -> None:
+    try:
+        rt.blobs.delete([key])
+    except Exception:  # the sweeper removes results nobody recorded
+        log.warning("could not delete %s now; the sweeper will", key, exc_info=True)

@@ -27,7 +27,7 @@ def black_png(width: int, height: int) -> bytes:
 def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Its tests shrink the limits (2 files, a few hundred bytes, 16 MP); so does this server."""
     started = start_server(tmp_path_factory, "ai-upscaler-strict", "--no-workers", max_files=2,
-                           max_file_bytes=2_000, max_pixels=2_000)
+                           max_file_bytes=2_000, max_pixels=2_000, ai_max_pixels=100)
     yield started
     started.close()
 
@@ -128,3 +128,17 @@ def test_batch_download_404_when_no_completed_results(server: Server) -> None:
     response = server.client.get(f"/api/jobs/batch-download?ids={UNKNOWN}")
     assert response.status_code == 404
     assert response.json() == {"detail": "No completed, non-expired results to download"}
+
+
+def test_an_image_over_the_ai_size_limit_answers_400_naming_it(strict: Server) -> None:
+    """The CPU limit of AI upscaling (IMGQ_AI_MAX_PIXELS, 100 here) refuses like its other
+    limits: 400 with the file's name, and no job is made for any file of the upload."""
+    if "upscale" not in strict.operations():
+        pytest.skip("the 'upscale' operation is not installed on this server")
+    before = strict.jobs_total()
+    parts = [("files", (name, black_png(side, side), "image/png"))
+             for name, side in (("small.png", 8), ("photo.png", 20))]
+    response = strict.client.post("/api/jobs/upload", data=FORM, files=parts)
+    assert response.status_code == 400, response.text
+    assert "photo.png" in response.json()["detail"]
+    assert strict.jobs_total() == before

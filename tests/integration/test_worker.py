@@ -13,6 +13,7 @@ import pytest
 import pyvips
 
 from imgq.config import load_settings
+from imgq.domain.access import SYSTEM
 from imgq.domain.models import Item, Job
 from imgq.domain.status import JobStatus, Status
 from imgq.errors import TransientError
@@ -166,10 +167,10 @@ def test_cancel_stops_a_running_item_at_its_next_check(rt: Runtime) -> None:
     worker = threading.Thread(target=lambda: result.append(execute(rt, job.items[0].id).status))
     worker.start()
     assert Slow.started.wait(5)
-    rt.repo.cancel_job(job.id)
+    rt.repo.cancel_job(job.id, scope=SYSTEM)
     worker.join(10)
     assert result == ["cancelled"]
-    assert rt.repo.get_job(job.id).status == JobStatus.cancelled
+    assert rt.repo.get_job(job.id, scope=SYSTEM).status == JobStatus.cancelled
 
 
 def test_the_time_limit_fails_a_long_item(rt: Runtime) -> None:
@@ -206,7 +207,7 @@ def test_the_sweeper_expires_jobs_and_removes_their_files(rt: Runtime) -> None:
     report = sweep(rt)
     assert report.expired_jobs == [job.id]
     assert not rt.blobs.exists(item.input_key) and not rt.blobs.exists(item.result_key or "")
-    assert rt.repo.get_job(job.id).data_removed
+    assert rt.repo.get_job(job.id, scope=SYSTEM).data_removed
 
 
 def test_a_drain_runs_every_due_item_of_its_queue_to_its_result(rt: Runtime) -> None:
@@ -232,7 +233,7 @@ def test_a_drain_stops_at_a_retry_and_names_the_item_to_wake(rt: Runtime) -> Non
     assert rt.repo.get_item(later.items[0].id).status == Status.queued
     time.sleep(drained.retry_in + 0.01)
     assert drain(rt, "cpu").items == 2
-    assert rt.repo.get_job(flaky.id).status == JobStatus.succeeded
+    assert rt.repo.get_job(flaky.id, scope=SYSTEM).status == JobStatus.succeeded
 
 
 def test_a_drain_stops_taking_items_when_its_time_is_spent(rt: Runtime) -> None:

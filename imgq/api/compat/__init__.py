@@ -15,6 +15,7 @@ from imgq.api.compat import (
     backend_ai,
     celery_demo,
     image_api,
+    processed,
     queue_demo,
 )
 from imgq.config import Settings
@@ -34,4 +35,8 @@ def enabled(settings: Settings, registry: Registry) -> list[tuple[APIRouter, dic
     """(router, OpenAPI tag) of every compatibility API the settings switch on."""
     if settings.compat_queue_demo:
         queue_demo.check_settings(settings, registry)
-    return [(m.router, m.OPENAPI_TAG) for name, m in MODULES.items() if getattr(settings, name)]
+    found = [(m.router, m.OPENAPI_TAG) for name, m in MODULES.items() if getattr(settings, name)]
+    if settings.compat_queue_demo or settings.compat_celery_demo:
+        tag = (queue_demo if settings.compat_queue_demo else celery_demo).OPENAPI_TAG
+        found.append((processed.router, tag))
+    return found

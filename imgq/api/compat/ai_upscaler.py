@@ -36,6 +36,7 @@ from imgq.domain.names import unique_names
 from imgq.domain.pipeline import parse_pipeline
 from imgq.domain.status import Status
 from imgq.errors import Gone, ImgqError, InvalidRequest, NotFound, Unavailable
+from imgq.ops.ai_support import refuse_large_ai_inputs
 from imgq.ops.image import probe
 from imgq.store.repository import utcnow
 from imgq.worker.runtime import Runtime
@@ -89,7 +90,9 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
 
 
 # -- upload -----------------------------------------------------------------------------------
-def _pipeline(rt: Runtime, options: Options) -> list[dict[str, Any]]:
+def _pipeline(rt: Runtime, options: Options, upload: Upload) -> list[dict[str, Any]]:
+    """The options' pipeline, once every file passed imgq's limits and the AI size limit:
+    a refused upload makes no job at all."""
     problem = common.operation_problem(rt, options.operation)
     if problem:
         what = {"upscale": "AI upscaling", "remove_background": "Background removal"}.get(
@@ -98,7 +101,10 @@ def _pipeline(rt: Runtime, options: Options) -> list[dict[str, Any]]:
                           "imgq's AI operations on the workers (see the README) and restart.")
     op = rt.registry.get(options.operation)
     pipeline = pipeline_for(rt.settings, options, "model" in op.params_model.model_fields)
-    rt.registry.bind(parse_pipeline(pipeline))  # a bad model name is refused before any upload
+    steps = rt.registry.bind(parse_pipeline(pipeline))  # a bad model name is refused here
+    infos = [probe(f.path, f.name, limits_of(rt)) for f in upload.files]
+    refuse_large_ai_inputs(steps, [(f.name, i.width, i.height)
+                                   for f, i in zip(upload.files, infos)])
     return pipeline
 
 
@@ -120,9 +126,7 @@ async def upload_jobs(request: Request) -> dict[str, list[str]]:
         options = parse_options(upload.fields)
         if not upload.files:
             raise InvalidRequest("No valid files")
-        for staged in upload.files:
-            await anyio.to_thread.run_sync(probe, staged.path, staged.name, limits_of(rt))
-        pipeline = await anyio.to_thread.run_sync(_pipeline, rt, options)
+        pipeline = await anyio.to_thread.run_sync(_pipeline, rt, options, upload)
         jobs = await _submit_each(request, upload, pipeline, _extra(options, upload.fields))
     finally:
         upload.discard()
@@ -138,9 +142,8 @@ async def _submit_each(request: Request, upload: Upload, pipeline: list[dict[str
             jobs.append(await common.submit(request, Upload(upload.fields, [staged]), pipeline,
                                             SOURCE, extra))
     except BaseException:
-        rt = common.runtime(request)
         for job in jobs:
-            await anyio.to_thread.run_sync(rt.repo.cancel_job, job.id)
+            await common.cancel_job(request, job.id)
         raise
     return jobs
 
@@ -196,8 +199,7 @@ def _ids(raw: str) -> list[str]:
 
 
 async def _ours(request: Request, ids: list[str]) -> list[Job]:
-    rt = common.runtime(request)
-    found = await anyio.to_thread.run_sync(rt.repo.get_jobs, ids)
+    found = await common.load_jobs(request, ids)
     by_id = {j.id: j for j in found if j.source == SOURCE and j.items}
     return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
 
@@ -209,8 +211,7 @@ async def list_jobs(request: Request, ids: str | None = None,
                     limit: Annotated[int, Query(ge=1)] = 50) -> list[dict[str, Any]]:
     if ids:
         return [_job_out(request, j) for j in await _ours(request, _ids(ids))]
-    rt = common.runtime(request)
-    found, _ = await anyio.to_thread.run_sync(rt.repo.list_jobs, RECENT_SCAN, 0)
+    found = await common.load_jobs(request, None, RECENT_SCAN)
     now = utcnow()
     recent = [j for j in found if j.source == SOURCE and j.items and j.expires_at > now]
     return [_job_out(request, j) for j in recent[: min(limit, 100)]]
@@ -252,7 +253,7 @@ async def batch_download(request: Request, ids: str = "") -> StreamingResponse:
         raise NotFound("No completed, non-expired results to download")
     names = unique_names([_options_of(j).download_name(j.items[0].input_name) for j in done])
     entries = [(name, j.items[0]) for name, j in zip(names, done)]
-    return common.stream_archive(request, done[0], entries, "upscaled_batch.zip")
+    return await common.stream_archive(request, done[0], entries, "upscaled_batch.zip")
 
 
 @router.get(PREFIX + "/{job_id}/download", summary="Download a job's result",
@@ -301,8 +302,7 @@ async def cancel(job_id: str, request: Request) -> dict[str, Any]:
     if status_word(job, item) not in ("queued", "processing"):
         raise InvalidRequest("Job cannot be cancelled (not found or already "
                              "completed/failed/cancelled)")
-    rt = common.runtime(request)
-    return _job_out(request, await anyio.to_thread.run_sync(rt.repo.cancel_job, job.id))
+    return _job_out(request, await common.cancel_job(request, job.id))
 
 
 def _stage_copy(rt: Runtime, key: str) -> Path:

@@ -28,6 +28,7 @@ from imgq.api.compat import common
 from imgq.api.deps import base_url
 from imgq.api.uploads import StagedFile, Upload
 from imgq.domain.models import Item, Job
+from imgq.domain.pipeline import MAX_DEPTH, load_json
 from imgq.domain.status import Status
 from imgq.errors import (
     DecodeError,
@@ -137,9 +138,11 @@ def _check_fields(fields: dict[str, str], has_image: bool) -> tuple[str, str, di
     parameters: Any = {}
     if fields.get("parameters", "").strip():
         try:
-            parameters = json.loads(fields["parameters"])
+            parameters = load_json(fields["parameters"])
         except json.JSONDecodeError:
             errors["parameters"] = ["Value must be valid JSON."]
+        except ValueError as exc:  # nested too deeply
+            errors["parameters"] = [f"Value {exc}."]
         if not isinstance(parameters, dict):
             errors.setdefault("parameters", ["Must be a JSON object."])
     if errors:
@@ -206,9 +209,11 @@ async def _receive(request: Request) -> Upload:
         text = body.decode("utf-8", "replace")
         return Upload(dict(parse_qsl(text, keep_blank_values=True)))
     try:
-        data = json.loads(body or b"{}")
+        data = load_json(body.decode("utf-8", "replace") or "{}", MAX_DEPTH + 1)
     except json.JSONDecodeError:
         raise invalid({"non_field_errors": ["the body is not valid JSON"]}) from None
+    except ValueError as exc:
+        raise invalid({"non_field_errors": [f"the body {exc}"]}) from None
     if not isinstance(data, dict):
         raise invalid({"non_field_errors": ["the body must be a JSON object"]})
     return Upload({k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items()})
@@ -304,5 +309,5 @@ async def cancel_task(task_id: str, request: Request) -> dict[str, str]:
     job = await _task(request, task_id)
     if status_word(job.items[0]) in ("SUCCESS", "FAILURE"):
         raise ShapedError(400, {"error": "Task already completed"})
-    await anyio.to_thread.run_sync(common.runtime(request).repo.cancel_job, job.id)
+    await common.cancel_job(request, job.id)
     return {"message": "Task cancelled"}

@@ -125,7 +125,7 @@ async def download(job_id: str, request: Request) -> Response:
     done = [i for i in job.items if i.status == Status.succeeded and i.result_key]
     if not done:
         return JSONResponse({"status": "error", "message": "No images found in job folder"})
-    return common.stream_archive(request, job, [(_result_name(i), i) for i in done],
+    return await common.stream_archive(request, job, [(_result_name(i), i) for i in done],
                                  f"{job.id}.zip")
 
 

@@ -13,7 +13,6 @@ IMGQ_COMPAT_QUEUE_DEMO_PIPELINE (by default: the picture as it is, upright, with
 from __future__ import annotations
 
 import html
-import secrets
 from typing import Any
 from urllib.parse import quote
 
@@ -21,6 +20,7 @@ import anyio
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
+from imgq.api.auth import scope_of
 from imgq.api.compat import common
 from imgq.config import Settings, SettingsError
 from imgq.domain.models import Job
@@ -32,8 +32,6 @@ from imgq.ops.base import Registry
 SOURCE = "compat:image-queue-demo"
 SYSTEM = "seed002"  # the key of its rows in compat_tasks, kept so that stored task ids stay valid
 TAG = "compat: Image Queue Demo"
-MAX_ID = 2**53 - 1
-MIN_ID = 2**32  # well clear of the old system's own small sequential ids
 #: imgq item state -> the old system's status word. It had no word for a failure (its worker left a
 #: failed task "pending" for ever); imgq says "failed" rather than keep a client waiting.
 STATUS_WORDS = {
@@ -67,15 +65,11 @@ def check_settings(settings: Settings, registry: Registry) -> None:
         raise SettingsError(f"IMGQ_COMPAT_QUEUE_DEMO_PIPELINE: {exc.message}") from None
 
 
-def new_task_id() -> int:
-    return MIN_ID + secrets.randbelow(MAX_ID - MIN_ID + 1)
-
-
 async def _free_task_id(request: Request) -> int:
     repo = common.runtime(request).repo
     while True:  # a clash is about one in 2**53 per task: this loop runs once
-        task_id = new_task_id()
-        if await anyio.to_thread.run_sync(repo.compat_task_job, SYSTEM, task_id) is None:
+        task_id = common.new_task_row_id()
+        if not await anyio.to_thread.run_sync(repo.compat_task_exists, SYSTEM, task_id):
             return task_id
 
 
@@ -108,8 +102,11 @@ async def upload(request: Request) -> Response:
 
 async def _job_of(request: Request, task_id: int | None = None,
                   filename: str | None = None) -> Job | None:
-    repo = common.runtime(request).repo
-    job_id = await anyio.to_thread.run_sync(repo.compat_task_job, SYSTEM, task_id, filename)
+    if filename is not None:
+        return await common.job_by_filename(request, SYSTEM, SOURCE, filename)
+    repo, scope = common.runtime(request).repo, scope_of(request)
+    job_id = await anyio.to_thread.run_sync(
+        lambda: repo.compat_task_job(SYSTEM, task_id, scope=scope))
     return None if job_id is None else await common.load_job(request, job_id, SOURCE)
 
 
@@ -118,7 +115,7 @@ async def _job_of(request: Request, task_id: int | None = None,
             "failed, which the old system lacked).",
             responses={404: {"description": '{"detail": "Task not found"}'}})
 async def status(task_id: str, request: Request) -> dict[str, Any]:
-    number = int(task_id) if task_id.isdigit() and len(task_id) < 20 else None
+    number = int(task_id) if task_id.isascii() and task_id.isdigit() and len(task_id) < 19 else None
     job = None if number is None else await _job_of(request, task_id=number)
     if job is None or not job.items:
         raise NotFound("Task not found")
@@ -177,7 +174,7 @@ async def result(filename: str, request: Request) -> HTMLResponse:
         return _page(title, f"<p>{html.escape(item.error_message or 'Processing failed.')}</p>")
     if common.is_expired(job, item):
         return _page(title, "<p>The processed image has expired and was removed.</p>")
-    src = f"/v1/jobs/{job.id}/items/{item.idx}/result"
+    src = f"/processed/{quote(filename)}"
     return _page(title, f'<p><img src="{src}" alt="{html.escape(filename)}, processed" '
                  'style="max-width: 100%"></p>'
                  f'<p><a href="{src}" download>Download</a></p>')

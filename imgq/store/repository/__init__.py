@@ -21,6 +21,7 @@ from imgq.store.repository.claims import (
 from imgq.store.repository.compat_tasks import CompatTaskStore
 from imgq.store.repository.events import EventStore
 from imgq.store.repository.jobs import JobStore
+from imgq.store.repository.keys import KeyStore
 from imgq.store.repository.outbox import (
     WEBHOOK_DELIVERED,
     WEBHOOK_FAILED,
@@ -29,10 +30,12 @@ from imgq.store.repository.outbox import (
     WebhookOutbox,
 )
 from imgq.store.repository.sweeps import SweepStore
+from imgq.store.repository.usage import UsageStore
 
 
-class Repository(JobStore, ClaimStore, SweepStore, EventStore, WebhookOutbox, CompatTaskStore):
-    """Jobs, claims, sweeps, events, the webhook outbox and the older APIs' task ids."""
+class Repository(JobStore, ClaimStore, SweepStore, EventStore, WebhookOutbox, CompatTaskStore,
+                 KeyStore, UsageStore):
+    """Jobs, claims, sweeps, events, the webhook outbox, the older APIs' task ids, API keys and quotas."""
 
 
 __all__ = ["WEBHOOK_DELIVERED", "WEBHOOK_FAILED", "WEBHOOK_PENDING", "Beat", "Delivery",

@@ -8,9 +8,10 @@ from dataclasses import fields
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import ColumnElement, Connection, Engine, false, select
 from sqlalchemy.engine import Row
 
+from imgq.domain.access import Scope
 from imgq.domain.models import Claim, Item, Job
 from imgq.domain.status import Status
 from imgq.store.db import WRITE
@@ -65,6 +66,16 @@ class RepositoryBase:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(select(1))
+
+
+def visible(scope: Scope, by_id: bool = True) -> list[ColumnElement[bool]]:
+    """The WHERE clause that keeps a caller to the jobs its scope opens. `by_id`: the job is
+    named by its id (in the keyless mode the id is a capability), not found by a list."""
+    if scope.sees_all or (by_id and scope.ids_open):
+        return []
+    if scope.owner is None:
+        return [false()]
+    return [jobs.c.owner == scope.owner]
 
 
 def owned_by(claim: Claim, sources: Iterable[Status] = (Status.running,)) -> list[Any]:

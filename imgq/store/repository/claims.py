@@ -172,8 +172,15 @@ class ClaimStore(RepositoryBase):
     def finish_cancelled(self, claim: Claim, processing_seconds: float | None = None) -> None:
         self.finish(cancelled(claim, processing_seconds))
 
-    def retry_later(self, claim: Claim, delay_seconds: float, code: str, message: str) -> None:
-        self.finish(retry(claim, delay_seconds, code, message))
+    def retry_later(self, claim: Claim, delay_seconds: float, code: str, message: str,
+                    spend: bool = True) -> None:
+        self.finish(retry(claim, delay_seconds, code, message, spend))
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Was cancel asked for this job? (A read, cheap enough to ask every second.)"""
+        with self.engine.connect() as conn:
+            return bool(conn.execute(
+                select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar())
 
     def finish(self, finish: Finish) -> None:
         """Write how the item ended; InvalidTransition when the claim is no longer ours."""
@@ -219,9 +226,12 @@ def cancelled(claim: Claim, processing_seconds: float | None) -> Finish:
         "processing_seconds": processing_seconds, "stage": "cancelled"})
 
 
-def retry(claim: Claim, delay_seconds: float, code: str, message: str) -> Finish:
+def retry(claim: Claim, delay_seconds: float, code: str, message: str,
+          spend: bool = True) -> Finish:
+    """Back to the queue after a delay; `spend`: count it against the image's attempts
+    (False for the server's own trouble, which is never the image's fault)."""
     not_before: datetime = utcnow() + timedelta(seconds=delay_seconds)
     return Finish(claim, Status.queued, {
         "not_before": not_before, "error_code": code, "error_message": message[:2000],
         "claim_token": None, "stage": f"retrying in {delay_seconds:.0f} s", "progress": 0,
-        "finished_at": None})
+        "finished_at": None, "failures": items.c.failures + (1 if spend else 0)})

@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import Connection, and_, bindparam, func, select
 
+from imgq.domain.access import Scope
 from imgq.domain.models import Job
-from imgq.store.repository.base import RepositoryBase
+from imgq.store.repository.base import RepositoryBase, visible
 from imgq.store.tables import items, jobs
 
 
 class EventStore(RepositoryBase):
-    def job_version(self, job_id: str) -> int | None:
-        """A number that grows with every change to the job or its items; None: no such job."""
+    def job_version(self, job_id: str, *, scope: Scope) -> int | None:
+        """A number that grows with every change to the job or its items; None: no such job
+        (or not one the scope opens)."""
         with self.engine.connect() as conn:
-            return self._job_version(conn, job_id)
+            return self._job_version(conn, job_id, scope)
 
-    def job_snapshot(self, job_id: str) -> tuple[Job, int] | None:
+    def job_snapshot(self, job_id: str, *, scope: Scope) -> tuple[Job, int] | None:
         """The job with its version, read together in one query."""
         with self.engine.connect() as conn:
-            found = self.load_versioned(conn, jobs.c.id == job_id)
+            found = self.load_versioned(conn, and_(jobs.c.id == job_id, *visible(scope)))
         return found[0] if found else None
 
-    def _job_version(self, conn: Connection, job_id: str) -> int | None:
-        found = conn.execute(JOB_VERSION, {"job_id": job_id}).scalar()
+    def _job_version(self, conn: Connection, job_id: str, scope: Scope) -> int | None:
+        found = conn.execute(JOB_VERSION.where(*visible(scope)), {"job_id": job_id}).scalar()
         return None if found is None else int(found)
 
 
