@@ -91,6 +91,11 @@ FINISH = {
         for c in (*columns, "finished_at", "lease_until")})
     for target, columns in _ENDS.items()
 }
+# A retry also counts against the image's attempts when it is the image's fault.
+FINISH[Status.queued] = FINISH[Status.queued].values(
+    failures=items.c.failures + bindparam("v_failures", type_=items.c.failures.type))
+_SETS = {target: {*columns, "finished_at", "lease_until", *(
+    ("failures",) if target == Status.queued else ())} for target, columns in _ENDS.items()}
 
 
 class ClaimStore(RepositoryBase):
@@ -192,6 +197,8 @@ class ClaimStore(RepositoryBase):
     def _apply_finish(self, conn: Connection, finish: Finish) -> str | None:
         claim = finish.claim
         values = {"finished_at": utcnow(), "lease_until": None, **finish.values}
+        if not values.keys() <= _SETS[finish.target]:  # a column the statement would drop
+            raise ValueError(f"{finish.target.value} cannot set {values.keys() - _SETS[finish.target]}")
         params = {f"v_{k}": v for k, v in values.items()}
         done = conn.execute(FINISH[finish.target],
                             {**params, "v_id": claim.item.id, "v_token": claim.token}).rowcount
@@ -234,4 +241,4 @@ def retry(claim: Claim, delay_seconds: float, code: str, message: str,
     return Finish(claim, Status.queued, {
         "not_before": not_before, "error_code": code, "error_message": message[:2000],
         "claim_token": None, "stage": f"retrying in {delay_seconds:.0f} s", "progress": 0,
-        "finished_at": None, "failures": items.c.failures + (1 if spend else 0)})
+        "finished_at": None, "failures": 1 if spend else 0})  # added to the count
