@@ -53,7 +53,7 @@ def serve(
     except SettingsError as exc:
         typer.echo(f"imgq: {exc}", err=True)
         raise typer.Exit(2) from None
-    for warning in exposure_warnings(settings):
+    for warning in exposure_warnings(settings, application.state.runtime.repo):
         log.warning("%s", warning)
         typer.secho(f"imgq: WARNING: {warning}", err=True, fg="red", bold=True)
     log.info("imgq serving on http://%s:%d", settings.host, settings.port, extra={

@@ -343,6 +343,10 @@ class Settings(BaseSettings):
         False, "Compile models with torch.compile (slow first run, faster afterwards).", "ai")
     ai_tile_pixels: int = _setting(
         0, "Tile side in pixels for AI upscaling; 0 chooses it from free memory.", "ai", ge=0)
+    ai_prompt_rules: str = _setting(
+        "", "JSON file of the prompt refinement rules of generate (quality terms, style terms "
+        "by keyword, default negative prompt); empty means the built-in rules (docs/ai.md).",
+        "ai")
 
     @field_validator("anonymous_rate_limit")
     @classmethod

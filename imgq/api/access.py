@@ -25,6 +25,7 @@ from imgq.api.auth import PRINCIPAL, anonymous
 from imgq.config import AuthMode, Settings
 from imgq.domain.access import Principal, Quotas, Scope, hash_secret
 from imgq.errors import Forbidden, ImgqError, RateLimited, Unauthorized
+from imgq.store.repository import Repository
 from imgq.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,11 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-def exposure_warnings(settings: Settings) -> list[str]:
-    """What `imgq serve` says loudly at start about how exposed it is."""
+def exposure_warnings(settings: Settings, repo: Repository) -> list[str]:
+    """What `imgq serve` says loudly at start about how exposed, or how closed, it is."""
+    if settings.auth == AuthMode.keys and not repo.list_keys():
+        return ["IMGQ_AUTH=keys but there is no API key yet, so every request will be refused: "
+                "create one with `imgq keys create NAME` (--admin for one that sees all jobs)."]
     if settings.auth == AuthMode.none and not is_loopback(settings.host):
         return [f"IMGQ_AUTH=none while listening on {settings.host}: anyone who can reach this "
                 "address can submit jobs, and open, cancel or delete any job whose id they "

@@ -6,13 +6,16 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pyvips
 
 from imgq.domain.models import Claim
-from imgq.errors import Cancelled, TimeLimitExceeded
+from imgq.errors import Cancelled, InvalidParameters, TimeLimitExceeded
+from imgq.ops.image import Image, decode
 from imgq.store.repository import Repository
+from imgq.worker.hooks import ItemHooks
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY = 0.5  # seconds between two progress writes
@@ -30,8 +33,10 @@ def allow_hard_stop() -> None:
 
 class ItemContext:
     def __init__(self, repo: Repository, claim: Claim, lease: float, time_limit: float,
-                 steps: int, kill_grace: float = 3.0, cancel_poll: float = 1.0) -> None:
+                 steps: int, kill_grace: float = 3.0, cancel_poll: float = 1.0,
+                 hooks: ItemHooks | None = None) -> None:
         self.repo, self.claim, self.lease = repo, claim, lease
+        self.hooks = hooks or ItemHooks()
         self.started = time.monotonic()
         self.time_limit = time_limit
         self.deadline = self.started + time_limit
@@ -45,6 +50,8 @@ class ItemContext:
         self._written = self.started  # the claim itself just wrote the lease
         self._polled = self.started
         self._lock = threading.Lock()
+        #: the job's attachments, name -> (local file, format), opened by the worker
+        self.attachments: dict[str, tuple[Path, str]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> ItemContext:
@@ -118,6 +125,7 @@ class ItemContext:
     # -- what steps use ---------------------------------------------------------------------
     def begin_step(self, index: int, name: str) -> None:
         self.step_index = index
+        self.hooks.step(self.claim, index, name)
         self.progress(0.0, f"step {index + 1}/{self.steps}: {name}")
 
     def progress(self, fraction: float, stage: str | None = None) -> None:
@@ -140,6 +148,12 @@ class ItemContext:
         return TimeLimitExceeded(
             f"the item took longer than its time limit of {self.time_limit:g} s"
         )
+
+    def attachment(self, name: str) -> Image:
+        if name not in self.attachments:
+            raise InvalidParameters(f"the job has no attachment named {name!r}")
+        path, fmt = self.attachments[name]
+        return decode(path, fmt)
 
     def monitor(self, image: pyvips.Image) -> None:
         """Follow libvips' evaluation of the final image: progress, and kill on abort."""

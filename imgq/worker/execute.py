@@ -14,11 +14,11 @@ import contextlib
 import logging
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TypeVar
 
@@ -26,7 +26,7 @@ from imgq.domain.models import Claim
 from imgq.domain.names import with_extension
 from imgq.domain.retry import backoff
 from imgq.errors import Cancelled, DecodeError, ImgqError, InputMissing, InvalidTransition
-from imgq.ops.image import OUTPUT_FORMATS
+from imgq.ops.image import OUTPUT_FORMATS, ImageInfo
 from imgq.store.repository import Finish, cancelled, failed, retry, succeeded, utcnow
 from imgq.worker.classify import classify, storage_trouble
 from imgq.worker.context import ItemContext
@@ -157,20 +157,21 @@ def _run(rt: Runtime, claim: Claim) -> _Ended:
         return _Ended(failed(claim, exc.code, exc.message, None), Outcome("failed"))
     s = rt.settings
     ctx = ItemContext(rt.repo, claim, s.lease_seconds, s.item_time_limit_seconds, len(steps),
-                      kill_grace=s.kill_grace_seconds, cancel_poll=s.cancel_poll_seconds)
-    log.debug("item %s: running (attempt %d)", item_id, claim.item.attempts, extra=ctx.log_extra)
+                      kill_grace=s.kill_grace_seconds, cancel_poll=s.cancel_poll_seconds,
+                      hooks=rt.hooks)
+    rt.hooks.started(claim)
     target = _staging_path(rt, claim)
     with ctx:
         try:
-            with _input(rt, claim) as source:
+            with ExitStack() as files:
+                source = _open_inputs(rt, claim, ctx, files)
                 try:
-                    info = run_pipeline(steps, source, claim.item.input_meta["format"], target,
-                                        ctx)
+                    info = run_pipeline(steps, source, claim.item.input_meta.get("format"),
+                                        target, ctx)
                 except DecodeError as exc:  # "write error" is a full disk as often as a bad file
                     raise storage_trouble(target.parent) or exc from None
-            return _store(rt, claim, ctx, target, info.format, info.__dict__)
+            return _store(rt, claim, ctx, target, info.format, _meta(info))
         except Cancelled:
-            log.info("item %s: cancelled", item_id, extra=ctx.log_extra)
             return _Ended(cancelled(claim, ctx.elapsed), Outcome("cancelled"))
         except Exception as exc:  # every failure becomes a state, never a crash
             return _failed(rt, claim, ctx, exc)
@@ -179,12 +180,30 @@ def _run(rt: Runtime, claim: Claim) -> _Ended:
                 target.unlink(missing_ok=True)  # (a read-only disk removes nothing)
 
 
-def _input(rt: Runtime, claim: Claim) -> AbstractContextManager[Path]:
+def _open_inputs(rt: Runtime, claim: Claim, ctx: ItemContext, files: ExitStack) -> Path | None:
+    """The item's input file (None for an item whose first step makes its image) and the
+    job's attachments, local for as long as `files` is open."""
+    for name, attached in claim.job.extra.get("attachments", {}).items():
+        path = files.enter_context(_stored(rt, attached["key"], f"the attachment {name}"))
+        ctx.attachments[name] = (path, attached["format"])
+    if not claim.item.input_key:
+        return None
+    return files.enter_context(_stored(rt, claim.item.input_key, "the uploaded file of this "
+                                                                  "image"))
+
+
+@contextlib.contextmanager
+def _stored(rt: Runtime, key: str, what: str) -> Iterator[Path]:
     try:
-        return rt.blobs.open_local(claim.item.input_key)
+        with rt.blobs.open_local(key) as path:
+            yield path
     except KeyError:
-        raise InputMissing("the uploaded file of this image is no longer in storage; "
-                           "submit it again") from None
+        raise InputMissing(f"{what} is no longer in storage; submit it again") from None
+
+
+def _meta(info: ImageInfo) -> dict[str, object]:
+    """The result's metadata; `details` only when a step reported some."""
+    return {k: v for k, v in info.__dict__.items() if k != "details" or v}
 
 
 def _staging_path(rt: Runtime, claim: Claim) -> Path:
@@ -249,14 +268,14 @@ def _settled(rt: Runtime, ended: _Ended, refused: str | None) -> Outcome:
     """After the end was written, or refused because another worker owns the item now (a
     late worker): then its result is dropped."""
     claim = ended.finish.claim
-    extra = {"job_id": claim.job.id, "item_id": claim.item.id}
     if refused is None:
-        if ended.outcome.status == "succeeded":
-            log.info("item %s: succeeded %s", claim.item.id, ended.note, extra=extra)
+        rt.hooks.ended(claim, ended.outcome.status, ended.note)
         return ended.outcome
     if ended.result_key:
         _drop(rt, ended.result_key)
-    log.warning("%s; result dropped", refused, extra=extra)
+    log.warning("%s; result dropped", refused, extra={"job_id": claim.job.id,
+                                                      "item_id": claim.item.id})
+    rt.hooks.ended(claim, "lost")
     return Outcome("lost")
 
 

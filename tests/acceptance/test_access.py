@@ -96,6 +96,7 @@ def _lists_show_only_the_callers_jobs(server: Server, made: Made, alice: str, bo
 def test_health_checks_and_the_page_need_no_key_but_the_docs_do(
         serve: Callable[..., Server]) -> None:
     server = serve("--no-workers", auth="keys")
+    assert "no API key yet" in server.log_text()
     for path in ("/healthz", "/readyz", "/", "/jobs", "/static/app.css"):
         assert server.client.get(path).status_code == 200, path
     for path in ("/openapi.json", "/v1/operations", "/metrics", "/upload"):

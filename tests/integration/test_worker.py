@@ -14,7 +14,7 @@ import pyvips
 
 from imgq.config import load_settings
 from imgq.domain.access import SYSTEM
-from imgq.domain.models import Item, Job
+from imgq.domain.models import Claim, Item, Job
 from imgq.domain.status import JobStatus, Status
 from imgq.errors import TransientError
 from imgq.ops import build_registry
@@ -23,6 +23,7 @@ from imgq.ops.image import Image
 from imgq.store.repository import utcnow
 from imgq.domain.retry import backoff
 from imgq.worker.execute import drain, execute
+from imgq.worker.hooks import Hooks, ItemHooks
 from imgq.worker.runtime import Runtime
 from imgq.worker.sweeper import sweep
 
@@ -256,3 +257,44 @@ def test_a_job_queued_with_an_alias_before_normalisation_still_runs(rt: Runtime)
     job = submit(rt, [{"op": "encode", "format": "jpg"}])
     assert execute(rt, job.items[0].id).status == "succeeded"
     assert rt.repo.get_item(job.items[0].id).result_meta["format"] == "jpeg"
+
+
+class Recorder(ItemHooks):
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def started(self, claim: Claim) -> None:
+        self.calls.append(("started", claim.item.id))
+
+    def step(self, claim: Claim, index: int, name: str) -> None:
+        self.calls.append(("step", str(index), name))
+
+    def ended(self, claim: Claim, outcome: str, note: str = "") -> None:
+        self.calls.append(("ended", outcome))
+
+
+class Raising(ItemHooks):
+    def started(self, claim: Claim) -> None:
+        raise RuntimeError("a broken hook")
+
+
+def test_hooks_see_an_items_life_and_a_broken_hook_does_not_fail_it(rt: Runtime) -> None:
+    recorder = Recorder()
+    rt.hooks = Hooks(Raising(), recorder)
+    job = submit(rt, [{"op": "grayscale"}, {"op": "flip"}])
+    assert execute(rt, job.items[0].id).status == "succeeded"
+    assert recorder.calls[0] == ("started", job.items[0].id)
+    assert [c[2] for c in recorder.calls if c[0] == "step"][:2] == ["grayscale", "flip"]
+    assert recorder.calls[-1] == ("ended", "succeeded")
+
+
+def test_hooks_hear_of_a_cancelled_item(rt: Runtime) -> None:
+    recorder = Recorder()
+    rt.hooks = recorder
+    job = submit(rt, [{"op": "slow"}])
+    worker = threading.Thread(target=execute, args=(rt, job.items[0].id))
+    worker.start()
+    assert Slow.started.wait(10)
+    rt.repo.cancel_job(job.id, scope=SYSTEM)
+    worker.join(30)
+    assert recorder.calls[-1] == ("ended", "cancelled")

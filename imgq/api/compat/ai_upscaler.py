@@ -21,6 +21,7 @@ from fastapi import Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from imgq.api.compat import common
+from imgq.api.thumbnails import thumbnail as render_thumbnail
 from imgq.api.compat.ai_upscaler_methods import (
     CONVERT_FORMATS,
     METHODS,
@@ -287,8 +288,7 @@ async def thumbnail(job_id: str, request: Request) -> Response:
     if _gone(job, item):
         raise NotFound("Thumbnail not available")
     rt = common.runtime(request)
-    body = await anyio.to_thread.run_sync(common.jpeg_thumbnail, rt, item.input_key,
-                                          item.input_name, THUMBNAIL_SIDE)
+    body = await render_thumbnail(rt, item.input_key, item.input_name, THUMBNAIL_SIDE, "jpeg")
     return Response(body, media_type="image/jpeg",
                     headers={"Cache-Control": "private, max-age=600"})
 

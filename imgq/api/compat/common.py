@@ -9,7 +9,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import anyio
-import pyvips
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -25,7 +24,7 @@ from imgq.dispatch.base import Dispatcher
 from imgq.domain.models import Item, Job
 from imgq.domain.names import content_disposition
 from imgq.domain.status import Status
-from imgq.errors import DecodeError, Gone, ImgqError, InvalidRequest
+from imgq.errors import Gone, ImgqError, InvalidRequest
 from imgq.ops.image import INPUT_FORMATS, OUTPUT_FORMATS
 from imgq.worker.runtime import Runtime
 
@@ -199,20 +198,3 @@ async def stream_input(request: Request, job: Job, item: Item, inline: bool = Tr
     return StreamingResponse(rt.blobs.iter_bytes(item.input_key), media_type=media,
                              headers=headers)
 
-
-def jpeg_thumbnail(rt: Runtime, key: str, name: str, size: int, quality: int = 85) -> bytes:
-    """A JPEG at most size×size (never enlarged), alpha flattened onto white."""
-    try:
-        with rt.blobs.open_local(key) as path:
-            image = pyvips.Image.thumbnail(str(path), size, height=size, size="down")
-            if image.interpretation not in ("srgb", "b-w"):
-                image = image.colourspace("srgb")
-            if image.hasalpha():
-                image = image.flatten(background=[255] * (image.bands - 1))
-            if image.format != "uchar":
-                image = image.cast("uchar")
-            return bytes(image.jpegsave_buffer(Q=quality, keep="none"))
-    except pyvips.Error:
-        raise DecodeError(f"{name}: no thumbnail, the image could not be decoded") from None
-    except KeyError:
-        raise Gone() from None
