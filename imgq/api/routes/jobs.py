@@ -157,6 +157,7 @@ async def get_result(job_id: str, index: int, rt: RuntimeDep, scope: ScopeDep) -
     return StreamingResponse(chunks, media_type=media, headers=headers)
 
 
+
 @router.get(
     "/{job_id}/archive", summary="Download every finished result as one ZIP",
     responses={200: {"content": {"application/zip": {}}}, **errors(404, 409, 410)},
