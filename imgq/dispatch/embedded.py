@@ -1,4 +1,4 @@
-"""The embedded dispatcher: worker process pools (`imgq.dispatch.pool`) inside `imgq serve`.
+"""The embedded dispatcher: pools of worker processes (`imgq.dispatch.pool`) inside `imgq serve`.
 
 A submit means "the queue has new work": it starts drains (each runs the queue's due items in
 fair order until none is due) on free processes. One thread schedules drains, so the
@@ -16,13 +16,12 @@ import functools
 import logging
 import queue
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from imgq.config import Settings
 from imgq.dispatch.base import Dispatcher
-from imgq.dispatch.pool import measure_models, new_pool, run_queue
+from imgq.dispatch.pool import WorkerPool
 from imgq.worker.execute import Drained
 
 log = logging.getLogger(__name__)
@@ -38,63 +37,31 @@ class _Wake:
 class _Done:
     resource: str
     started: int  # the submit sequence number when the drain started
-    pool: ProcessPoolExecutor
     future: Future[Drained]
-
-
-class Lane:
-    """The worker processes of one resource class; drains of that class run only here."""
-
-    def __init__(self, resource: str, settings: Settings, workers: int) -> None:
-        self.resource, self.settings, self.workers = resource, settings, workers
-        self.pool: ProcessPoolExecutor | None = None
-        self.active = 0  # drains running (scheduler thread only)
-
-    def start(self) -> None:
-        self.pool = self._new_pool()
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return new_pool(self.settings, self.workers, models=self.resource == "gpu")
-
-    def replace(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
-        """A new pool in place of `broken`, once: the other drains of a broken pool find it
-        already replaced."""
-        if self.pool is None or self.pool is not broken:
-            return self.pool or broken
-        self.pool = self._new_pool()
-        broken.shutdown(wait=False, cancel_futures=True)
-        return self.pool
-
-    def free(self) -> int:
-        return self.workers - self.active
 
 
 class EmbeddedDispatcher(Dispatcher):
     def __init__(self, settings: Settings, workers: int | None = None) -> None:
         self.settings = settings
-        self.lanes = {"cpu": Lane("cpu", settings, workers or settings.worker_count),
-                      "gpu": Lane("gpu", settings, settings.ai_workers)}
-        self.workers = sum(lane.workers for lane in self.lanes.values())
+        self.lanes = {"cpu": workers or settings.worker_count, "gpu": settings.ai_workers}
+        self.workers = sum(self.lanes.values())
+        self._pools: dict[str, WorkerPool] = {}
         self._events: queue.Queue[_Wake | _Done | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._timers: set[threading.Timer] = set()
         self._lock = threading.Lock()  # guards _timers only
+        self._active = {lane: 0 for lane in self.lanes}  # drains running (scheduler thread)
         self._seq = 0  # submits seen (scheduler thread only)
         self._last_wake: dict[str, int] = {}
 
     def start(self) -> None:
-        for lane in self.lanes.values():
-            lane.start()
-        ai = self.lanes["gpu"].pool
-        if ai is not None and self.settings.ai_measure_on_start:
-            # The AI lane's first task: items sent meanwhile get measured costs.
-            ai.submit(measure_models).add_done_callback(_log_measured)
+        self._pools = {lane: WorkerPool(self.settings, n, models=lane == "gpu")
+                       for lane, n in self.lanes.items()}
+        if self.settings.ai_measure_on_start:
+            self._pools["gpu"].measure_models()
         self._thread = threading.Thread(target=self._schedule, name="embedded-dispatch",
                                         daemon=True)
         self._thread.start()
-
-    def lane(self, resource: str) -> Lane:
-        return self.lanes["gpu" if resource == "gpu" else "cpu"]
 
     def submit(self, item_ids: list[str], resource: str = "cpu", delay: float = 0.0) -> None:
         if delay > 0:
@@ -120,23 +87,18 @@ class EmbeddedDispatcher(Dispatcher):
             if isinstance(event, _Wake):
                 self._seq += 1
                 self._last_wake[event.resource] = self._seq
-                for _ in range(min(event.count, self.lane(event.resource).free())):
+                lane = _lane(event.resource)
+                for _ in range(min(event.count, self.lanes[lane] - self._active[lane])):
                     self._start_drain(event.resource)
             else:
-                self.lane(event.resource).active -= 1
+                self._active[_lane(event.resource)] -= 1
                 if self._finished(event):
                     self._start_drain(event.resource)
 
     def _finished(self, done: _Done) -> bool:
         """Handle a finished drain; True when another drain should follow it."""
-        try:
+        try:  # a process that died gives an empty drain (the pool replaced it alone)
             drained = done.future.result()
-        except BrokenProcessPool:
-            # A worker process died (killed, or a native crash). Its item keeps its lease and
-            # the sweeper requeues it when the lease runs out; the queue's other items go on.
-            log.error("a worker process died while running items; restarting the pool")
-            self.lane(done.resource).replace(done.pool)
-            return True
         except Exception:
             log.exception("unexpected error in a worker process")
             return False
@@ -146,25 +108,16 @@ class EmbeddedDispatcher(Dispatcher):
         return drained.more or self._last_wake.get(done.resource, 0) > done.started
 
     def _start_drain(self, resource: str) -> None:
-        lane = self.lane(resource)
-        if lane.pool is None or lane.free() <= 0:
+        lane = _lane(resource)
+        pool = self._pools.get(lane)
+        if pool is None or self._active[lane] >= self.lanes[lane]:
             return
-        pool = lane.pool
-        try:
-            future = pool.submit(run_queue, resource)
-        except (BrokenProcessPool, RuntimeError):
-            pool = lane.replace(pool)
-            try:
-                future = pool.submit(run_queue, resource)
-            except (BrokenProcessPool, RuntimeError):
-                log.exception("cannot start worker processes; the sweeper will dispatch again")
-                return
-        lane.active += 1
-        future.add_done_callback(functools.partial(self._report, resource, self._seq, pool))
+        future = pool.drain(resource)
+        self._active[lane] += 1
+        future.add_done_callback(functools.partial(self._report, resource, self._seq))
 
-    def _report(self, resource: str, started: int, pool: ProcessPoolExecutor,
-                future: Future[Drained]) -> None:
-        self._events.put(_Done(resource, started, pool, future))
+    def _report(self, resource: str, started: int, future: Future[Drained]) -> None:
+        self._events.put(_Done(resource, started, future))
 
     def stop(self) -> None:
         with self._lock:
@@ -174,26 +127,15 @@ class EmbeddedDispatcher(Dispatcher):
             self._events.put(None)
             self._thread.join(timeout=10)
             self._thread = None
-        pools = [lane.pool for lane in self.lanes.values()]
-        for lane in self.lanes.values():
-            lane.pool = None
-        for pool in pools:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            pool.stop(wait=self.settings.kill_grace_seconds + 2)
 
     def describe(self) -> dict[str, object]:
         return {"kind": "embedded", "workers": self.workers,
-                "inflight": sum(lane.active for lane in self.lanes.values()),
-                "lanes": {name: lane.workers for name, lane in self.lanes.items()}}
+                "inflight": sum(self._active.values()), "lanes": dict(self.lanes)}
 
 
-def _log_measured(future: Future[list[str]]) -> None:
-    try:
-        measured = future.result()
-    except BrokenProcessPool:
-        return  # the lane's own drains report the dead process
-    except Exception:
-        log.exception("measuring the model costs failed")
-        return
-    if measured:
-        log.info("measured the model costs of this machine: %s", ", ".join(measured))
+def _lane(resource: str) -> str:
+    """The lane of a resource class: gpu items have their own processes, the rest share."""
+    return "gpu" if resource == "gpu" else "cpu"
