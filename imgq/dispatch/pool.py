@@ -108,9 +108,9 @@ class WorkerPool:
 
     def __init__(self, settings: Settings, processes: int, models: bool = False) -> None:
         self.settings, self.models = settings, models
-        threads = max(1, (multiprocessing.cpu_count() or 1) // processes)
+        self.threads = max(1, (multiprocessing.cpu_count() or 1) // processes)
         self._pool = ProcessPool(max_workers=processes, initializer=init_worker,
-                                 initargs=(settings, threads, models),
+                                 initargs=(settings, self.threads, models),
                                  context=multiprocessing.get_context("spawn"))
 
     def drain(self, resource: str) -> Future[Drained]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 import pyvips
 
 from imgq.config import load_settings
-from imgq.dispatch.pool import new_pool
+from imgq.dispatch.pool import WorkerPool, init_worker
 from tests.fixtures.encoded import jpeg_bytes
 from tests.fixtures.server import Server
 from tests.integration.ai._support import require_torch
@@ -50,11 +51,17 @@ def test_model_threads_times_processes_stay_within_the_cores(processes: int) -> 
     import torch
 
     cores = multiprocessing.cpu_count()
-    pool = new_pool(load_settings(), processes, models=True)
+    settings = load_settings()
+    lane = WorkerPool(settings, processes, models=True)
     try:
+        assert lane.threads == max(1, cores // processes)
+    finally:
+        lane.stop(wait=10)
+    # what a process of that pool sets up (its initializer), seen from inside it
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=init_worker,
+                             initargs=(settings, lane.threads, True)) as pool:
         threads = {pool.submit(torch.get_num_threads).result(timeout=120)
                    for _ in range(processes)}
-    finally:
-        pool.shutdown()
-    assert threads == {max(1, cores // processes)}
-    assert max(threads) * processes <= max(cores, processes)
+    assert threads == {lane.threads}
+    assert lane.threads * processes <= max(cores, processes)
