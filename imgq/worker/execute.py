@@ -25,7 +25,8 @@ from typing import TypeVar
 from imgq.domain.models import Claim
 from imgq.domain.retry import backoff
 from imgq.errors import Cancelled, DecodeError, ImgqError, InputMissing, InvalidTransition
-from imgq.ops.base import result_name
+from imgq.ops.ai_support import estimate_pipeline
+from imgq.ops.base import BoundStep, result_name
 from imgq.ops.image import OUTPUT_FORMATS, ImageInfo
 from imgq.store.repository import Finish, cancelled, failed, retry, succeeded, utcnow
 from imgq.worker.classify import classify, storage_trouble
@@ -159,11 +160,16 @@ def _write(rt: Runtime, action: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def time_limit(rt: Runtime, claim: Claim) -> float:
-    """IMGQ_ITEM_TIME_LIMIT_SECONDS on top of twice the AI work estimated at submission: a
-    large photo upscaled on a CPU is accepted, and may take the time it was announced to take."""
-    estimated = (claim.item.input_meta or {}).get("estimated_seconds") or 0.0
-    return rt.settings.item_time_limit_seconds + 2 * float(estimated)
+def time_limit(rt: Runtime, claim: Claim, steps: list[BoundStep]) -> float:
+    """IMGQ_ITEM_TIME_LIMIT_SECONDS on top of twice the AI work estimated, at submission or now
+    from this worker's latest figures, whichever is longer: a large photo upscaled on a CPU is
+    accepted, and may take the time it was announced (or is now expected) to take."""
+    meta = claim.item.input_meta or {}
+    estimated = float(meta.get("estimated_seconds") or 0.0)
+    if meta.get("width") and meta.get("height"):
+        now = estimate_pipeline(steps, int(meta["width"]), int(meta["height"]))
+        estimated = max(estimated, now.seconds if now is not None else 0.0)
+    return rt.settings.item_time_limit_seconds + 2 * estimated
 
 
 def _run(rt: Runtime, claim: Claim) -> _Ended:
@@ -175,7 +181,7 @@ def _run(rt: Runtime, claim: Claim) -> _Ended:
                                                              "item_id": item_id})
         return _Ended(failed(claim, exc.code, exc.message, None), Outcome("failed"))
     s = rt.settings
-    ctx = ItemContext(rt.repo, claim, s.lease_seconds, time_limit(rt, claim), len(steps),
+    ctx = ItemContext(rt.repo, claim, s.lease_seconds, time_limit(rt, claim, steps), len(steps),
                       kill_grace=s.kill_grace_seconds, cancel_poll=s.cancel_poll_seconds,
                       hooks=rt.hooks)
     rt.hooks.started(claim)

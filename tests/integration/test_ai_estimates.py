@@ -22,6 +22,7 @@ from imgq.ai.descriptors import SHIPPED  # noqa: E402
 from imgq.ai.warmup import calibrate_missing  # noqa: E402
 from imgq.api.app import create_app  # noqa: E402
 from imgq.compose import open_runtime  # noqa: E402
+from imgq.domain.pipeline import parse_pipeline  # noqa: E402
 from imgq.ops import build_registry  # noqa: E402
 from tests.integration.test_ai_ops import FAST, picture, run, settings, write  # noqa: E402
 
@@ -133,3 +134,24 @@ def test_a_run_through_the_pipeline_and_a_calibration_record_this_machines_cost(
     measured = CostBook(costs_file).fit(CostBook.key(other.name, "cpu"))
     assert measured is not None and measured.line() is not None
     assert measured.line()[1] > 0  # type: ignore[index]
+
+
+def test_an_item_may_take_twice_the_longer_of_its_estimates(tmp_path: Path,
+                                                             costs_file: Path) -> None:
+    from types import SimpleNamespace
+
+    from imgq.worker.execute import time_limit
+
+    runtime = open_runtime(settings(tmp_path, ai_costs_file=costs_file,
+                                    item_time_limit_seconds=600), run_migrations=True)
+    steps = runtime.registry.bind(parse_pipeline("upscale:scale=4"))
+    now = PER_PIXEL * covered_pixels(640, 480, X4PLUS)  # what this worker measured since
+    meta = {"width": 640, "height": 480, "estimated_seconds": 1.0}  # said at submission
+    claim = SimpleNamespace(item=SimpleNamespace(input_meta=meta))
+    assert time_limit(runtime, claim, steps) == pytest.approx(600 + 2 * now)  # type: ignore[arg-type]
+    meta["estimated_seconds"] = 10 * now
+    assert time_limit(runtime, claim, steps) == pytest.approx(600 + 20 * now)  # type: ignore[arg-type]
+    classic = runtime.registry.bind(parse_pipeline("grayscale"))
+    assert time_limit(runtime, SimpleNamespace(item=SimpleNamespace(input_meta={})),  # type: ignore[arg-type]
+                      classic) == 600
+    runtime.close()
