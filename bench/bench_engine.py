@@ -183,7 +183,7 @@ def main() -> None:
           f"best of {repeat}")
     engine = common.Engine.load()
     if engine.unregistered:
-        print(f"# note: ops not in default_registry yet, imported from their modules: "
+        print(f"# note: ops not in the registry yet, imported from their modules: "
               f"{', '.join(engine.unregistered)}")
     if not engine.has("encode"):
         print("# note: imgq has no encode op yet: EncodeOptions set directly")

@@ -331,6 +331,7 @@ def profile_worker(count: int = 200) -> None:
     from fastapi.testclient import TestClient
 
     from imgq.api.app import create_app
+    from imgq.compose import open_runtime
     from imgq.config import load_settings
     from imgq.worker.execute import execute
 
@@ -338,7 +339,7 @@ def profile_worker(count: int = 200) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="imgq-bench-prof-"))
     settings = load_settings(data_dir=data_dir, max_files=count, workers=1)
     common.single_thread_libvips()
-    app = create_app(settings, None, sweeper=False)
+    app = create_app(open_runtime(settings, run_migrations=True), None, sweeper=False)
     rt = app.state.runtime
     with TestClient(app) as client:
         handles = [p.open("rb") for p in smalls]

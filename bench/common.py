@@ -225,11 +225,11 @@ class Engine:
     @classmethod
     def load(cls) -> Engine:
         import imgq.ops
-        from imgq.ops import default_registry
+        from imgq.ops import build_registry
         from imgq.ops.base import Registry
 
         registry = Registry()
-        for op in default_registry():
+        for op in build_registry():
             registry.add(op)
         extra = []
         for mod in pkgutil.iter_modules(imgq.ops.__path__):

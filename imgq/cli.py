@@ -44,17 +44,14 @@ def serve(
     processes run the items and `imgq beat` sweeps."""
     import uvicorn
 
-    from imgq.api.app import create_app
-    from imgq.dispatch import broker_kind, make_dispatcher
+    from imgq.compose import build_app
 
     settings = _settings(host=host, port=port, workers=workers)
     try:
-        fleet = broker_kind(settings) != "embedded"
-        dispatcher = make_dispatcher(settings, embedded_workers=not no_workers)
+        application, dispatcher = build_app(settings, embedded_workers=not no_workers)
     except SettingsError as exc:
         typer.echo(f"imgq: {exc}", err=True)
         raise typer.Exit(2) from None
-    application = create_app(settings, dispatcher, sweeper=not fleet)
     log.info("imgq serving on http://%s:%d (database %s, storage %s, %s)", settings.host,
              settings.port, settings.database_url.split("@")[-1], settings.storage_url,
              "no workers" if dispatcher is None else dispatcher.describe())
@@ -73,7 +70,7 @@ def worker(
         help="Celery pool: prefork (default), threads or solo.")] = None,
 ) -> None:
     """Run items from the broker (IMGQ_BROKER_URL: Celery on redis:// or amqp://, or nats://)."""
-    from imgq.dispatch import run_worker
+    from imgq.compose import run_worker
 
     try:
         run_worker(_settings(), queues, concurrency, pool)
@@ -86,7 +83,7 @@ def worker(
 def beat() -> None:
     """The fleet's sweeper: lost leases and unpublished items every IMGQ_QUEUE_SWEEP_INTERVAL,
     expiry every IMGQ_SWEEP_INTERVAL. Run exactly one per fleet."""
-    from imgq.dispatch import run_beat
+    from imgq.compose import run_beat
 
     try:
         run_beat(_settings())
@@ -109,10 +106,10 @@ def migrate() -> None:
 @app.command(epilog=SETTINGS_HELP)
 def cleanup() -> None:
     """Run one sweep now: expire old jobs, requeue lost items, fail stuck ones."""
-    from imgq.worker.runtime import Runtime
+    from imgq.compose import open_runtime
     from imgq.worker.sweeper import sweep
 
-    rt = Runtime.from_settings(_settings(), run_migrations=True)
+    rt = open_runtime(_settings(), run_migrations=True)
     report = sweep(rt)
     typer.echo(f"expired {len(report.expired_jobs)} jobs, requeued {len(report.requeued)} "
                f"items, failed {len(report.stuck_failed) + len(report.lost_failed)} items")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "IMGQ_"
 
@@ -33,6 +34,9 @@ class Settings(BaseSettings):
         "", "Base URL used in links given to clients; empty means the request's own.", "server"
     )
     log_level: str = _setting("INFO", "Logging level (DEBUG, INFO, WARNING, ERROR).", "server")
+    cors_origins: Annotated[list[str], NoDecode] = _setting(
+        [], "Origins whose web pages may call the API (CORS), comma-separated, e.g. "
+        "http://localhost:3000; * allows every origin; empty sends no CORS headers.", "server")
 
     # storage
     data_dir: Path = _setting(Path("imgq-data"), "Folder for the SQLite database and files.", "storage")
@@ -181,6 +185,15 @@ class Settings(BaseSettings):
         False, "Compile models with torch.compile (slow first run, faster afterwards).", "ai")
     ai_tile: int = _setting(
         0, "Tile side in pixels for AI upscaling; 0 chooses it from free memory.", "ai", ge=0)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            return json.loads(value)
+        if isinstance(value, str):
+            return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _fill_paths(self) -> "Settings":

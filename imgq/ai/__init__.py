@@ -1,7 +1,7 @@
 """The AI model runtime: descriptors, weight loading, device choice, tiled inference.
 
 Importing ``imgq.ai`` imports neither torch nor onnxruntime; the names below load their module
-on first use, so a server without the AI extra can still list models and plug-ins.
+on first use, so a server without the AI extra can still list models.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ _EXPORTS = {
     "scan_models_dir": "imgq.ai.models_dir",
     "get_model": "imgq.ai.loading",
     "estimate_cpu_seconds": "imgq.ai.estimate",
-    "discover_plugins": "imgq.ai.plugins",
 }
-_RENAMED = {"discover_plugins": "discover"}
 
 __all__ = sorted(_EXPORTS) + ["torch_available"]
 
@@ -34,4 +32,4 @@ def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'imgq.ai' has no attribute {name!r}")
     module = importlib.import_module(_EXPORTS[name])
-    return getattr(module, _RENAMED.get(name, name))
+    return getattr(module, name)

@@ -13,13 +13,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from imgq import __version__
-from imgq.api import compat
+from imgq.api import compat, cors
 from imgq.api.routes import events, jobs, limits, meta, metrics, models, previews, web
-from imgq.config import Settings
 from imgq.dispatch.base import Dispatcher
+from imgq.dispatch.sweeper import sweep_queue
 from imgq.errors import ImgqError
 from imgq.worker.runtime import Runtime
-from imgq.worker.sweeper import SweepReport, sweep_expiry, sweep_queue
+from imgq.worker.sweeper import SweepReport, sweep_expiry
 from imgq.worker.webhooks import deliver_due_webhooks
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,11 @@ async def _upkeep(rt: Runtime, dispatcher: Dispatcher | None) -> None:
         await asyncio.sleep(tick)
 
 
-def create_app(settings: Settings, dispatcher: Dispatcher | None = None,
+def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
                sweeper: bool = True) -> FastAPI:
-    runtime = Runtime.from_settings(settings, run_migrations=True)
+    """The API, the page and the older APIs around a runtime (built by `imgq.compose`); the
+    app closes the runtime when it stops. `sweeper`: run the embedded sweeper."""
+    settings = runtime.settings
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -77,10 +79,11 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None,
     for router in (events.router, previews.router, limits.router, models.router):
         app.include_router(router)
     web.install(app)
-    for router, tag in compat.enabled(settings):  # the earlier systems' APIs (docs/compat.md)
+    for router, tag in compat.enabled(settings, runtime.registry):  # the earlier systems' APIs (docs/compat.md)
         app.include_router(router)
         app.openapi_tags = [*(app.openapi_tags or []), tag]
     _add_error_handlers(app)
+    cors.install(app, settings)
     return app
 
 

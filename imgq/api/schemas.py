@@ -2,74 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from imgq.domain.models import Item, Job
-from imgq.domain.status import JobStatus, Status
-
-
-class ErrorInfo(BaseModel):
-    code: str = Field(description="Stable machine-readable error code, e.g. decode_error.")
-    message: str = Field(description="What went wrong, safe to show to a person.")
-    details: dict[str, Any] | None = Field(default=None, description="Extra facts, if any.")
+from imgq.domain.views import (
+    ErrorInfo,
+    ImageMeta,
+    ItemOut,
+    JobOut,
+    JobUrls,
+    Timings,
+    job_out,
+)
 
 
 class ErrorResponse(BaseModel):
     error: ErrorInfo
-
-
-class Timings(BaseModel):
-    queued_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    processing_seconds: float | None = Field(None, description="Time spent processing.")
-
-
-class ImageMeta(BaseModel):
-    format: str
-    width: int
-    height: int
-    bytes: int
-
-
-class ItemOut(BaseModel):
-    id: str
-    index: int = Field(description="Position in the job; used in the result URL.")
-    name: str = Field(description="The uploaded file's name, cleaned.")
-    status: Status
-    progress: int = Field(ge=0, le=100)
-    stage: str | None = Field(None, description='What is happening now, e.g. "tile 12/48".')
-    attempts: int
-    error: ErrorInfo | None = None
-    timings: Timings
-    input: ImageMeta
-    output: ImageMeta | None = None
-    result_name: str | None = Field(None, description="Download name of the result.")
-    result_url: str | None = None
-
-
-class JobUrls(BaseModel):
-    self: str
-    archive: str
-    cancel: str
-
-
-class JobOut(BaseModel):
-    id: str
-    status: JobStatus = Field(description="Derived from the items; partial = some failed.")
-    progress: int = Field(ge=0, le=100)
-    created_at: datetime
-    expires_at: datetime
-    data_removed: bool = Field(description="True once the files expired and were removed.")
-    cancel_requested: bool
-    pipeline: list[dict[str, Any]]
-    resource: str = Field(description="cpu or gpu: the queue the items go to.")
-    counts: dict[str, int] = Field(description="Items per status.")
-    items: list[ItemOut]
-    urls: JobUrls
 
 
 class JobList(BaseModel):
@@ -89,38 +38,5 @@ class OperationOut(BaseModel):
     params: dict[str, Any] = Field(description="JSON schema of the parameters.")
 
 
-def _meta(raw: dict[str, Any] | None) -> ImageMeta | None:
-    if not raw:
-        return None
-    return ImageMeta(**{k: raw[k] for k in ("format", "width", "height", "bytes")})
-
-
-def item_out(job: Job, item: Item, base: str) -> ItemOut:
-    error = None
-    if item.error_code and item.status in (Status.failed, Status.cancelled, Status.queued):
-        error = ErrorInfo(code=item.error_code, message=item.error_message or "")
-    has_result = item.status == Status.succeeded and item.result_key
-    return ItemOut(
-        id=item.id, index=item.idx, name=item.input_name, status=item.status,
-        progress=100 if item.status == Status.succeeded else item.progress, stage=item.stage,
-        attempts=item.attempts, error=error,
-        timings=Timings(queued_at=item.queued_at, started_at=item.started_at,
-                        finished_at=item.finished_at, processing_seconds=item.processing_seconds),
-        input=_meta(item.input_meta),  # type: ignore[arg-type]
-        output=_meta(item.result_meta), result_name=item.result_name,
-        result_url=f"{base}/v1/jobs/{job.id}/items/{item.idx}/result" if has_result else None,
-    )
-
-
-def job_out(job: Job, base: str) -> JobOut:
-    counts: dict[str, int] = {}
-    for item in job.items:
-        counts[item.status.value] = counts.get(item.status.value, 0) + 1
-    url = f"{base}/v1/jobs/{job.id}"
-    return JobOut(
-        id=job.id, status=job.status, progress=job.progress, created_at=job.created_at,
-        expires_at=job.expires_at, data_removed=job.data_removed,
-        cancel_requested=job.cancel_requested, pipeline=job.pipeline, resource=job.resource,
-        counts=counts, items=[item_out(job, i, base) for i in job.items],
-        urls=JobUrls(self=url, archive=f"{url}/archive", cancel=f"{url}/cancel"),
-    )
+__all__ = ["ErrorInfo", "ErrorResponse", "ImageMeta", "ItemOut", "JobList", "JobOut", "JobUrls",
+           "OperationOut", "Timings", "job_out"]

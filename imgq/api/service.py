@@ -15,7 +15,7 @@ from imgq.domain.models import Item, Job
 from imgq.domain.pipeline import StepSpec, parse_pipeline
 from imgq.domain.status import Status
 from imgq.errors import InvalidRequest
-from imgq.ops._ai_bridge import refuse_large_ai_inputs
+from imgq.ops.ai_support import refuse_large_ai_inputs
 from imgq.ops.image import INPUT_FORMATS, ImageInfo, Limits, probe
 from imgq.store.repository import utcnow
 from imgq.worker.runtime import Runtime

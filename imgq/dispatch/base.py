@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from urllib.parse import urlparse
+
+from imgq.config import Settings, SettingsError
+
+CELERY_SCHEMES = frozenset({"redis", "rediss", "amqp", "amqps", "pyamqp"})
+NATS_SCHEMES = frozenset({"nats", "tls"})
 
 
 class Dispatcher(ABC):
@@ -21,3 +27,27 @@ class Dispatcher(ABC):
 
     def describe(self) -> dict[str, object]:
         return {"kind": type(self).__name__}
+
+
+def broker_kind(settings: Settings) -> str:
+    """embedded, celery or nats; a URL of another kind is a settings error."""
+    if not settings.broker_url:
+        return "embedded"
+    scheme = urlparse(settings.broker_url).scheme
+    if scheme in CELERY_SCHEMES:
+        return "celery"
+    if scheme in NATS_SCHEMES:
+        return "nats"
+    raise SettingsError(f"IMGQ_BROKER_URL: unsupported scheme {scheme!r}; use redis://, "
+                        "amqp:// (Celery) or nats:// (NATS JetStream), or leave it empty")
+
+
+def queue_for(settings: Settings, resource: str) -> str:
+    return settings.gpu_queue if resource == "gpu" else settings.cpu_queue
+
+
+def queue_names(settings: Settings, names: str | None) -> list[str]:
+    """`--queues cpu,gpu`: the resource names stand for the configured queue names."""
+    wanted = [n.strip() for n in (names or "cpu,gpu").split(",") if n.strip()]
+    alias = {"cpu": settings.cpu_queue, "gpu": settings.gpu_queue}
+    return list(dict.fromkeys(alias.get(n, n) for n in wanted))

@@ -4,6 +4,10 @@ A task carries only an item id; the database says what to do. `acks_late` with
 `reject_on_worker_lost` and a prefetch of 1 mean a worker that dies mid-item loses nothing:
 the message goes back to the broker, and the item's lease lets the sweeper requeue it.
 
+`imgq serve` publishes from a background thread: a request never waits on the broker, and a
+publish that fails (the broker is down) is only logged, because the rows are committed and the
+beat's outbox sweep publishes any queued item that no worker took.
+
 For tools that want an app (`celery -A imgq.dispatch.celery_app flower`), `app` is built from
 the environment on first use.
 """
@@ -11,12 +15,17 @@ the environment on first use.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from typing import Any
 
 from celery import Celery, signals
 
 from imgq.config import Settings, get_settings
+from imgq.dispatch.base import Dispatcher, queue_for
+from imgq.dispatch.sweeper import FleetSweeper
+from imgq.worker.execute import execute
+from imgq.worker.runtime import Runtime, tune_libvips
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +35,57 @@ SWEEP_EXPIRY = "imgq.sweep_expiry"
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}  # this process's Runtime, publisher and sweeper, made once
+
+
+RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5,
+                "interval_max": 2.0}
+_STOP = None
+
+
+class CeleryDispatcher(Dispatcher):
+    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
+        self.settings = settings
+        self.app = app or make_celery(settings)
+        self._pending: queue.Queue[tuple[str, list[str], float] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._publish_loop, name="celery-publisher",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, item_ids: list[str], resource: str = "cpu", delay: float = 0.0) -> None:
+        target = queue_for(self.settings, resource)
+        if self._thread is not None:
+            self._pending.put((target, list(item_ids), delay))
+        else:  # in a worker or the beat: publish now
+            self.publish_to(target, item_ids, delay)
+
+    def publish_to(self, target: str, item_ids: list[str], delay: float = 0.0) -> None:
+        with self.app.producer_or_acquire() as producer:
+            for item_id in item_ids:
+                self.app.send_task(RUN_ITEM, args=[item_id], queue=target, producer=producer,
+                                   countdown=delay if delay > 0 else None, retry=True,
+                                   retry_policy=RETRY_POLICY)
+
+    def _publish_loop(self) -> None:
+        while (work := self._pending.get()) is not _STOP:
+            target, item_ids, delay = work
+            try:
+                self.publish_to(target, item_ids, delay)
+            except Exception as exc:
+                log.warning("could not publish %d items to %s (%s); the beat's outbox sweep "
+                            "will publish them", len(item_ids), target, exc)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._pending.put(_STOP)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "celery", "queues": [self.settings.cpu_queue, self.settings.gpu_queue],
+                "pending": self._pending.qsize()}
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -61,8 +121,6 @@ def make_celery(settings: Settings) -> Celery:
 def _register_tasks(app: Celery) -> None:
     @app.task(name=RUN_ITEM, bind=True, ignore_result=True)
     def run_item(task: Any, item_id: str) -> str:
-        from imgq.worker.execute import execute
-
         outcome = execute(_runtime(app), item_id)
         if outcome.status == "retry" and outcome.retry_in is not None:
             queue = (task.request.delivery_info or {}).get("routing_key")
@@ -84,8 +142,6 @@ def _register_tasks(app: Celery) -> None:
 def _runtime(app: Celery) -> Any:
     with _lock:
         if "runtime" not in _state:
-            from imgq.worker.runtime import Runtime, tune_libvips
-
             settings: Settings = app.imgq_settings
             tune_libvips(1)
             _state["runtime"] = Runtime.from_settings(settings)
@@ -95,15 +151,11 @@ def _runtime(app: Celery) -> Any:
 def _publisher(app: Celery) -> Any:
     with _lock:
         if "publisher" not in _state:
-            from imgq.dispatch.celery import CeleryDispatcher
-
             _state["publisher"] = CeleryDispatcher(app.imgq_settings, app)
         return _state["publisher"]
 
 
 def _sweeper(app: Celery) -> Any:
-    from imgq.dispatch import FleetSweeper
-
     runtime, publisher = _runtime(app), _publisher(app)
     with _lock:
         if "sweeper" not in _state:

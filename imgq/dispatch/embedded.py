@@ -1,43 +1,18 @@
-"""The embedded dispatcher: a pool of worker processes inside `imgq serve`.
-
-Processes, not threads: image work must never block the server's event loop, and a worker
-that crashes (a bad image can take down a native decoder) must not take the server with it.
-"""
+"""The embedded dispatcher: a pool of worker processes (`imgq.dispatch.pool`) inside `imgq serve`."""
 
 from __future__ import annotations
 
 import functools
 import logging
-import multiprocessing
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from imgq.config import Settings
 from imgq.dispatch.base import Dispatcher
+from imgq.dispatch.pool import new_pool, run_item
 
 log = logging.getLogger(__name__)
-
-_runtime = None  # the worker process's Runtime, made once by _init_worker
-
-
-def _init_worker(settings: Settings, threads: int) -> None:
-    global _runtime
-    from imgq.logs import setup_logging
-    from imgq.worker.runtime import Runtime, tune_libvips
-
-    setup_logging(settings.log_level)
-    tune_libvips(threads)
-    _runtime = Runtime.from_settings(settings)
-
-
-def _run(item_id: str) -> tuple[str, float | None]:
-    from imgq.worker.execute import execute
-
-    assert _runtime is not None, "worker process not initialised"
-    outcome = execute(_runtime, item_id)
-    return outcome.status, outcome.retry_in
-
 
 class EmbeddedDispatcher(Dispatcher):
     def __init__(self, settings: Settings, workers: int | None = None) -> None:
@@ -49,15 +24,8 @@ class EmbeddedDispatcher(Dispatcher):
         self._timers: set[threading.Timer] = set()
         self._stopping = False
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        threads = max(1, (multiprocessing.cpu_count() or 1) // self.workers)
-        return ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker, initargs=(self.settings, threads),
-        )
-
     def start(self) -> None:
-        self._pool = self._new_pool()
+        self._pool = new_pool(self.settings, self.workers)
 
     def submit(self, item_ids: list[str], resource: str = "cpu", delay: float = 0.0) -> None:
         if delay > 0:
@@ -71,24 +39,26 @@ class EmbeddedDispatcher(Dispatcher):
         with self._lock:
             if self._pool is None or self._stopping:
                 return
+            pool = self._pool
             for item_id in item_ids:
                 if item_id in self._inflight:
                     continue
                 self._inflight.add(item_id)
                 try:
-                    future = self._pool.submit(_run, item_id)
+                    future = pool.submit(run_item, item_id)
                 except (BrokenProcessPool, RuntimeError):
                     self._inflight.discard(item_id)
-                    self._replace_pool()
+                    pool = self._replace_pool(pool)
                     continue
-                future.add_done_callback(functools.partial(self._done, item_id, resource))
+                future.add_done_callback(functools.partial(self._done, item_id, resource, pool))
 
     def _fire(self, item_ids: list[str], resource: str, timer_ref: list[threading.Timer]) -> None:
         with self._lock:
             self._timers.discard(timer_ref[0])
         self.submit(item_ids, resource)
 
-    def _done(self, item_id: str, resource: str, future: Future[tuple[str, float | None]]) -> None:
+    def _done(self, item_id: str, resource: str, pool: ProcessPoolExecutor,
+              future: Future[tuple[str, float | None]]) -> None:
         with self._lock:
             self._inflight.discard(item_id)
         try:
@@ -99,7 +69,7 @@ class EmbeddedDispatcher(Dispatcher):
             log.error("a worker process died while running item %s; restarting the pool",
                       item_id, extra={"item_id": item_id})
             with self._lock:
-                self._replace_pool()
+                self._replace_pool(pool)
             return
         except Exception:
             log.exception("item %s: unexpected error in the worker", item_id,
@@ -108,14 +78,14 @@ class EmbeddedDispatcher(Dispatcher):
         if status == "retry" and retry_in is not None:
             self.submit([item_id], resource, delay=retry_in)
 
-    def _replace_pool(self) -> None:
-        if self._stopping or self._pool is None:
-            return
-        old = self._pool
-        if not getattr(old, "_broken", False):
-            return
-        self._pool = self._new_pool()
-        old.shutdown(wait=False, cancel_futures=True)
+    def _replace_pool(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
+        """A new pool in place of `broken`, once: the other items of a broken pool find it
+        already replaced."""
+        if self._stopping or self._pool is None or self._pool is not broken:
+            return self._pool or broken
+        self._pool = new_pool(self.settings, self.workers)
+        broken.shutdown(wait=False, cancel_futures=True)
+        return self._pool
 
     def stop(self) -> None:
         with self._lock:

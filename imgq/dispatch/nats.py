@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import re
 import signal
 import threading
+import time
 from collections.abc import Coroutine
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -28,8 +28,10 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from imgq.config import Settings
-from imgq.dispatch import FleetSweeper, queue_for
-from imgq.dispatch.base import Dispatcher
+from imgq.dispatch.base import Dispatcher, queue_for
+from imgq.dispatch.pool import new_pool, run_item
+from imgq.dispatch.sweeper import FleetSweeper
+from imgq.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -156,16 +158,8 @@ class NatsWorker:
         self.settings, self.queues, self.concurrency = settings, queues, concurrency
         self.stopping = asyncio.Event()
         self.slots = asyncio.Semaphore(concurrency)
-        self.pool = self._new_pool()
+        self.pool = new_pool(settings, concurrency)
         self.running: set[asyncio.Task[None]] = set()
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        from imgq.dispatch.embedded import _init_worker
-
-        threads = max(1, (multiprocessing.cpu_count() or 1) // self.concurrency)
-        return ProcessPoolExecutor(self.concurrency,
-                                   mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(self.settings, threads))
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -209,11 +203,10 @@ class NatsWorker:
             task.add_done_callback(self.running.discard)
 
     async def _handle(self, msg: Msg) -> None:
-        from imgq.dispatch.embedded import _run
-
         item_id = msg.data.decode()
         try:
-            future = asyncio.get_running_loop().run_in_executor(self.pool, _run, item_id)
+            pool = self.pool
+            future = asyncio.get_running_loop().run_in_executor(pool, run_item, item_id)
             while True:  # keep the message ours while the item runs
                 done, _ = await asyncio.wait({future}, timeout=self.settings.nats_ack_wait / 3)
                 if done:
@@ -225,7 +218,7 @@ class NatsWorker:
             # the ack wait) and the item's lease to the sweeper.
             log.error("a worker process died while running item %s; restarting the pool",
                       item_id, extra={"item_id": item_id})
-            self._replace_pool()
+            self._replace_pool(pool)
             return
         except Exception:
             log.exception("item %s: unexpected error", item_id, extra={"item_id": item_id})
@@ -237,10 +230,10 @@ class NatsWorker:
         else:
             await msg.ack()
 
-    def _replace_pool(self) -> None:
-        if getattr(self.pool, "_broken", False):
-            old, self.pool = self.pool, self._new_pool()
-            old.shutdown(wait=False, cancel_futures=True)
+    def _replace_pool(self, broken: ProcessPoolExecutor) -> None:
+        if self.pool is broken:  # once, however many of its items saw it break
+            self.pool = new_pool(self.settings, self.concurrency)
+            broken.shutdown(wait=False, cancel_futures=True)
 
 
 def run_worker(settings: Settings, queues: list[str], concurrency: int | None) -> None:
@@ -249,10 +242,6 @@ def run_worker(settings: Settings, queues: list[str], concurrency: int | None) -
 
 def run_beat(settings: Settings) -> None:
     """The fleet sweeper on a plain timer (JetStream has no scheduler of its own)."""
-    import time
-
-    from imgq.worker.runtime import Runtime
-
     dispatcher = NatsDispatcher(settings)
     dispatcher.start()
     sweeper = FleetSweeper(Runtime.from_settings(settings, run_migrations=True), dispatcher)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from imgq.ops.base import Registry
@@ -42,7 +41,7 @@ def _fill(registry: Registry, settings: Settings | None = None) -> None:
             registry.add(op)
     # AI operations (docs/ai.md): built with the settings; None reads them from the environment.
     from imgq.ops import plugins, remove_background, upscale
-    from imgq.ops._ai_bridge import AIConfig
+    from imgq.ops.ai_support import AIConfig
 
     config = AIConfig.from_settings(settings) if settings is not None else None
     for op in (*upscale.operations(config), *remove_background.operations(config)):
@@ -56,7 +55,3 @@ def build_registry(settings: Settings | None = None) -> Registry:
     _fill(registry, settings)
     return registry
 
-
-@lru_cache(maxsize=1)
-def default_registry() -> Registry:
-    return build_registry()

@@ -14,7 +14,7 @@ from typing import Literal
 import pyvips
 
 from imgq.errors import DecodeError
-from imgq.ops._access import render
+from imgq.ops.access import render
 from imgq.ops.image import Image, vips_reason
 
 Fit = Literal["contain", "cover", "fill"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imgq.ops._access import random_access
+from imgq.ops.access import random_access
 from imgq.ops.base import NoParams, Operation, StepContext
 from imgq.ops.image import Image
 

@@ -1,8 +1,14 @@
-"""Operations from installed packages (the ``imgq.operations`` entry points), as registry entries.
+"""Operations from installed packages (the ``imgq.operations`` entry point group), as registry
+entries.
+
+A package declares, in its own pyproject.toml::
+
+    [project.entry-points."imgq.operations"]
+    style_transfer = "my_package.ops:StyleTransfer"
 
 An entry point may name an Operation subclass (instantiated with no arguments) or an Operation
 instance; its ``name`` must be the entry point's name. Anything else, a plug-in that fails to
-load, and seed 003's task types nobody provides become unavailable operations whose reason says
+load, and the Backend AI task types nobody provides become unavailable operations whose reason says
 why: GET /v1/operations lists them, and a pipeline using them is refused with that reason.
 """
 
@@ -10,13 +16,64 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from imgq.ai.plugins import PluginOperation, discover
 from imgq.ops.base import Operation, StepContext
 from imgq.ops.image import Image
 
 log = logging.getLogger(__name__)
+
+
+GROUP = "imgq.operations"
+BACKEND_AI_TASKS = {
+    "image_generation": "text-to-image generation",
+    "face_swap": "face swapping",
+    "style_transfer": "neural style transfer",
+}
+
+
+@dataclass(frozen=True)
+class PluginOperation:
+    name: str
+    available: bool
+    reason: str | None = None
+    provider: str | None = None  # "package:object" the operation comes from
+    target: object | None = None
+
+    def public(self) -> dict[str, object]:
+        return {"name": self.name, "available": self.available, "reason": self.reason,
+                "provider": self.provider}
+
+
+def _load(entry: EntryPoint) -> PluginOperation:
+    provider = entry.value
+    try:
+        target = entry.load()
+    except Exception as exc:  # noqa: BLE001 - a broken plug-in is reported, not fatal
+        log.warning("plug-in operation failed to load",
+                       extra={"operation": entry.name, "provider": provider, "error": str(exc)})
+        return PluginOperation(entry.name, False, f"plug-in {provider} failed to load: {exc}",
+                               provider)
+    return PluginOperation(entry.name, True, None, provider, target)
+
+
+def discover(group: str = GROUP) -> dict[str, PluginOperation]:
+    """Every plug-in operation, plus an unavailable entry for each Backend AI task type nobody provides."""
+    found: dict[str, PluginOperation] = {}
+    for entry in entry_points(group=group):
+        if entry.name in found:
+            log.warning("two plug-ins provide the same operation; keeping the first",
+                           extra={"operation": entry.name, "ignored": entry.value})
+            continue
+        found[entry.name] = _load(entry)
+    for name, what in BACKEND_AI_TASKS.items():
+        if name not in found:
+            found[name] = PluginOperation(
+                name, False, f"{what} needs a model that imgq does not ship; install a plug-in "
+                             f"package that provides the '{name}' operation ({GROUP} entry point)")
+    return found
 
 
 class UnavailableOperation(Operation):

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from imgq.ops._ai_bridge import (
+from imgq.ops.ai_support import (
     AIConfig,
     from_array,
     missing_packages,

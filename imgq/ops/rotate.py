@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyvips
 from pydantic import Field
 
-from imgq.ops._access import random_access
+from imgq.ops.access import random_access
 from imgq.ops.base import Operation, Params, StepContext
 from imgq.ops.image import Image
 

@@ -18,7 +18,7 @@ from pydantic import Field, create_model, model_validator
 from imgq.ai.descriptors import SHIPPED, ModelDescriptor
 from imgq.ai.estimate import describe_estimate, estimate_cpu_seconds
 from imgq.errors import ImageTooLarge
-from imgq.ops._ai_bridge import (
+from imgq.ops.ai_support import (
     AIConfig,
     from_array,
     missing_packages,

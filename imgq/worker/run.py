@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgq.errors import ImgqError
-from imgq.ops._access import random_access
+from imgq.ops.access import random_access
 from imgq.ops.base import BoundStep
 from imgq.ops.image import Image, ImageInfo, decode, encode_to_file
 from imgq.worker.context import ItemContext

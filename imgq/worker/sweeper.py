@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from imgq.dispatch.base import Dispatcher
 from imgq.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -28,24 +27,6 @@ def requeue_lost(rt: Runtime, report: SweepReport) -> None:
         log.warning("requeued %d items whose lease ran out", len(report.requeued))
 
 
-def dispatch(dispatcher: Dispatcher, due: list[tuple[str, str]]) -> None:
-    """Submit (item id, resource class) pairs, one call per resource class."""
-    by_resource: dict[str, list[str]] = {}
-    for item_id, resource in due:
-        by_resource.setdefault(resource, []).append(item_id)
-    for resource, ids in by_resource.items():
-        dispatcher.submit(ids, resource)
-
-
-def sweep_queue(rt: Runtime, dispatcher: Dispatcher | None, report: SweepReport) -> None:
-    """Requeue items whose worker stopped; dispatch queued items no message carries (outbox)."""
-    requeue_lost(rt, report)
-    if dispatcher is not None:
-        due = rt.repo.due_items()
-        dispatch(dispatcher, due)
-        report.dispatched = len(due)
-
-
 def sweep_expiry(rt: Runtime, report: SweepReport) -> None:
     report.stuck_failed = rt.repo.fail_stuck(rt.settings.stuck_after)
     # An upload or result older than any item may run was left by a killed process.
@@ -58,8 +39,9 @@ def sweep_expiry(rt: Runtime, report: SweepReport) -> None:
         log.info("expired %d jobs and removed their files", len(report.expired_jobs))
 
 
-def sweep(rt: Runtime, dispatcher: Dispatcher | None = None) -> SweepReport:
+def sweep(rt: Runtime) -> SweepReport:
+    """One whole sweep without a dispatcher (`imgq cleanup`)."""
     report = SweepReport()
-    sweep_queue(rt, dispatcher, report)
+    requeue_lost(rt, report)
     sweep_expiry(rt, report)
     return report

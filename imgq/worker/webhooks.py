@@ -25,6 +25,7 @@ import httpx
 
 from imgq import __version__
 from imgq.config import Settings
+from imgq.domain.views import job_out
 from imgq.errors import ImgqError, InvalidRequest, InvalidTransition, NotFound
 from imgq.store.repository import Delivery, utcnow
 from imgq.worker.runtime import Runtime
@@ -187,8 +188,6 @@ def deliver(rt: Runtime, delivery: Delivery) -> bool:
 
 def payload(rt: Runtime, delivery: Delivery) -> bytes:
     """The job exactly as GET /v1/jobs/{id} shows it, now."""
-    from imgq.api.schemas import job_out  # the API's view of a job is the payload
-
     job = rt.repo.get_job(delivery.job_id)
     data = job_out(job, delivery.base_url).model_dump(mode="json")
     return json.dumps(data, separators=(",", ":")).encode()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from imgq.api.app import create_app
+from imgq.compose import open_runtime
 from imgq.config import SettingsError, load_settings
 from tests.acceptance.conftest import Server
 
@@ -34,7 +35,7 @@ def test_every_compatibility_api_has_its_own_tag_marked_as_compatibility(server:
 def test_each_compatibility_api_is_switched_off_by_its_setting(tmp_path: Path) -> None:
     for setting, path in PATHS.items():
         settings = load_settings(data_dir=tmp_path / setting, **{setting: False})
-        app = create_app(settings, None, sweeper=False)
+        app = create_app(open_runtime(settings, run_migrations=True), None, sweeper=False)
         try:
             paths = app.openapi()["paths"]
             assert path not in paths
@@ -46,4 +47,4 @@ def test_each_compatibility_api_is_switched_off_by_its_setting(tmp_path: Path) -
 def test_a_seed002_pipeline_that_cannot_run_stops_the_start(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, compat_seed002_pipeline="sepia:amount=1")
     with pytest.raises(SettingsError, match="IMGQ_COMPAT_SEED002_PIPELINE: unknown operation"):
-        create_app(settings, None, sweeper=False)
+        create_app(open_runtime(settings, run_migrations=True), None, sweeper=False)

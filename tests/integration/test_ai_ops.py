@@ -25,12 +25,13 @@ with warnings.catch_warnings():  # starlette prefers httpx2 and warns when it fi
     from fastapi.testclient import TestClient
 from safetensors.torch import save_file  # noqa: E402
 
-from imgq.ai.plugins import PluginOperation  # noqa: E402
-from imgq.api.app import create_app  # noqa: E402
+from imgq.api.app import create_app
+from imgq.compose import open_runtime  # noqa: E402
 from imgq.config import Settings, load_settings  # noqa: E402
 from imgq.domain.pipeline import parse_pipeline  # noqa: E402
 from imgq.errors import Cancelled, TimeLimitExceeded  # noqa: E402
 from imgq.ops import build_registry, plugins  # noqa: E402
+from imgq.ops.plugins import PluginOperation  # noqa: E402
 from imgq.ops.base import NoParams, Operation, Registry, StepContext  # noqa: E402
 from imgq.ops.image import Image  # noqa: E402
 from imgq.worker.run import run_pipeline  # noqa: E402
@@ -218,7 +219,8 @@ def tiny_esrgan() -> torch.nn.Module:
 
 @pytest.fixture
 def client(tmp_path: Path, models_dir: Path) -> Iterator[TestClient]:
-    app = create_app(settings(tmp_path, ai_max_pixels=400), sweeper=False)
+    runtime = open_runtime(settings(tmp_path, ai_max_pixels=400), run_migrations=True)
+    app = create_app(runtime, sweeper=False)
     with TestClient(app) as test_client:
         yield test_client
 

@@ -16,7 +16,8 @@ import pytest
 import pyvips
 
 from imgq.config import Settings, load_settings
-from imgq.dispatch import FleetSweeper, make_dispatcher
+from imgq.compose import make_dispatcher
+from imgq.dispatch.sweeper import FleetSweeper
 from imgq.dispatch.base import Dispatcher
 from imgq.domain.models import Item, Job
 from imgq.domain.status import Status

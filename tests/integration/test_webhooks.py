@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from imgq.api.app import create_app
+from imgq.compose import open_runtime
 from imgq.config import load_settings
 from imgq.worker.webhooks import (
     WebhookRefused,
@@ -64,7 +65,8 @@ def test_submit_refuses_a_private_callback_and_a_server_without_secret(tmp_path:
     form = {"pipeline": "grayscale", "callback_url": "http://10.0.0.7/hook"}
 
     async def post(secret: str, data_dir: Path) -> tuple[httpx.Response, int]:
-        app = create_app(load_settings(data_dir=data_dir, webhook_secret=secret), sweeper=False)
+        settings = load_settings(data_dir=data_dir, webhook_secret=secret)
+        app = create_app(open_runtime(settings, run_migrations=True), sweeper=False)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://imgq") as client:
             response = await client.post("/v1/jobs", files={"files": ("a.png", image)},

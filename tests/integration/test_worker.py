@@ -16,7 +16,7 @@ from imgq.config import load_settings
 from imgq.domain.models import Item, Job
 from imgq.domain.status import JobStatus, Status
 from imgq.errors import TransientError
-from imgq.ops import default_registry
+from imgq.ops import build_registry
 from imgq.ops.base import NoParams, Operation, Registry, StepContext
 from imgq.ops.image import Image
 from imgq.store.repository import utcnow
@@ -70,7 +70,7 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
                              max_attempts=3, item_time_limit=30)
     runtime = Runtime.from_settings(settings, run_migrations=True)
     registry = Registry()
-    for op in default_registry():
+    for op in build_registry():
         registry.add(op)
     for op in (Flaky(), Slow(), Broken()):
         registry.add(op)

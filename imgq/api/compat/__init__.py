@@ -18,6 +18,7 @@ from imgq.api.compat import (
     seed004_celery,
 )
 from imgq.config import Settings
+from imgq.ops.base import Registry
 
 #: setting name -> the module serving that system's API.
 MODULES = {
@@ -29,8 +30,8 @@ MODULES = {
 }
 
 
-def enabled(settings: Settings) -> list[tuple[APIRouter, dict[str, Any]]]:
+def enabled(settings: Settings, registry: Registry) -> list[tuple[APIRouter, dict[str, Any]]]:
     """(router, OpenAPI tag) of every compatibility API the settings switch on."""
     if settings.compat_seed002:
-        seed002_queue_demo.check_settings(settings)
+        seed002_queue_demo.check_settings(settings, registry)
     return [(m.router, m.OPENAPI_TAG) for name, m in MODULES.items() if getattr(settings, name)]

@@ -27,7 +27,7 @@ from imgq.domain.models import Job
 from imgq.domain.pipeline import parse_pipeline
 from imgq.domain.status import Status
 from imgq.errors import ImgqError, InvalidRequest, NotFound
-from imgq.ops import default_registry
+from imgq.ops.base import Registry
 
 SOURCE = "compat:image-queue-demo"
 SYSTEM = "seed002"
@@ -59,10 +59,10 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
     "properties": {"file": {"type": "string", "format": "binary"}}}}}}}
 
 
-def check_settings(settings: Settings) -> None:
+def check_settings(settings: Settings, registry: Registry) -> None:
     """Refuse to start with a processing pipeline that could never run."""
     try:
-        default_registry().bind(parse_pipeline(settings.compat_seed002_pipeline))
+        registry.bind(parse_pipeline(settings.compat_seed002_pipeline))
     except ImgqError as exc:
         raise SettingsError(f"IMGQ_COMPAT_SEED002_PIPELINE: {exc.message}") from None
 

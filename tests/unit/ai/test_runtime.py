@@ -12,7 +12,7 @@ require_torch()
 
 import torch  # noqa: E402
 
-from imgq.ai import plugins  # noqa: E402
+from imgq.ops import plugins  # noqa: E402
 from imgq.ai.descriptors import SHIPPED, DuplicateModel, ModelRegistry  # noqa: E402
 from imgq.ai.device import choose_precision, free_memory, resolve_device  # noqa: E402
 from imgq.ai.errors import DeviceUnavailable, ModelNotFound  # noqa: E402

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from imgq.domain.pipeline import parse_pipeline
-from imgq.ops import default_registry
+from imgq.ops import build_registry
 from imgq.ops.base import NullContext, Registry
 from imgq.ops.image import Image
 
@@ -22,7 +22,7 @@ def ctx() -> NullContext:
 
 @pytest.fixture(scope="session")
 def registry() -> Registry:
-    return default_registry()
+    return build_registry()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from PIL import Image as PILImage
 from PIL import ImageOps
 
 from imgq.domain.pipeline import parse_pipeline
-from imgq.ops import default_registry
+from imgq.ops import build_registry
 from imgq.ops.base import NullContext
 from imgq.ops.image import Image, decode, encode_to_file
 from tests.fixtures.images import (
@@ -37,7 +37,7 @@ def _upright_size(orientation: int) -> tuple[int, int]:
 
 
 def _resize_step(text: str):  # type: ignore[no-untyped-def]
-    (bound,) = default_registry().bind(parse_pipeline(text))
+    (bound,) = build_registry().bind(parse_pipeline(text))
     return bound
 
 
@@ -90,7 +90,7 @@ def test_written_file_keeping_metadata_is_not_rotated_again(
     tmp_path: Path, orientation: int, fused: bool
 ) -> None:
     path = write_exif_jpeg(tmp_path / "photo.jpg", orientation, 192, 128)
-    steps = default_registry().bind(
+    steps = build_registry().bind(
         parse_pipeline("resize:width=40|encode:format=jpeg,keep_metadata=true")
     )
     image: Image | None = steps[0].op.load(path, "jpeg", steps[0].params) if fused else None

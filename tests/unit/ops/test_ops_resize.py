@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from imgq.ops import default_registry
+from imgq.ops import build_registry
 from imgq.ops.base import NullContext
 from imgq.ops.image import Image, decode
 from tests.fixtures.images import (
@@ -237,7 +237,7 @@ FUSED_STEPS = [
 def _bound(step: str):  # type: ignore[no-untyped-def]
     from imgq.domain.pipeline import parse_pipeline
 
-    (bound,) = default_registry().bind(parse_pipeline(step))
+    (bound,) = build_registry().bind(parse_pipeline(step))
     return bound
 
 

@@ -1,0 +1,31 @@
+"""The repository: the only code that reads or writes the job store.
+
+Every state change is a guarded UPDATE naming the states it may come from (see
+`imgq.domain.status.ALLOWED_FROM`); a change from any other state is refused loudly, and a
+worker whose claim token no longer matches can change nothing. One module per concern; the
+`Repository` the rest of imgq uses is all of them.
+"""
+
+from __future__ import annotations
+
+from imgq.store.repository.base import utcnow
+from imgq.store.repository.claims import Beat, ClaimStore
+from imgq.store.repository.compat_tasks import CompatTaskStore
+from imgq.store.repository.events import EventStore
+from imgq.store.repository.jobs import JobStore
+from imgq.store.repository.outbox import (
+    WEBHOOK_DELIVERED,
+    WEBHOOK_FAILED,
+    WEBHOOK_PENDING,
+    Delivery,
+    WebhookOutbox,
+)
+from imgq.store.repository.sweeps import SweepStore
+
+
+class Repository(JobStore, ClaimStore, SweepStore, EventStore, WebhookOutbox, CompatTaskStore):
+    """Jobs, claims, sweeps, events, the webhook outbox and the older APIs' task ids."""
+
+
+__all__ = ["WEBHOOK_DELIVERED", "WEBHOOK_FAILED", "WEBHOOK_PENDING", "Beat", "Delivery",
+           "Repository", "utcnow"]
