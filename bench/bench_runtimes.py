@@ -69,7 +69,7 @@ def fixed_input(side: int) -> np.ndarray:
 def torch_forward(descriptor: ModelDescriptor, threads: int) -> Forward:
     import torch
 
-    from imgq.ai.loading import get_model
+    from imgq.ai.catalog import get_model
 
     torch.set_num_threads(threads)
     loaded = get_model(descriptor.name, "cpu", "fp32")
@@ -89,7 +89,7 @@ def onnx_bytes(descriptor: ModelDescriptor, example: np.ndarray) -> bytes:
         return descriptor.source.location().read_bytes()
     import torch
 
-    from imgq.ai.loading import get_model
+    from imgq.ai.catalog import get_model
 
     module = get_model(descriptor.name, "cpu", "fp32").module.to(
         memory_format=torch.contiguous_format)

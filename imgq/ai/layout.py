@@ -54,10 +54,12 @@ class ImageLayout:
         """(h, w, C) float in 0..1 → the caller's dtype (rounded, clipped)."""
         clipped = np.clip(hwc01, 0.0, 1.0)
         if self.dtype == np.uint8:
-            return np.rint(clipped * 255.0).astype(np.uint8)
-        if self.dtype == np.uint16:
-            return np.rint(clipped * 65535.0).astype(np.uint16)
-        return clipped.astype(self.dtype)
+            out: np.ndarray = np.rint(clipped * 255.0).astype(np.uint8)
+        elif self.dtype == np.uint16:
+            out = np.rint(clipped * 65535.0).astype(np.uint16)
+        else:
+            out = clipped.astype(self.dtype)
+        return out
 
     def finish(self, array: np.ndarray) -> np.ndarray:
         """(H, W, C) in the caller's dtype → the caller's layout."""

@@ -39,7 +39,7 @@ def read_weights(layers: list[GraphLayer], data: bytes) -> list[tuple[str, dict[
         if layer.kind == "Convolution":
             weighted.append(("conv", _read_conv(layer, reader)))
         elif layer.kind == "PReLU":
-            weighted.append(("prelu", {"weight": reader.raw_fp32(layer.int(0, 1))}))
+            weighted.append(("prelu", {"weight": reader.raw_fp32(layer.integer(0, 1))}))
         elif layer.kind not in WEIGHTLESS:
             raise ModelLoadError(f"unsupported ncnn layer type {layer.kind!r}")
     reader.assert_consumed()
@@ -47,13 +47,13 @@ def read_weights(layers: list[GraphLayer], data: bytes) -> list[tuple[str, dict[
 
 
 def _read_conv(layer: GraphLayer, reader: BinReader) -> dict[str, np.ndarray]:
-    out_ch, kernel = layer.int(0), layer.int(1)
-    size = layer.int(6)
+    out_ch, kernel = layer.integer(0), layer.integer(1)
+    size = layer.integer(6)
     in_ch = size // (out_ch * kernel * kernel)
     if in_ch * out_ch * kernel * kernel != size:
         raise ModelLoadError(f"ncnn layer {layer.name}: weight size does not factor")
     arrays = {"weight": reader.tagged(size).reshape(out_ch, in_ch, kernel, kernel)}
-    if layer.int(5):
+    if layer.integer(5):
         arrays["bias"] = reader.raw_fp32(out_ch)
     return arrays
 

@@ -29,10 +29,10 @@ class GraphLayer:
     params: dict[int, str] = field(default_factory=dict)
     arrays: dict[int, list[float]] = field(default_factory=dict)
 
-    def int(self, key: int, default: int = 0) -> int:
+    def integer(self, key: int, default: int = 0) -> int:
         return int(float(self.params[key])) if key in self.params else default
 
-    def float(self, key: int, default: float = 0.0) -> float:
+    def number(self, key: int, default: float = 0.0) -> float:
         return float(self.params[key]) if key in self.params else default
 
     def array(self, key: int, default: list[float]) -> list[float]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -75,11 +76,15 @@ class NcnnNet:
         return np.array(out, dtype=np.float32, copy=True)
 
 
+class Net(Protocol):
+    def forward(self, chw: np.ndarray) -> np.ndarray: ...
+
+
 class CuganForward:
     """Real-CUGAN around an ncnn net: (3, h, w) in 0..1 → (3, h·s, w·s), as the reference
     program's CPU path computes one tile (reflected border, aligned size, ×4 residual)."""
 
-    def __init__(self, net: NcnnNet, scale: int) -> None:
+    def __init__(self, net: Net, scale: int) -> None:
         self.net, self.scale = net, scale
         self.pad, self.align = CUGAN_PREPADDING[scale], CUGAN_ALIGN[scale]
 

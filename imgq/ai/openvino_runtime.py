@@ -69,7 +69,7 @@ class GraphBuilder:
         return self.ops.constant(np.ascontiguousarray(values, dtype=np.float32)).output(0)
 
     def activation(self, node: Node, layer: GraphLayer) -> Node:
-        kind = layer.int(9)
+        kind = layer.integer(9)
         if kind == 0:
             return node
         if kind == 1:
@@ -82,53 +82,53 @@ class GraphBuilder:
         raise ModelLoadError(f"ncnn activation type {kind} in {layer.name} is not supported")
 
     def with_bias(self, node: Node, layer: GraphLayer, channels: int) -> Node:
-        if not layer.int(5):
+        if not layer.integer(5):
             return node
         bias = self.reader.raw_fp32(channels).reshape(1, channels, 1, 1)
         return self.ops.add(node, self.const(bias)).output(0)
 
     # -- layers --------------------------------------------------------------------------
     def convolution(self, layer: GraphLayer, inputs: list[Node]) -> Node:
-        out_ch, kw = layer.int(0), layer.int(1)
-        kh = layer.int(11, kw)
-        in_ch = layer.int(6) // (out_ch * kw * kh)
-        weights = self.reader.tagged(layer.int(6)).reshape(out_ch, in_ch, kh, kw)
-        stride = [layer.int(13, layer.int(3, 1)), layer.int(3, 1)]
-        dilation = [layer.int(12, layer.int(2, 1)), layer.int(2, 1)]
-        left = layer.int(4)
+        out_ch, kw = layer.integer(0), layer.integer(1)
+        kh = layer.integer(11, kw)
+        in_ch = layer.integer(6) // (out_ch * kw * kh)
+        weights = self.reader.tagged(layer.integer(6)).reshape(out_ch, in_ch, kh, kw)
+        stride = [layer.integer(13, layer.integer(3, 1)), layer.integer(3, 1)]
+        dilation = [layer.integer(12, layer.integer(2, 1)), layer.integer(2, 1)]
+        left = layer.integer(4)
         if left < 0:
             raise ModelLoadError(f"ncnn 'same' padding in {layer.name} is not supported")
-        top, right = layer.int(14, left), layer.int(15, left)
-        bottom = layer.int(16, top)
+        top, right = layer.integer(14, left), layer.integer(15, left)
+        bottom = layer.integer(16, top)
         node = self.ops.convolution(inputs[0], self.const(weights), stride, [top, left],
                                     [bottom, right], dilation).output(0)
         return self.activation(self.with_bias(node, layer, out_ch), layer)
 
     def deconvolution(self, layer: GraphLayer, inputs: list[Node]) -> Node:
-        out_ch, kw = layer.int(0), layer.int(1)
-        kh = layer.int(11, kw)
-        in_ch = layer.int(6) // (out_ch * kw * kh)
+        out_ch, kw = layer.integer(0), layer.integer(1)
+        kh = layer.integer(11, kw)
+        in_ch = layer.integer(6) // (out_ch * kw * kh)
         # ncnn keeps (out, in, kh, kw); OpenVINO wants PyTorch's (in, out, kh, kw).
-        weights = self.reader.tagged(layer.int(6)).reshape(out_ch, in_ch, kh, kw)
+        weights = self.reader.tagged(layer.integer(6)).reshape(out_ch, in_ch, kh, kw)
         weights = weights.transpose(1, 0, 2, 3)
-        stride = [layer.int(13, layer.int(3, 1)), layer.int(3, 1)]
-        left = layer.int(4)
-        top, right = layer.int(14, left), layer.int(15, left)
-        bottom = layer.int(16, top)
-        if layer.int(18) or layer.int(19) or layer.int(20) or layer.int(21):
+        stride = [layer.integer(13, layer.integer(3, 1)), layer.integer(3, 1)]
+        left = layer.integer(4)
+        top, right = layer.integer(14, left), layer.integer(15, left)
+        bottom = layer.integer(16, top)
+        if layer.integer(18) or layer.integer(19) or layer.integer(20) or layer.integer(21):
             raise ModelLoadError(f"ncnn output padding in {layer.name} is not supported")
         node = self.ops.convolution_backprop_data(
             inputs[0], self.const(weights), stride, pads_begin=[top, left],
             pads_end=[bottom, right],
-            dilations=[layer.int(12, layer.int(2, 1)), layer.int(2, 1)]).output(0)
+            dilations=[layer.integer(12, layer.integer(2, 1)), layer.integer(2, 1)]).output(0)
         return self.activation(self.with_bias(node, layer, out_ch), layer)
 
     def prelu(self, layer: GraphLayer, inputs: list[Node]) -> Node:
-        slopes = self.reader.raw_fp32(layer.int(0, 1))
+        slopes = self.reader.raw_fp32(layer.integer(0, 1))
         return self.ops.prelu(inputs[0], self.const(slopes.reshape(-1, 1, 1))).output(0)
 
     def eltwise(self, layer: GraphLayer, inputs: list[Node]) -> Node:
-        if layer.int(0) != 1:
+        if layer.integer(0) != 1:
             raise ModelLoadError(f"ncnn Eltwise {layer.name}: only sums are supported")
         coeffs = layer.array(1, [1.0] * len(inputs))
         total = None
@@ -140,27 +140,27 @@ class GraphBuilder:
 
     def binary(self, layer: GraphLayer, inputs: list[Node]) -> Node:
         ops = {0: self.ops.add, 1: self.ops.subtract, 2: self.ops.multiply, 3: self.ops.divide}
-        op = ops.get(layer.int(0))
+        op = ops.get(layer.integer(0))
         if op is None:
-            raise ModelLoadError(f"ncnn BinaryOp type {layer.int(0)} is not supported")
-        other = inputs[1] if not layer.int(1) else self.const(np.array(layer.float(2)))
+            raise ModelLoadError(f"ncnn BinaryOp type {layer.integer(0)} is not supported")
+        other = inputs[1] if not layer.integer(1) else self.const(np.array(layer.number(2)))
         return op(inputs[0], other).output(0)
 
     def concat(self, layer: GraphLayer, inputs: list[Node]) -> Node:
-        return self.ops.concat(inputs, layer.int(0) + 1).output(0)
+        return self.ops.concat(inputs, layer.integer(0) + 1).output(0)
 
     def interp(self, layer: GraphLayer, inputs: list[Node]) -> Node:
-        if layer.int(0) != 1 or layer.int(3) or layer.int(4):
+        if layer.integer(0) != 1 or layer.integer(3) or layer.integer(4):
             raise ModelLoadError(f"ncnn Interp {layer.name}: only nearest by a scale is supported")
-        scales = self.const(np.array([layer.float(1, 1.0), layer.float(2, 1.0)]))
+        scales = self.const(np.array([layer.number(1, 1.0), layer.number(2, 1.0)]))
         return self.ops.interpolate(
             inputs[0], scales, "nearest", "scales", axes=[2, 3],
             coordinate_transformation_mode="asymmetric", nearest_mode="floor").output(0)
 
     def pixel_shuffle(self, layer: GraphLayer, inputs: list[Node]) -> Node:
-        if layer.int(1):
-            raise ModelLoadError(f"ncnn PixelShuffle mode {layer.int(1)} is not supported")
-        return self.ops.depth_to_space(inputs[0], "depth_first", layer.int(0)).output(0)
+        if layer.integer(1):
+            raise ModelLoadError(f"ncnn PixelShuffle mode {layer.integer(1)} is not supported")
+        return self.ops.depth_to_space(inputs[0], "depth_first", layer.integer(0)).output(0)
 
     def crop(self, layer: GraphLayer, inputs: list[Node]) -> Node:
         starts, ends, axes = (layer.array(k, []) for k in (9, 10, 11))
@@ -173,17 +173,17 @@ class GraphBuilder:
                               np.ones(len(axes), np.int64), np.array(axes4, np.int64)).output(0)
 
     def pooling(self, layer: GraphLayer, inputs: list[Node]) -> Node:
-        if layer.int(0) != 1 or not layer.int(4):
+        if layer.integer(0) != 1 or not layer.integer(4):
             raise ModelLoadError(f"ncnn Pooling {layer.name}: only global average is supported")
         return self.ops.reduce_mean(inputs[0], np.array([2, 3], np.int64), True).output(0)
 
     def inner_product(self, layer: GraphLayer, inputs: list[Node]) -> Node:
-        out_ch = layer.int(0)
-        weights = self.reader.tagged(layer.int(2)).reshape(out_ch, -1)
+        out_ch = layer.integer(0)
+        weights = self.reader.tagged(layer.integer(2)).reshape(out_ch, -1)
         flat = self.ops.reshape(inputs[0], np.array([1, -1], np.int64), False).output(0)
         node = self.ops.matmul(flat, self.const(weights), False, True).output(0)
         node = self.ops.reshape(node, np.array([1, out_ch, 1, 1], np.int64), False).output(0)
-        if layer.int(1):
+        if layer.integer(1):
             bias = self.reader.raw_fp32(out_ch).reshape(1, out_ch, 1, 1)
             node = self.ops.add(node, self.const(bias)).output(0)
         return self.activation(node, layer)

@@ -1,9 +1,9 @@
 """Tiled inference: overlapping tiles, cross-faded so that tiled output equals untiled output.
 
-Tiles are processed row by row. Each finished tile row releases the output rows no later tile
-touches; those are normalised, quantised on the device and copied to the host (asynchronously
-on a copy stream when on CUDA) while the next row computes, so device memory holds one band of
-the output, never the whole image.
+The plan is plain numpy, shared by the torch path (imgq.ai.torch_tiling) and the numpy path
+(imgq.ai.array_upscale). Tiles are processed in row order. Each finished tile row releases the
+output rows no later tile touches; those are normalised, quantised and written out while the
+next tiles compute, so memory holds a band or two of the output in float, never the image.
 
 Blending: in an overlap of length L between two tiles, the first L/4 pixels next to a tile's
 inner edge get weight 0 (they saw the least context), the middle half ramps linearly, and the
@@ -29,17 +29,19 @@ Progress = Callable[[float, str], None]
 ShouldAbort = Callable[[], bool]
 
 
-def axis_tiles(length: int, tile: int, overlap: int, align: int = 1) -> tuple[int, list[int]]:
+def axis_tiles(length: int, tile: int, overlap: int, align: int = 1,
+               fixed: bool = False) -> tuple[int, list[int]]:
     """Equal tiles covering [0, length) with at least `overlap`: (tile size, starts).
 
     The tile is shrunk to the smallest size that needs no more tiles than `tile` would, so a
-    256 px side with 192 px tiles gives two 140 px tiles, not two 192 px ones.
+    256 px side with 192 px tiles gives two 140 px tiles, not two 192 px ones; unless `fixed`
+    (a GPU keeps one tile shape for every image), where the tiles overlap more instead.
     """
     if length <= tile:
         return length, [0]
     overlap = min(overlap, tile // 2)
     count = math.ceil((length - overlap) / (tile - overlap))
-    size = math.ceil((length + (count - 1) * overlap) / count)
+    size = tile if fixed else math.ceil((length + (count - 1) * overlap) / count)
     size = min(length, size + (-size) % align)
     return size, [round(i * (length - size) / (count - 1)) for i in range(count)]
 
@@ -79,9 +81,9 @@ class TilePlan:
 
     @classmethod
     def make(cls, height: int, width: int, tile: int, overlap: int, scale: int,
-             align: int = 1) -> TilePlan:
-        tile_h, ys = axis_tiles(height, tile, overlap, align)
-        tile_w, xs = axis_tiles(width, tile, overlap, align)
+             align: int = 1, fixed: bool = False) -> TilePlan:
+        tile_h, ys = axis_tiles(height, tile, overlap, align, fixed)
+        tile_w, xs = axis_tiles(width, tile, overlap, align, fixed)
         return cls(height, width, tile_h, tile_w, scale, ys, xs,
                    axis_weights(ys, tile_h, scale), axis_weights(xs, tile_w, scale))
 

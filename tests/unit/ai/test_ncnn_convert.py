@@ -15,7 +15,7 @@ import torch  # noqa: E402
 
 from imgq.ai.descriptors import SHIPPED  # noqa: E402
 from imgq.ai.errors import ModelLoadError  # noqa: E402
-from imgq.ai.loading import get_model  # noqa: E402
+from imgq.ai.catalog import get_model  # noqa: E402
 from imgq.ai.ncnn_convert import read_weights, rrdb_keys
 from imgq.ai.ncnn_graph import parse_graph  # noqa: E402
 
