@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from imgq.config import Settings, SettingsError, describe_settings, load_settings
+from imgq.config import Settings, SettingsError, describe_settings, load_settings, redact
 from imgq.logs import setup_logging
 
 SETTINGS_HELP = "\b\nSettings (environment variables):\n" + describe_settings()
@@ -25,7 +25,7 @@ def _settings(**overrides: Any) -> Settings:
     except SettingsError as exc:
         typer.echo(f"imgq: {exc}", err=True)
         raise typer.Exit(2) from None
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     return settings
 
 
@@ -52,9 +52,9 @@ def serve(
     except SettingsError as exc:
         typer.echo(f"imgq: {exc}", err=True)
         raise typer.Exit(2) from None
-    log.info("imgq serving on http://%s:%d (database %s, storage %s, %s)", settings.host,
-             settings.port, settings.database_url.split("@")[-1], settings.storage_url,
-             "no workers" if dispatcher is None else dispatcher.describe())
+    log.info("imgq serving on http://%s:%d", settings.host, settings.port, extra={
+        "database": redact(settings.database_url), "storage": settings.storage_url,
+        "workers": "none" if dispatcher is None else dispatcher.describe()})
     uvicorn.run(application, host=settings.host, port=settings.port, log_config=None,
                 access_log=False, timeout_graceful_shutdown=10)
 
@@ -81,8 +81,8 @@ def worker(
 
 @app.command(epilog=SETTINGS_HELP)
 def beat() -> None:
-    """The fleet's sweeper: lost leases and unpublished items every IMGQ_QUEUE_SWEEP_INTERVAL,
-    expiry every IMGQ_SWEEP_INTERVAL. Run exactly one per fleet."""
+    """The fleet's sweeper: lost leases and unpublished items every IMGQ_QUEUE_SWEEP_INTERVAL_SECONDS,
+    expiry every IMGQ_SWEEP_INTERVAL_SECONDS. Run exactly one per fleet."""
     from imgq.compose import run_beat
 
     try:
@@ -117,15 +117,11 @@ def cleanup() -> None:
 
 @app.command("settings")
 def show_settings() -> None:
-    """Print every setting with its environment variable and current value."""
-    from sqlalchemy.engine import make_url
+    """Print every setting as IMGQ_NAME=value lines that can be pasted back as an environment
+    (secrets and URL passwords are printed as comments, never in clear)."""
+    from imgq.config import as_environment
 
-    settings = _settings()
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if name.endswith("_url") and "@" in str(value):  # passwords in URLs stay hidden
-            value = make_url(str(value)).render_as_string(hide_password=True)
-        typer.echo(f"IMGQ_{name.upper()}={value}")
+    typer.echo("\n".join(as_environment(_settings())))
 
 
 from imgq import cli_client  # noqa: E402  (submit, status, download, ops)

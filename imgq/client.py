@@ -1,5 +1,8 @@
 """A Python client for imgq, sync (`Client`) and async (`AsyncClient`), on httpx.
 
+Both faces send the same calls (`Requests`: each request and how to read its answer) and follow
+a job the same way (`Follower`); they differ only in how they wait for the network.
+
     from imgq.client import Client
 
     with Client("http://127.0.0.1:8000") as imgq:
@@ -19,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any, Generic, TypeVar, Union
 
 import httpx
 
@@ -30,6 +33,7 @@ STREAM_RETRIES = 3
 
 FileArg = Union[str, Path, tuple[str, Union[bytes, IO[bytes]]]]
 Pipeline = Union[str, Sequence[dict[str, Any]]]
+T = TypeVar("T")
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -187,14 +191,116 @@ class SSEParser:
         return None
 
 
-# -- shared request building ----------------------------------------------------------------
-def _form(pipeline: Pipeline, ttl_seconds: int | None, callback_url: str | None) -> dict[str, str]:
-    data = {"pipeline": pipeline if isinstance(pipeline, str) else json.dumps(list(pipeline))}
-    if ttl_seconds is not None:
-        data["ttl_seconds"] = str(ttl_seconds)
-    if callback_url:
-        data["callback_url"] = callback_url
+# -- the core: what to ask and how to read the answer, with no I/O ---------------------------
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One request and how to read its answer; both faces send it their own way."""
+
+    method: str
+    path: str
+    read: Callable[[Any], T]
+    params: dict[str, str] | None = None
+    data: dict[str, str] | None = None
+
+
+def _job(data: Any) -> Job:
+    return Job.from_json(data)
+
+
+def _nothing(data: Any) -> None:
+    return None
+
+
+def _as_is(data: Any) -> Any:
     return data
+
+
+class Requests:
+    """Every call of the API, as data. `Client` and `AsyncClient` only send them."""
+
+    @staticmethod
+    def submit(pipeline: Pipeline, ttl_seconds: int | None, callback_url: str | None) -> Call[Job]:
+        data = {"pipeline": pipeline if isinstance(pipeline, str) else json.dumps(list(pipeline))}
+        if ttl_seconds is not None:
+            data["ttl_seconds"] = str(ttl_seconds)
+        if callback_url:
+            data["callback_url"] = callback_url
+        return Call("POST", "/v1/jobs", _job, data=data)
+
+    @staticmethod
+    def get(job_id: str) -> Call[Job]:
+        return Call("GET", f"/v1/jobs/{job_id}", _job)
+
+    @staticmethod
+    def get_many(job_ids: Sequence[str]) -> Call[list[Job]]:
+        return Call("GET", "/v1/jobs", lambda d: [Job.from_json(j) for j in d["jobs"]],
+                    params={"ids": ",".join(job_ids)})
+
+    @staticmethod
+    def cancel(job_id: str) -> Call[Job]:
+        return Call("POST", f"/v1/jobs/{job_id}/cancel", _job)
+
+    @staticmethod
+    def delete(job_id: str) -> Call[None]:
+        return Call("DELETE", f"/v1/jobs/{job_id}", _nothing)
+
+    @staticmethod
+    def operations() -> Call[list[dict[str, Any]]]:
+        return Call("GET", "/v1/operations", _as_is)
+
+    @staticmethod
+    def limits() -> Call[dict[str, Any]]:
+        return Call("GET", "/v1/limits", _as_is)
+
+    @staticmethod
+    def events(job_id: str, last_event_id: str | None) -> tuple[str, dict[str, str]]:
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        return f"/v1/jobs/{job_id}/events", headers
+
+    @staticmethod
+    def result(job_id: str, index: int) -> tuple[str, str]:
+        return f"/v1/jobs/{job_id}/items/{index}/result", f"result-{index}"
+
+    @staticmethod
+    def archive(job_id: str) -> tuple[str, str]:
+        return f"/v1/jobs/{job_id}/archive", f"imgq-{job_id[:8]}.zip"
+
+
+EVENTS_TIMEOUT = httpx.Timeout(10.0, read=60.0)
+STREAM_BROKE = (httpx.TransportError, httpx.StreamError, ServerError, ValueError)
+
+
+class Follower:
+    """The state of `wait`: the last event seen, the caller's callback, the deadline."""
+
+    def __init__(self, job_id: str, timeout: float | None,
+                 on_event: Callable[[Event], None] | None) -> None:
+        self.job_id, self.timeout, self.on_event = job_id, timeout, on_event
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.last_id: str | None = None
+
+    def seen(self, event: Event) -> Job | None:
+        """The finished job when `event` ends the stream, else None."""
+        self.last_id = event.id or self.last_id
+        if self.on_event:
+            self.on_event(event)
+        if event.event == "done":
+            return Job.from_json(event.data)
+        self.check_deadline()
+        return None
+
+    def polled(self, job: Job) -> bool:
+        if self.on_event:
+            self.on_event(Event("done" if job.finished else "job", job.raw))
+        if not job.finished:
+            self.check_deadline()
+        return job.finished
+
+    def check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise WaitTimeout(f"job {self.job_id} did not finish in {self.timeout} s")
 
 
 def _files(stack: ExitStack, files: Iterable[FileArg]) -> list[tuple[str, tuple[str, Any]]]:
@@ -228,6 +334,11 @@ def _download_name(response: httpx.Response, fallback: str) -> str:
     return fallback
 
 
+def _answer(response: httpx.Response) -> Any:
+    _raise_for(response)
+    return response.json() if response.content else None
+
+
 # -- sync -----------------------------------------------------------------------------------
 class Client:
     def __init__(self, base_url: str = DEFAULT_URL, timeout: float = 60.0,
@@ -244,46 +355,40 @@ class Client:
     def close(self) -> None:
         self.http.close()
 
-    def _json(self, method: str, path: str, **kw: Any) -> Any:
-        response = self.http.request(method, path, **kw)
-        _raise_for(response)
-        return response.json() if response.content else None
+    def send(self, call: Call[T], **kw: Any) -> T:
+        response = self.http.request(call.method, call.path, params=call.params,
+                                     data=call.data, **kw)
+        return call.read(_answer(response))
 
     def submit(self, files: Iterable[FileArg], pipeline: Pipeline, ttl_seconds: int | None = None,
                callback_url: str | None = None) -> Job:
         """Upload files (paths, or (name, bytes or file) pairs) with a pipeline."""
         with ExitStack() as stack:
-            return Job.from_json(self._json(
-                "POST", "/v1/jobs", files=_files(stack, files),
-                data=_form(pipeline, ttl_seconds, callback_url)))
+            return self.send(Requests.submit(pipeline, ttl_seconds, callback_url),
+                             files=_files(stack, files))
 
     def get(self, job_id: str) -> Job:
-        return Job.from_json(self._json("GET", f"/v1/jobs/{job_id}"))
+        return self.send(Requests.get(job_id))
 
     def get_many(self, job_ids: Sequence[str]) -> list[Job]:
-        data = self._json("GET", "/v1/jobs", params={"ids": ",".join(job_ids)})
-        return [Job.from_json(j) for j in data["jobs"]]
+        return self.send(Requests.get_many(job_ids))
 
     def cancel(self, job_id: str) -> Job:
-        return Job.from_json(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+        return self.send(Requests.cancel(job_id))
 
     def delete(self, job_id: str) -> None:
-        self._json("DELETE", f"/v1/jobs/{job_id}")
+        self.send(Requests.delete(job_id))
 
     def operations(self) -> list[dict[str, Any]]:
-        return self._json("GET", "/v1/operations")  # type: ignore[no-any-return]
+        return self.send(Requests.operations())
 
     def limits(self) -> dict[str, Any]:
-        return self._json("GET", "/v1/limits")  # type: ignore[no-any-return]
+        return self.send(Requests.limits())
 
     def events(self, job_id: str, last_event_id: str | None = None) -> Iterator[Event]:
         """The job's live events until `done` (one connection; see `wait` for retries)."""
-        headers = {"Accept": "text/event-stream"}
-        if last_event_id:
-            headers["Last-Event-ID"] = last_event_id
-        timeout = httpx.Timeout(10.0, read=60.0)
-        with self.http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers,
-                              timeout=timeout) as response:
+        path, headers = Requests.events(job_id, last_event_id)
+        with self.http.stream("GET", path, headers=headers, timeout=EVENTS_TIMEOUT) as response:
             if not response.is_success:
                 response.read()
                 _raise_for(response)
@@ -298,40 +403,24 @@ class Client:
         """Until the job finishes: live events, resumed after a dropped connection, then
         polling if the stream cannot be had. `on_event` sees every event (polling makes
         `job` events with the whole job)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        last_id: str | None = None
+        follow = Follower(job_id, timeout, on_event)
         for _ in range(STREAM_RETRIES):
             try:
-                for event in self.events(job_id, last_id):
-                    last_id = event.id or last_id
-                    if on_event:
-                        on_event(event)
-                    if event.event == "done":
-                        return Job.from_json(event.data)
-                    if deadline and time.monotonic() > deadline:
-                        raise WaitTimeout(f"job {job_id} did not finish in {timeout} s")
-            except (httpx.TransportError, httpx.StreamError, ServerError, ValueError):
+                for event in self.events(job_id, follow.last_id):
+                    if (finished := follow.seen(event)) is not None:
+                        return finished
+            except STREAM_BROKE:
                 pass  # the stream broke: resume from last_id, or poll after a few tries
-        return self._poll(job_id, deadline, timeout, on_event)
-
-    def _poll(self, job_id: str, deadline: float | None, timeout: float | None,
-              on_event: Callable[[Event], None] | None) -> Job:
-        while True:
-            job = self.get(job_id)
-            if on_event:
-                on_event(Event("done" if job.finished else "job", job.raw))
-            if job.finished:
-                return job
-            if deadline and time.monotonic() > deadline:
-                raise WaitTimeout(f"job {job_id} did not finish in {timeout} s")
+        while not follow.polled(job := self.get(job_id)):
             time.sleep(POLL_INTERVAL)
+        return job
 
     def download(self, job_id: str, index: int, dest: str | Path) -> Path:
         """One result into `dest` (a folder: keeps the server's name; else that file)."""
-        return self._save(f"/v1/jobs/{job_id}/items/{index}/result", dest, f"result-{index}")
+        return self._save(*Requests.result(job_id, index), dest)
 
     def download_archive(self, job_id: str, dest: str | Path) -> Path:
-        return self._save(f"/v1/jobs/{job_id}/archive", dest, f"imgq-{job_id[:8]}.zip")
+        return self._save(*Requests.archive(job_id), dest)
 
     def download_all(self, job_id: str, folder: str | Path) -> list[Path]:
         """Every finished result of the job into a folder."""
@@ -339,7 +428,7 @@ class Client:
         Path(folder).mkdir(parents=True, exist_ok=True)
         return [self.download(job_id, i.index, folder) for i in job.items if i.result_url]
 
-    def _save(self, path: str, dest: str | Path, fallback: str) -> Path:
+    def _save(self, path: str, fallback: str, dest: str | Path) -> Path:
         with self.http.stream("GET", path) as response:
             if not response.is_success:
                 response.read()
@@ -351,7 +440,7 @@ class Client:
         return target
 
 
-# -- async ----------------------------------------------------------------------------------
+# -- async: the same calls, awaited ------------------------------------------------------------
 class AsyncClient:
     def __init__(self, base_url: str = DEFAULT_URL, timeout: float = 60.0,
                  http: httpx.AsyncClient | None = None) -> None:
@@ -367,38 +456,42 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    async def _json(self, method: str, path: str, **kw: Any) -> Any:
-        response = await self.http.request(method, path, **kw)
-        _raise_for(response)
-        return response.json() if response.content else None
+    async def send(self, call: Call[T], **kw: Any) -> T:
+        response = await self.http.request(call.method, call.path, params=call.params,
+                                           data=call.data, **kw)
+        return call.read(_answer(response))
 
     async def submit(self, files: Iterable[FileArg], pipeline: Pipeline,
                      ttl_seconds: int | None = None, callback_url: str | None = None) -> Job:
+        """Upload files (paths, or (name, bytes or file) pairs) with a pipeline."""
         with ExitStack() as stack:
             # httpx sends sync file objects from an async client by reading them in chunks.
-            return Job.from_json(await self._json(
-                "POST", "/v1/jobs", files=_files(stack, files),
-                data=_form(pipeline, ttl_seconds, callback_url)))
+            return await self.send(Requests.submit(pipeline, ttl_seconds, callback_url),
+                                   files=_files(stack, files))
 
     async def get(self, job_id: str) -> Job:
-        return Job.from_json(await self._json("GET", f"/v1/jobs/{job_id}"))
+        return await self.send(Requests.get(job_id))
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job]:
+        return await self.send(Requests.get_many(job_ids))
 
     async def cancel(self, job_id: str) -> Job:
-        return Job.from_json(await self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+        return await self.send(Requests.cancel(job_id))
 
     async def delete(self, job_id: str) -> None:
-        await self._json("DELETE", f"/v1/jobs/{job_id}")
+        await self.send(Requests.delete(job_id))
 
     async def operations(self) -> list[dict[str, Any]]:
-        return await self._json("GET", "/v1/operations")  # type: ignore[no-any-return]
+        return await self.send(Requests.operations())
+
+    async def limits(self) -> dict[str, Any]:
+        return await self.send(Requests.limits())
 
     async def events(self, job_id: str, last_event_id: str | None = None) -> AsyncIterator[Event]:
-        headers = {"Accept": "text/event-stream"}
-        if last_event_id:
-            headers["Last-Event-ID"] = last_event_id
-        timeout = httpx.Timeout(10.0, read=60.0)
-        async with self.http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers,
-                                    timeout=timeout) as response:
+        """The job's live events until `done` (one connection; see `wait` for retries)."""
+        path, headers = Requests.events(job_id, last_event_id)
+        async with self.http.stream("GET", path, headers=headers,
+                                    timeout=EVENTS_TIMEOUT) as response:
             if not response.is_success:
                 await response.aread()
                 _raise_for(response)
@@ -410,44 +503,33 @@ class AsyncClient:
 
     async def wait(self, job_id: str, timeout: float | None = None,
                    on_event: Callable[[Event], None] | None = None) -> Job:
-        async def follow() -> Job:
-            last_id: str | None = None
-            for _ in range(STREAM_RETRIES):
-                try:
-                    async for event in self.events(job_id, last_id):
-                        last_id = event.id or last_id
-                        if on_event:
-                            on_event(event)
-                        if event.event == "done":
-                            return Job.from_json(event.data)
-                except (httpx.TransportError, httpx.StreamError, ServerError, ValueError):
-                    pass
-            while True:
-                job = await self.get(job_id)
-                if on_event:
-                    on_event(Event("done" if job.finished else "job", job.raw))
-                if job.finished:
-                    return job
-                await asyncio.sleep(POLL_INTERVAL)
-
-        try:
-            return await asyncio.wait_for(follow(), timeout)
-        except asyncio.TimeoutError:
-            raise WaitTimeout(f"job {job_id} did not finish in {timeout} s") from None
+        """As `Client.wait`."""
+        follow = Follower(job_id, timeout, on_event)
+        for _ in range(STREAM_RETRIES):
+            try:
+                async for event in self.events(job_id, follow.last_id):
+                    if (finished := follow.seen(event)) is not None:
+                        return finished
+            except STREAM_BROKE:
+                pass
+        while not follow.polled(job := await self.get(job_id)):
+            await asyncio.sleep(POLL_INTERVAL)
+        return job
 
     async def download(self, job_id: str, index: int, dest: str | Path) -> Path:
-        return await self._save(f"/v1/jobs/{job_id}/items/{index}/result", dest,
-                                 f"result-{index}")
+        """One result into `dest` (a folder: keeps the server's name; else that file)."""
+        return await self._save(*Requests.result(job_id, index), dest)
 
     async def download_archive(self, job_id: str, dest: str | Path) -> Path:
-        return await self._save(f"/v1/jobs/{job_id}/archive", dest, f"imgq-{job_id[:8]}.zip")
+        return await self._save(*Requests.archive(job_id), dest)
 
     async def download_all(self, job_id: str, folder: str | Path) -> list[Path]:
+        """Every finished result of the job into a folder."""
         job = await self.get(job_id)
         Path(folder).mkdir(parents=True, exist_ok=True)
         return [await self.download(job_id, i.index, folder) for i in job.items if i.result_url]
 
-    async def _save(self, path: str, dest: str | Path, fallback: str) -> Path:
+    async def _save(self, path: str, fallback: str, dest: str | Path) -> Path:
         async with self.http.stream("GET", path) as response:
             if not response.is_success:
                 await response.aread()

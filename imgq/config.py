@@ -3,16 +3,54 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 ENV_PREFIX = "IMGQ_"
+SETTINGS_FILE_VARIABLE = "IMGQ_SETTINGS_FILE"
+DEFAULT_SETTINGS_FILE = ".secrets.toml"
+
+# Settings whose name changed: the old name is still read, with a warning, for one release.
+RENAMED = {
+    "item_time_limit": "item_time_limit_seconds",
+    "retry_backoff": "retry_backoff_seconds",
+    "stuck_after": "stuck_after_seconds",
+    "sweep_interval": "sweep_interval_seconds",
+    "queue_sweep_interval": "queue_sweep_interval_seconds",
+    "outbox_grace": "outbox_grace_seconds",
+    "nats_ack_wait": "nats_ack_wait_seconds",
+    "s3_multipart_threshold": "s3_multipart_threshold_bytes",
+    "s3_presign_expiry": "s3_presign_expiry_seconds",
+    "events_poll_interval": "events_poll_interval_seconds",
+    "events_heartbeat": "events_heartbeat_seconds",
+    "webhook_timeout": "webhook_timeout_seconds",
+    "webhook_retry_backoff": "webhook_retry_backoff_seconds",
+    "ai_tile": "ai_tile_pixels",
+    "device": "ai_device",
+    "models_dir": "ai_models_dir",
+}
+
+log = logging.getLogger(__name__)
+
+
+def settings_file() -> Path:
+    """The TOML file settings are also read from (keys are the setting names, lower case,
+    without IMGQ_); like the Image Queue Demo's, `.secrets.toml` in the working directory."""
+    return Path(os.environ.get(SETTINGS_FILE_VARIABLE) or DEFAULT_SETTINGS_FILE)
 
 
 def _setting(default: Any, description: str, group: str, **kw: Any) -> Any:
@@ -27,13 +65,27 @@ class AnimatedPolicy(str, Enum):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then the settings file: the environment wins."""
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=settings_file())
+        return init_settings, env_settings, toml
+
     # server
     host: str = _setting("127.0.0.1", "Address the HTTP server listens on.", "server")
     port: int = _setting(8000, "Port the HTTP server listens on.", "server", ge=1, le=65535)
     public_url: str = _setting(
         "", "Base URL used in links given to clients; empty means the request's own.", "server"
     )
-    log_level: str = _setting("INFO", "Logging level (DEBUG, INFO, WARNING, ERROR).", "server")
+    log_level: str = _setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.", "server",
+                              pattern=r"(?i)^(debug|info|warning|error|critical)$")
+    log_format: str = _setting(
+        "text", "Log lines as text for people, or json (one object per line) for a log "
+        "collector.", "server", pattern="^(text|json)$")
     cors_origins: Annotated[list[str], NoDecode] = _setting(
         [], "Origins whose web pages may call the API (CORS), comma-separated, e.g. "
         "http://localhost:3000; * allows every origin; empty sends no CORS headers.", "server")
@@ -54,16 +106,16 @@ class Settings(BaseSettings):
     lease_seconds: float = _setting(
         60.0, "How long a claimed item stays ours without a heartbeat.", "workers", gt=0
     )
-    item_time_limit: float = _setting(
+    item_time_limit_seconds: float = _setting(
         600.0, "Seconds one item may process before it fails as timed out.", "workers", gt=0
     )
     max_attempts: int = _setting(
         3, "Attempts per item, counting the first, before a transient error fails it.", "workers", ge=1
     )
-    retry_backoff: float = _setting(
+    retry_backoff_seconds: float = _setting(
         2.0, "Base seconds of the exponential retry backoff (with jitter).", "workers", gt=0
     )
-    stuck_after: float = _setting(
+    stuck_after_seconds: float = _setting(
         3600.0, "Seconds after which a queued item that never ran is failed.", "workers", gt=0
     )
 
@@ -82,7 +134,7 @@ class Settings(BaseSettings):
     # expiry
     ttl_seconds: int = _setting(3600, "Default lifetime of a job's files.", "expiry", ge=1)
     max_ttl_seconds: int = _setting(7 * 24 * 3600, "Longest ttl_seconds a client may ask.", "expiry", ge=1)
-    sweep_interval: float = _setting(300.0, "Seconds between two sweeps.", "expiry", gt=0)
+    sweep_interval_seconds: float = _setting(300.0, "Seconds between two sweeps.", "expiry", gt=0)
 
     # fleet: brokers, queues, database pool (see docs/fleet.md)
     broker_url: str = _setting(
@@ -95,13 +147,13 @@ class Settings(BaseSettings):
     sweep_queue: str = _setting(
         "imgq-sweep", "Queue of the periodic sweep tasks that `imgq beat` sends and runs.",
         "fleet", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    queue_sweep_interval: float = _setting(
+    queue_sweep_interval_seconds: float = _setting(
         5.0, "Seconds between two sweeps for lost leases and unpublished items (imgq beat).",
         "fleet", gt=0)
-    outbox_grace: float = _setting(
+    outbox_grace_seconds: float = _setting(
         30.0, "Seconds a due, queued item may wait before the sweeper publishes it again, in "
         "case its message was lost (a duplicate is harmless, only wasted work).", "fleet", gt=0)
-    nats_ack_wait: float = _setting(
+    nats_ack_wait_seconds: float = _setting(
         30.0, "Seconds NATS waits for an ack before redelivering (workers send progress acks "
         "while an item runs).", "fleet", gt=0)
     db_pool_size: int = _setting(5, "Database connections kept open per process.", "fleet", ge=1)
@@ -118,30 +170,30 @@ class Settings(BaseSettings):
     s3_addressing_style: str = _setting(
         "auto", "S3 addressing: auto, path (MinIO, SeaweedFS) or virtual.", "s3",
         pattern="^(auto|path|virtual)$")
-    s3_multipart_threshold: int = _setting(
+    s3_multipart_threshold_bytes: int = _setting(
         16 * 1024 * 1024, "Files of this many bytes or more are uploaded in parts.", "s3",
         ge=5 * 1024 * 1024)
     s3_presigned_downloads: bool = _setting(
         False, "Answer result downloads with a redirect to a presigned S3 URL.", "s3")
-    s3_presign_expiry: int = _setting(
+    s3_presign_expiry_seconds: int = _setting(
         300, "Seconds a presigned download URL stays valid.", "s3", ge=1, le=7 * 24 * 3600)
 
     # live events and webhooks
-    events_poll_interval: float = _setting(
+    events_poll_interval_seconds: float = _setting(
         0.5, "Seconds between two looks at the database by a live event stream (SSE).",
         "events", gt=0, le=10)
-    events_heartbeat: float = _setting(
+    events_heartbeat_seconds: float = _setting(
         15.0, "Seconds between two keep-alive comments on an idle event stream.", "events", gt=0)
     webhook_secret: SecretStr = _setting(
         SecretStr(""), "Key that signs webhook deliveries (HMAC-SHA256); callback_url is "
         "refused while it is empty.", "events")
     webhook_allow_private: bool = _setting(
         False, "Allow webhooks to loopback, private and link-local addresses.", "events")
-    webhook_timeout: float = _setting(10.0, "Seconds one webhook delivery may take.", "events",
+    webhook_timeout_seconds: float = _setting(10.0, "Seconds one webhook delivery may take.", "events",
                                       gt=0)
     webhook_max_attempts: int = _setting(
         8, "Deliveries tried per webhook before it is given up.", "events", ge=1)
-    webhook_retry_backoff: float = _setting(
+    webhook_retry_backoff_seconds: float = _setting(
         10.0, "Base seconds of the webhook retry backoff (doubling, at most an hour).", "events",
         gt=0)
 
@@ -164,12 +216,12 @@ class Settings(BaseSettings):
         "realesrgan-x4plus", "Model of the AI Upscaler's method real_esrgan (standard).", "compat")
     compat_seed000_detailed_model: str = _setting(
         "dat-light-x{scale}", "Model of the AI Upscaler's method swinir (detailed); {scale} is "
-        "replaced by 2 or 4. A SwinIR file in IMGQ_MODELS_DIR can be named here.", "compat")
+        "replaced by 2 or 4. A SwinIR file in IMGQ_AI_MODELS_DIR can be named here.", "compat")
 
     # AI operations: upscale, remove_background, plug-ins (see docs/ai.md)
-    models_dir: Path | None = _setting(
+    ai_models_dir: Path | None = _setting(
         None, "Folder of your own .safetensors/.pth models; unset means <data_dir>/models.", "ai")
-    device: str = _setting(
+    ai_device: str = _setting(
         "auto", "Where AI models run: auto (CUDA when present, else CPU), cpu, cuda or cuda:N.",
         "ai", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     ai_max_pixels: int = _setting(
@@ -183,7 +235,7 @@ class Settings(BaseSettings):
         pattern="^(auto|fp32|fp16|bf16)$")
     ai_compile: bool = _setting(
         False, "Compile models with torch.compile (slow first run, faster afterwards).", "ai")
-    ai_tile: int = _setting(
+    ai_tile_pixels: int = _setting(
         0, "Tile side in pixels for AI upscaling; 0 chooses it from free memory.", "ai", ge=0)
 
     @field_validator("cors_origins", mode="before")
@@ -201,8 +253,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{(self.data_dir / 'imgq.db').resolve()}"
         if not self.storage_url:
             self.storage_url = (self.data_dir / "blobs").resolve().as_uri()
-        if self.models_dir is None:
-            self.models_dir = self.data_dir / "models"
+        if self.ai_models_dir is None:
+            self.ai_models_dir = self.data_dir / "models"
         if self.ttl_seconds > self.max_ttl_seconds:
             raise ValueError("ttl_seconds must not exceed max_ttl_seconds")
         return self
@@ -238,7 +290,9 @@ class SettingsError(Exception):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings from the environment; a bad value raises SettingsError naming the variable."""
+    """Read settings from the arguments, the environment and the settings file; a bad value
+    raises SettingsError naming the variable."""
+    overrides = {**_renamed_from_environment(), **_renamed(overrides)}
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -248,6 +302,67 @@ def load_settings(**overrides: Any) -> Settings:
             name = env_name(loc) if loc else "settings"
             problems.append(f"{name}: {err['msg']}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+def _renamed(values: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, value in values.items():
+        if name in RENAMED:
+            log.warning("setting %s is now called %s; the old name will stop working in the "
+                        "next release", name, RENAMED[name])
+            name = RENAMED[name]
+        out[name] = value
+    return out
+
+
+def _renamed_from_environment() -> dict[str, Any]:
+    """Values still given under an old variable name, unless the new one is set too."""
+    found = {}
+    for old, new in RENAMED.items():
+        if env_name(old) in os.environ and env_name(new) not in os.environ:
+            log.warning("%s is now called %s; the old name will stop working in the next "
+                        "release", env_name(old), env_name(new))
+            found[new] = os.environ[env_name(old)]
+    return found
+
+
+def as_environment(settings: Settings) -> list[str]:
+    """`IMGQ_NAME=value` lines that read back as the same settings; secrets, and URLs with a
+    password, come out as comments, never in clear."""
+    lines = []
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            state = "set" if value.get_secret_value() else "empty"
+            lines.append(f"# {env_name(name)}=<{state}, hidden>")
+            continue
+        text = _as_text(value)
+        if redact(text) != text:
+            lines.append(f"# {env_name(name)}={redact(text)}  (password hidden)")
+        else:
+            lines.append(f"{env_name(name)}={text}")
+    return lines
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+(?=@)", re.I)
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ***: for logs and printed
+    settings. The one place imgq hides secrets in URLs."""
+    return _URL_PASSWORD.sub(r"\g<head>***", text)
 
 
 @lru_cache(maxsize=1)

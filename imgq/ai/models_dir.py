@@ -1,4 +1,4 @@
-"""The user's models folder (IMGQ_MODELS_DIR): what is in it, and what each file turned out to be.
+"""The user's models folder (IMGQ_AI_MODELS_DIR): what is in it, and what each file turned out to be.
 
 A scan never raises because of a file: a broken, unsupported or clashing file is listed with its
 error, so one bad download never stops the service.

@@ -31,15 +31,15 @@ Every error answers `{"error": {"code": ..., "message": ...}}` with a message sa
 
 
 async def _upkeep(rt: Runtime, dispatcher: Dispatcher | None) -> None:
-    """The embedded sweeper: leases and re-dispatch often, expiry every sweep_interval."""
-    tick = max(0.5, min(5.0, rt.settings.lease_seconds / 2, rt.settings.sweep_interval))
+    """The embedded sweeper: leases and re-dispatch often, expiry every sweep_interval_seconds."""
+    tick = max(0.5, min(5.0, rt.settings.lease_seconds / 2, rt.settings.sweep_interval_seconds))
     loop = asyncio.get_running_loop()
     last_expiry = float("-inf")
     while True:
         report = SweepReport()
         try:
             await anyio.to_thread.run_sync(sweep_queue, rt, dispatcher, report)
-            if loop.time() - last_expiry >= rt.settings.sweep_interval:
+            if loop.time() - last_expiry >= rt.settings.sweep_interval_seconds:
                 await anyio.to_thread.run_sync(sweep_expiry, rt, report)
                 last_expiry = loop.time()
             await anyio.to_thread.run_sync(deliver_due_webhooks, rt)

@@ -59,7 +59,7 @@ async def submit_job(
     infos = [await anyio.to_thread.run_sync(probe, f.path, f.name, limits) for f in upload.files]
     sizes = [(f.name, i.width, i.height) for f, i in zip(upload.files, infos)]
     await anyio.to_thread.run_sync(refuse_large_ai_inputs, steps, sizes)  # docs/ai.md
-    job = _new_job(rt, [s.to_dict() for s in specs], rt.registry.resource_of(steps),
+    job = _new_job(rt, [s.to_dict() for s in steps], rt.registry.resource_of(steps),
                    ttl_seconds, source, extra or {}, upload.files, infos)
     stored: list[str] = []
     try:

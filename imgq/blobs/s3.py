@@ -54,8 +54,8 @@ class S3BlobStore(BlobStore):
                           signature_version="s3v4", max_pool_connections=32,
                           retries={"max_attempts": 5, "mode": "standard"}),
         )
-        return cls(client, parsed.netloc, parsed.path, settings.s3_multipart_threshold,
-                   settings.s3_presign_expiry)
+        return cls(client, parsed.netloc, parsed.path, settings.s3_multipart_threshold_bytes,
+                   settings.s3_presign_expiry_seconds)
 
     def _key(self, key: str) -> str:
         check_key(key)

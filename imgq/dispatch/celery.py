@@ -12,7 +12,7 @@ import time
 
 from celery import Celery, signals
 
-from imgq.config import Settings
+from imgq.config import Settings, redact
 from imgq.dispatch.celery_app import make_celery, use_app
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def run_worker(settings: Settings, queues: list[str], concurrency: int | None,
             "--concurrency", str(concurrency or settings.worker_count),
             "--pool", pool or "prefork", "--loglevel", settings.log_level,
             "--without-gossip", "--without-mingle"]
-    log.info("imgq worker (Celery) on %s, queues %s", _safe(settings.broker_url), queues)
+    log.info("imgq worker (Celery) on %s, queues %s", redact(settings.broker_url), queues)
     _run_supervised(app, argv, "worker")
 
 
@@ -41,7 +41,8 @@ def run_beat(settings: Settings) -> None:
             "--hostname", _node_name("beat"), "--pool", "solo", "--concurrency", "1",
             "--loglevel", settings.log_level, "--without-gossip", "--without-mingle"]
     log.info("imgq beat (Celery) on %s: queue sweep every %.0f s, expiry every %.0f s",
-             _safe(settings.broker_url), settings.queue_sweep_interval, settings.sweep_interval)
+             redact(settings.broker_url), settings.queue_sweep_interval_seconds,
+             settings.sweep_interval_seconds)
     _run_supervised(app, argv, "beat")
 
 
@@ -69,8 +70,3 @@ def _run_supervised(app: Celery, argv: list[str], role: str) -> None:
     time.sleep(2)
     os.execv(sys.executable, [sys.executable, *sys.argv])
 
-
-def _safe(url: str) -> str:
-    """The broker URL without its password, for logs."""
-    head, at, tail = url.rpartition("@")
-    return f"{head.split('://')[0]}://…@{tail}" if at else url

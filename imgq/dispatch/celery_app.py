@@ -103,13 +103,13 @@ def make_celery(settings: Settings) -> Celery:
         worker_send_task_events=True,  # for Flower
         beat_schedule={
             "imgq-sweep-queue": {
-                "task": SWEEP_QUEUE, "schedule": settings.queue_sweep_interval,
+                "task": SWEEP_QUEUE, "schedule": settings.queue_sweep_interval_seconds,
                 "options": {"queue": settings.sweep_queue,
-                            "expires": settings.queue_sweep_interval},
+                            "expires": settings.queue_sweep_interval_seconds},
             },
             "imgq-sweep-expiry": {
-                "task": SWEEP_EXPIRY, "schedule": settings.sweep_interval,
-                "options": {"queue": settings.sweep_queue, "expires": settings.sweep_interval},
+                "task": SWEEP_EXPIRY, "schedule": settings.sweep_interval_seconds,
+                "options": {"queue": settings.sweep_queue, "expires": settings.sweep_interval_seconds},
             },
         },
     )

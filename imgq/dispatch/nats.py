@@ -27,7 +27,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from imgq.config import Settings
+from imgq.config import Settings, redact
 from imgq.dispatch.base import Dispatcher, queue_for
 from imgq.dispatch.pool import new_pool, run_item
 from imgq.dispatch.sweeper import FleetSweeper
@@ -116,7 +116,7 @@ class NatsDispatcher(Dispatcher):
                 self._nc = await connect(self.settings)
             js = self._nc.jetstream()
             if queue not in self._ready:
-                await ensure_queue(js, queue, self.settings.nats_ack_wait)
+                await ensure_queue(js, queue, self.settings.nats_ack_wait_seconds)
                 self._ready.add(queue)
         return js
 
@@ -169,12 +169,12 @@ class NatsWorker:
         js = nc.jetstream()
         pullers = []
         for queue in self.queues:
-            await ensure_queue(js, queue, self.settings.nats_ack_wait)
+            await ensure_queue(js, queue, self.settings.nats_ack_wait_seconds)
             sub = await js.pull_subscribe(subject(queue), durable=DURABLE,
                                           stream=stream_name(queue))
             pullers.append(asyncio.create_task(self._pull(sub)))
         log.info("imgq worker (NATS) on %s, queues %s, %d processes",
-                 self.settings.broker_url, self.queues, self.concurrency)
+                 redact(self.settings.broker_url), self.queues, self.concurrency)
         await self.stopping.wait()
         for puller in pullers:
             puller.cancel()
@@ -208,7 +208,7 @@ class NatsWorker:
             pool = self.pool
             future = asyncio.get_running_loop().run_in_executor(pool, run_item, item_id)
             while True:  # keep the message ours while the item runs
-                done, _ = await asyncio.wait({future}, timeout=self.settings.nats_ack_wait / 3)
+                done, _ = await asyncio.wait({future}, timeout=self.settings.nats_ack_wait_seconds / 3)
                 if done:
                     break
                 await msg.in_progress()
@@ -249,15 +249,15 @@ def run_beat(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     log.info("imgq beat (NATS): queue sweep every %.0f s, expiry every %.0f s",
-             settings.queue_sweep_interval, settings.sweep_interval)
+             settings.queue_sweep_interval_seconds, settings.sweep_interval_seconds)
     last_expiry = float("-inf")
     while not stop.is_set():
         try:
             sweeper.sweep_queue()
-            if time.monotonic() - last_expiry >= settings.sweep_interval:
+            if time.monotonic() - last_expiry >= settings.sweep_interval_seconds:
                 sweeper.sweep_expiry()
                 last_expiry = time.monotonic()
         except Exception:
             log.exception("sweep failed; trying again")
-        stop.wait(settings.queue_sweep_interval)
+        stop.wait(settings.queue_sweep_interval_seconds)
     dispatcher.stop()

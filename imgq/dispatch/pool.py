@@ -19,7 +19,7 @@ _runtime: Runtime | None = None  # this worker process's Runtime, made once by i
 
 def init_worker(settings: Settings, threads: int) -> None:
     global _runtime
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     tune_libvips(threads)
     _runtime = Runtime.from_settings(settings)
 

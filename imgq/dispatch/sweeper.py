@@ -34,7 +34,7 @@ def sweep_queue(rt: Runtime, dispatcher: Dispatcher | None, report: SweepReport)
 class FleetSweeper:
     """The sweeper of a fleet; exactly one `imgq beat` runs it.
 
-    Lost leases are requeued; queued items that have been due for `outbox_grace` seconds are
+    Lost leases are requeued; queued items that have been due for `outbox_grace_seconds` seconds are
     published again, because their message may be lost (the API died between commit and
     publish, a broker restarted without persistence, a worker died holding it). An item is
     published again at most once per grace period: a duplicate is harmless, only wasted work.
@@ -49,7 +49,7 @@ class FleetSweeper:
         report = SweepReport()
         requeue_lost(self.rt, report)
         now = time.monotonic()
-        grace = self.rt.settings.outbox_grace
+        grace = self.rt.settings.outbox_grace_seconds
         self._published = {k: t for k, t in self._published.items() if now - t < grace}
         due = [(i, r) for i, r in self.rt.repo.due_items(due_for=grace)
                if i not in self._published]

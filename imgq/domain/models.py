@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from imgq.domain.status import JobStatus, Status, derive_job_status
+from imgq.domain.status import TERMINAL, JobStatus, Status, derive_job_status
 
 
 @dataclass
@@ -57,10 +57,9 @@ class Job:
     def progress(self) -> int:
         if not self.items:
             return 0
-        return round(sum(100 if i.status in FINAL else i.progress for i in self.items) / len(self.items))
+        return round(sum(100 if i.status in TERMINAL else i.progress for i in self.items) / len(self.items))
 
 
-FINAL = frozenset({Status.succeeded, Status.failed, Status.cancelled, Status.expired})
 
 
 @dataclass(frozen=True)

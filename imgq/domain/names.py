@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from urllib.parse import quote
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]+")
 MAX_NAME = 120
@@ -44,3 +45,12 @@ def unique_names(names: list[str]) -> list[str]:
         seen.add(candidate.lower())
         out.append(candidate)
     return out
+
+
+def content_disposition(name: str, inline: bool = False) -> dict[str, str]:
+    """The Content-Disposition header that offers `name` for download (RFC 6266: an ASCII
+    fallback, and the exact name in UTF-8)."""
+    ascii_name = name.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
+    kind = "inline" if inline else "attachment"
+    return {"Content-Disposition":
+            f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"}

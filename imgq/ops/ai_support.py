@@ -44,9 +44,9 @@ class AIConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AIConfig:
-        return cls(models_dir=settings.models_dir, device=settings.device,
+        return cls(models_dir=settings.ai_models_dir, device=settings.ai_device,
                    precision=settings.ai_precision, compile=settings.ai_compile,
-                   tile=settings.ai_tile, max_pixels_cpu=settings.ai_max_pixels,
+                   tile=settings.ai_tile_pixels, max_pixels_cpu=settings.ai_max_pixels,
                    max_pixels_gpu=settings.ai_max_pixels_gpu)
 
     @classmethod

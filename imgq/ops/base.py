@@ -21,6 +21,12 @@ class Params(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @classmethod
+    def restore(cls, stored: dict[str, Any]) -> Params:
+        """Parameters as `BoundStep.to_dict` stored them, already validated at submit: trusted,
+        not validated again (a default changed by a later release never changes a queued job)."""
+        return cls.model_construct(**stored)
+
 
 class NoParams(Params):
     pass
@@ -91,6 +97,10 @@ class BoundStep:
     def name(self) -> str:
         return self.op.name
 
+    def to_dict(self) -> dict[str, Any]:
+        """The step as stored and shown: every parameter, defaults filled and aliases resolved."""
+        return {"op": self.op.name, **self.params.model_dump(mode="json")}
+
 
 class Registry:
     def __init__(self) -> None:
@@ -128,6 +138,19 @@ class Registry:
         except ValidationError as exc:
             raise InvalidParameters(_describe(index, op.name, exc), step=index, op=op.name) from None
         return BoundStep(op, params)
+
+    def restore(self, stored: list[dict[str, Any]]) -> list[BoundStep]:
+        """The steps of a stored pipeline, for the worker: no validation, only a check that each
+        operation can run here (InvalidPipeline naming the step otherwise)."""
+        steps = []
+        for index, raw in enumerate(stored):
+            params = dict(raw)
+            op = self.get(str(params.pop("op", "")))
+            if op.unavailable_reason:
+                raise InvalidPipeline(f"step {index} ({op.name}) cannot run on this worker: "
+                                      f"{op.unavailable_reason}")
+            steps.append(BoundStep(op, op.params_model.restore(params)))
+        return steps
 
     def resource_of(self, steps: list[BoundStep]) -> Resource:
         return "gpu" if any(s.op.resource == "gpu" for s in steps) else "cpu"

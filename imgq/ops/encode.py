@@ -41,6 +41,11 @@ class EncodeParams(Params):
     def _alias(cls, value: Any) -> Any:
         return _ALIASES.get(value.lower(), value.lower()) if isinstance(value, str) else value
 
+    @classmethod
+    def restore(cls, stored: dict[str, Any]) -> Params:
+        # Jobs queued before pipelines were stored normalised may still say "jpg".
+        return super().restore({**stored, "format": cls._alias(stored.get("format"))})
+
     @field_validator("quality")
     @classmethod
     def _lossy_only(cls, value: int | None, info: ValidationInfo) -> int | None:

@@ -220,7 +220,7 @@ def _prepare_for(image: Image, fmt: str) -> pyvips.Image:
         try:  # the colours stay right once the profile is stripped
             out = out.icc_transform("srgb")
         except pyvips.Error:
-            log.debug("icc transform failed; keeping pixel values as they are")
+            log.debug("icc transform failed; keeping pixel values as they are", exc_info=True)
     if out.hasalpha() and fmt == "jpeg":
         out = out.flatten(background=[255] * (out.bands - 1))
     if out.format == "ushort" and fmt not in SIXTEEN_BIT_FORMATS:

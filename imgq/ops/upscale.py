@@ -1,4 +1,4 @@
-"""upscale: AI super-resolution (Real-ESRGAN, DAT light, or a model from IMGQ_MODELS_DIR).
+"""upscale: AI super-resolution (Real-ESRGAN, DAT light, or a model from IMGQ_AI_MODELS_DIR).
 
 The model list is the shipped super-resolution models whose weights are installed, then the
 runnable files of the models folder; it is read again whenever the folder changes (each file
@@ -127,7 +127,7 @@ class Upscale(Operation):
         if not shipped_choices() and not user_choices(self.config.models_dir):
             reason = unavailable_reason(SHIPPED.get(DEFAULT_MODEL))
             return (f"no upscaling model can run here ({reason}); see docs/ai.md, or put a "
-                    "model in IMGQ_MODELS_DIR")
+                    "model in IMGQ_AI_MODELS_DIR")
         return None
 
     def choices(self) -> dict[str, int]:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from imgq.domain.models import Claim
 from imgq.domain.names import with_extension
-from imgq.domain.pipeline import parse_pipeline
+from imgq.domain.retry import backoff
 from imgq.errors import Cancelled, ImgqError, InvalidTransition, TransientError
 from imgq.ops.image import OUTPUT_FORMATS
 from imgq.worker.context import ItemContext
@@ -27,19 +26,19 @@ class Outcome:
     retry_in: float | None = None
 
 
-def backoff(attempt: int, base: float) -> float:
-    """Exponential backoff with full jitter: base·2^(attempt-1), drawn from [half, whole]."""
-    ceiling = base * 2 ** max(0, attempt - 1)
-    return random.uniform(ceiling / 2, ceiling)
-
-
 def execute(rt: Runtime, item_id: str) -> Outcome:
     claim = rt.repo.claim(item_id, rt.settings.lease_seconds)
     if claim is None:
         log.debug("item %s not claimable (taken, finished or not due)", item_id)
         return Outcome("skipped")
-    steps = rt.registry.bind(parse_pipeline(claim.job.pipeline))
-    ctx = ItemContext(rt.repo, claim, rt.settings.lease_seconds, rt.settings.item_time_limit,
+    try:
+        steps = rt.registry.restore(claim.job.pipeline)
+    except ImgqError as exc:  # e.g. a model this worker does not have: no retry will help
+        code, message = exc.code, exc.message
+        log.error("item %s: %s", item_id, message, extra={"job_id": claim.job.id,
+                                                         "item_id": item_id})
+        return _guarded(claim, lambda: rt.repo.finish_failed(claim, code, message), "failed")
+    ctx = ItemContext(rt.repo, claim, rt.settings.lease_seconds, rt.settings.item_time_limit_seconds,
                       len(steps))
     extra = ctx.log_extra
     log.info("item %s: running (attempt %d)", item_id, claim.item.attempts, extra=extra)
@@ -89,7 +88,7 @@ def _failed(rt: Runtime, claim: Claim, ctx: ItemContext, exc: Exception) -> Outc
     error = _as_imgq_error(exc)
     extra = {**ctx.log_extra, "error_code": error.code}
     if error.transient and claim.item.attempts < rt.settings.max_attempts:
-        delay = backoff(claim.item.attempts, rt.settings.retry_backoff)
+        delay = backoff(claim.item.attempts, rt.settings.retry_backoff_seconds)
         log.warning("item %s: transient error, retry in %.1f s: %s", claim.item.id, delay,
                     error.message, exc_info=exc, extra=extra)
         return _guarded(claim, lambda: rt.repo.retry_later(claim, delay, error.code,

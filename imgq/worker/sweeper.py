@@ -28,9 +28,9 @@ def requeue_lost(rt: Runtime, report: SweepReport) -> None:
 
 
 def sweep_expiry(rt: Runtime, report: SweepReport) -> None:
-    report.stuck_failed = rt.repo.fail_stuck(rt.settings.stuck_after)
+    report.stuck_failed = rt.repo.fail_stuck(rt.settings.stuck_after_seconds)
     # An upload or result older than any item may run was left by a killed process.
-    report.stale_files = rt.blobs.sweep_staging(2 * rt.settings.item_time_limit + 3600)
+    report.stale_files = rt.blobs.sweep_staging(2 * rt.settings.item_time_limit_seconds + 3600)
     for job_id in rt.repo.expired_jobs():
         rt.blobs.delete(rt.repo.blob_keys(job_id))
         rt.repo.mark_expired(job_id)

@@ -14,7 +14,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import random
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ import httpx
 
 from imgq import __version__
 from imgq.config import Settings
+from imgq.domain.retry import backoff
 from imgq.domain.views import job_out
 from imgq.errors import ImgqError, InvalidRequest, InvalidTransition, NotFound
 from imgq.store.repository import Delivery, utcnow
@@ -132,15 +132,10 @@ def resolve_public(host: str, port: int, allow_private: bool) -> str:
 
 
 # -- delivery -------------------------------------------------------------------------------
-def webhook_backoff(attempt: int, base: float) -> float:
-    """Doubling per attempt, at most an hour, with jitter in [half, whole]."""
-    ceiling = min(MAX_BACKOFF, base * 2 ** max(0, attempt - 1))
-    return random.uniform(ceiling / 2, ceiling)
-
 
 def deliver_due_webhooks(rt: Runtime) -> int:
     """Send every due webhook once (a few at a time); return how many were attempted."""
-    lease = rt.settings.webhook_timeout * 3 + 30
+    lease = rt.settings.webhook_timeout_seconds * 3 + 30
     due = rt.repo.claim_webhooks(lease)
     if not due:
         return 0
@@ -156,7 +151,7 @@ def deliver(rt: Runtime, delivery: Delivery) -> bool:
     extra = {"job_id": delivery.job_id, "webhook_id": delivery.id}
     try:
         body = payload(rt, delivery)
-        status = _post(delivery, body, s.webhook_secret.get_secret_value(), s.webhook_timeout,
+        status = _post(delivery, body, s.webhook_secret.get_secret_value(), s.webhook_timeout_seconds,
                        s.webhook_allow_private)
         error = None if 200 <= status < 300 else f"the receiver answered HTTP {status}"
         permanent = False
@@ -175,7 +170,7 @@ def deliver(rt: Runtime, delivery: Delivery) -> bool:
         log.warning("webhook to %s given up after %d attempts: %s", _host(delivery.url),
                     delivery.attempts, error, extra=extra)
     else:
-        delay = webhook_backoff(delivery.attempts, s.webhook_retry_backoff)
+        delay = backoff(delivery.attempts, s.webhook_retry_backoff_seconds, MAX_BACKOFF)
         retry_at = utcnow() + timedelta(seconds=delay)
         log.info("webhook to %s failed (%s); retry in %.1f s", _host(delivery.url), error,
                  delay, extra=extra)

@@ -63,8 +63,8 @@ def fleet(request: pytest.FixtureRequest, postgres_url: str, s3_server: S3Server
         "broker_url": url, "database_url": postgres_url, "data_dir": str(tmp_path / "data"),
         "storage_url": f"s3://{s3_server.new_bucket()}/imgq", **s3_server.settings(),
         "cpu_queue": f"cpu-{tag}", "gpu_queue": f"gpu-{tag}", "sweep_queue": f"sweep-{tag}",
-        "lease_seconds": "4", "outbox_grace": "3", "queue_sweep_interval": "1",
-        "nats_ack_wait": "6", "max_files": str(PER_JOB), "log_level": "INFO",
+        "lease_seconds": "4", "outbox_grace_seconds": "3", "queue_sweep_interval_seconds": "1",
+        "nats_ack_wait_seconds": "6", "max_files": str(PER_JOB), "log_level": "INFO",
     }
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -50,7 +50,7 @@ def idle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def brief(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     started = _start(tmp_path_factory, "compat-brief", workers=1, ttl_seconds=2,
-                     sweep_interval=1)
+                     sweep_interval_seconds=1)
     yield started
     started.close()
 

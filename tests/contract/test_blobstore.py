@@ -20,7 +20,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]
 
         server = request.getfixturevalue("s3_server")
         settings = load_settings(data_dir=tmp_path, **server.settings(),
-                                 s3_multipart_threshold=5 * 1024 * 1024)
+                                 s3_multipart_threshold_bytes=5 * 1024 * 1024)
         yield open_blob_store(f"s3://{server.new_bucket()}/some/prefix", settings)
         return
     yield open_blob_store((tmp_path / "blobs").as_uri())

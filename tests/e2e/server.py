@@ -66,13 +66,13 @@ def write_broken_png(path: Path) -> Path:
 WEBHOOK_SECRET = "test-webhook-secret"
 CONFIGS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     # one worker, so that items of a batch are seen waiting; fast sweeps and retries
-    "workers": ((), {"IMGQ_WORKERS": "1", "IMGQ_EVENTS_POLL_INTERVAL": "0.05",
+    "workers": ((), {"IMGQ_WORKERS": "1", "IMGQ_EVENTS_POLL_INTERVAL_SECONDS": "0.05",
                      "IMGQ_LEASE_SECONDS": "2", "IMGQ_WEBHOOK_SECRET": WEBHOOK_SECRET,
-                     "IMGQ_WEBHOOK_ALLOW_PRIVATE": "true", "IMGQ_WEBHOOK_RETRY_BACKOFF": "0.2"}),
+                     "IMGQ_WEBHOOK_ALLOW_PRIVATE": "true", "IMGQ_WEBHOOK_RETRY_BACKOFF_SECONDS": "0.2"}),
     # no workers: items stay queued until cancelled
-    "idle": (("--no-workers",), {"IMGQ_EVENTS_HEARTBEAT": "0.3", "IMGQ_MAX_FILES": "3",
+    "idle": (("--no-workers",), {"IMGQ_EVENTS_HEARTBEAT_SECONDS": "0.3", "IMGQ_MAX_FILES": "3",
                                  "IMGQ_MAX_FILE_BYTES": "300000",
-                                 "IMGQ_EVENTS_POLL_INTERVAL": "0.05"}),
+                                 "IMGQ_EVENTS_POLL_INTERVAL_SECONDS": "0.05"}),
 }
 _shared: dict[str, Server] = {}
 _stack = ExitStack()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import pyvips
 
-from tests.unit.ai._support import require_torch, scene
+from tests.integration.ai._support import require_torch, scene
 
 require_torch("spandrel", "onnxruntime")
 
@@ -78,7 +78,7 @@ class Ctx:
 
 
 def settings(tmp_path: Path, **overrides: Any) -> Settings:
-    return load_settings(data_dir=tmp_path, device="cpu", **overrides)
+    return load_settings(data_dir=tmp_path, ai_device="cpu", **overrides)
 
 
 @pytest.fixture

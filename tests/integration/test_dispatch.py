@@ -42,7 +42,7 @@ def fleet_settings(request: pytest.FixtureRequest, postgres_url: str,
         "broker_url": url, "database_url": postgres_url, "data_dir": str(tmp_path / "data"),
         "storage_url": (tmp_path / "blobs").as_uri(), "cpu_queue": f"cpu-{tag}",
         "gpu_queue": f"gpu-{tag}", "sweep_queue": f"sweep-{tag}", "lease_seconds": "5",
-        "outbox_grace": "0.5", "log_level": "INFO",
+        "outbox_grace_seconds": "0.5", "log_level": "INFO",
     }
     yield settings
     forget_queues(url, [settings["cpu_queue"], settings["gpu_queue"], settings["sweep_queue"]])
@@ -159,7 +159,7 @@ def test_an_item_never_published_is_published_by_the_fleet_sweeper(
     job = new_job(rt, 3, tmp_path)  # committed, then "the API died" before publishing
     sweeper = FleetSweeper(rt, dispatcher)
     assert sweeper.sweep_queue().dispatched == 0  # not due for the grace period yet
-    time.sleep(rt.settings.outbox_grace + 0.1)
+    time.sleep(rt.settings.outbox_grace_seconds + 0.1)
     assert sweeper.sweep_queue().dispatched == 3
     assert sweeper.sweep_queue().dispatched == 0  # not again within the grace period
     done = wait_done(rt, fleet, job)

@@ -16,7 +16,7 @@ from imgq.config import load_settings
 @pytest.fixture
 def store(s3_server: Any, tmp_path: Path) -> S3BlobStore:
     settings = load_settings(data_dir=tmp_path, **s3_server.settings(),
-                             s3_multipart_threshold=5 * 1024 * 1024, s3_presign_expiry=60)
+                             s3_multipart_threshold_bytes=5 * 1024 * 1024, s3_presign_expiry_seconds=60)
     found = open_blob_store(f"s3://{s3_server.new_bucket()}/pre/fix", settings)
     assert isinstance(found, S3BlobStore)
     return found

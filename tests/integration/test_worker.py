@@ -20,7 +20,8 @@ from imgq.ops import build_registry
 from imgq.ops.base import NoParams, Operation, Registry, StepContext
 from imgq.ops.image import Image
 from imgq.store.repository import utcnow
-from imgq.worker.execute import backoff, execute
+from imgq.domain.retry import backoff
+from imgq.worker.execute import execute
 from imgq.worker.runtime import Runtime
 from imgq.worker.sweeper import sweep
 
@@ -66,8 +67,8 @@ class Broken(Operation):
 
 @pytest.fixture
 def rt(tmp_path: Path) -> Iterator[Runtime]:
-    settings = load_settings(data_dir=tmp_path, lease_seconds=5, retry_backoff=0.05,
-                             max_attempts=3, item_time_limit=30)
+    settings = load_settings(data_dir=tmp_path, lease_seconds=5, retry_backoff_seconds=0.05,
+                             max_attempts=3, item_time_limit_seconds=30)
     runtime = Runtime.from_settings(settings, run_migrations=True)
     registry = Registry()
     for op in build_registry():
@@ -172,7 +173,7 @@ def test_cancel_stops_a_running_item_at_its_next_check(rt: Runtime) -> None:
 
 
 def test_the_time_limit_fails_a_long_item(rt: Runtime) -> None:
-    rt.settings = rt.settings.model_copy(update={"item_time_limit": 0.3})
+    rt.settings = rt.settings.model_copy(update={"item_time_limit_seconds": 0.3})
     job = submit(rt, [{"op": "slow"}])
     assert execute(rt, job.items[0].id).status == "failed"
     item = rt.repo.get_item(job.items[0].id)
@@ -206,3 +207,17 @@ def test_the_sweeper_expires_jobs_and_removes_their_files(rt: Runtime) -> None:
     assert report.expired_jobs == [job.id]
     assert not rt.blobs.exists(item.input_key) and not rt.blobs.exists(item.result_key or "")
     assert rt.repo.get_job(job.id).data_removed
+
+
+def test_a_pipeline_this_worker_cannot_run_fails_at_once_saying_why(rt: Runtime) -> None:
+    job = submit(rt, [{"op": "grayscale"}, {"op": "no_such_operation"}])
+    assert execute(rt, job.items[0].id).status == "failed"
+    item = rt.repo.get_item(job.items[0].id)
+    assert item.status == Status.failed and item.attempts == 1
+    assert "unknown operation 'no_such_operation'" in (item.error_message or "")
+
+
+def test_a_job_queued_with_an_alias_before_normalisation_still_runs(rt: Runtime) -> None:
+    job = submit(rt, [{"op": "encode", "format": "jpg"}])
+    assert execute(rt, job.items[0].id).status == "succeeded"
+    assert rt.repo.get_item(job.items[0].id).result_meta["format"] == "jpeg"

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote
 
 import anyio
 from fastapi import APIRouter, Request, Response
@@ -19,6 +18,7 @@ from imgq.api.service import submit_job
 from imgq.api.uploads import Upload, receive_upload
 from imgq.dispatch.base import Dispatcher
 from imgq.domain.models import Item, Job
+from imgq.domain.names import content_disposition
 from imgq.domain.status import Status
 from imgq.errors import Gone, ImgqError, InvalidRequest
 from imgq.ops.image import OUTPUT_FORMATS
@@ -121,13 +121,6 @@ def iso(when: datetime | None) -> str | None:
 
 
 # -- downloads --------------------------------------------------------------------------------
-def attachment(name: str, inline: bool = False) -> dict[str, str]:
-    ascii_name = name.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
-    kind = "inline" if inline else "attachment"
-    return {"Content-Disposition":
-            f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"}
-
-
 async def stream_result(request: Request, job: Job, item: Item, name: str,
                         inline: bool = False) -> StreamingResponse:
     """The item's result file; the caller has checked that the item succeeded."""
@@ -137,7 +130,7 @@ async def stream_result(request: Request, job: Job, item: Item, name: str,
     fmt = (item.result_meta or {}).get("format", "png")
     media = OUTPUT_FORMATS.get(fmt, ("application/octet-stream", ""))[0]
     size = await anyio.to_thread.run_sync(rt.blobs.size, item.result_key)
-    headers = {**attachment(name, inline), "Content-Length": str(size)}
+    headers = {**content_disposition(name, inline), "Content-Length": str(size)}
     return StreamingResponse(rt.blobs.iter_bytes(item.result_key), media_type=media,
                              headers=headers)
 
@@ -148,4 +141,4 @@ def stream_archive(request: Request, job: Job, entries: list[tuple[str, Item]],
     rt = runtime(request)
     rows = [(n, i.result_key or "", i.finished_at or job.created_at) for n, i in entries]
     return StreamingResponse(stream_zip(rt.blobs, rows), media_type="application/zip",
-                             headers=attachment(name))
+                             headers=content_disposition(name))

@@ -155,7 +155,7 @@ def _missing_model(task_type: str, operation: str, reason: str) -> SeedError:
             "task_type": task_type, "operation": operation, "reason": reason, "how_to_fix": fix}})
     fix = (f"imgq ships no model for {task_type}. Install a plug-in package that provides an "
            f"'{operation}' operation through the 'imgq.operations' entry point (it may load its "
-           "weights from IMGQ_MODELS_DIR), then restart imgq; GET /v1/operations lists what is "
+           "weights from IMGQ_AI_MODELS_DIR), then restart imgq; GET /v1/operations lists what is "
            "installed")
     return SeedError(400, {"error": "Model not installed", "details": {
         "task_type": task_type, "operation": operation, "reason": reason, "how_to_fix": fix}})

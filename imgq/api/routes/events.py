@@ -2,14 +2,14 @@
 
 The stream watches the database, not a process-local queue, so it works the same whether
 the items run in this process, in another API server's pool or on Celery workers: every
-`events_poll_interval` it reads the job's version (a counter that every UPDATE of the job
+`events_poll_interval_seconds` it reads the job's version (a counter that every UPDATE of the job
 or of its items bumps) and, when it moved, loads the job and sends what changed.
 
 Events, in order:
 - `item`: one item as GET /v1/jobs/{id} shows it, whenever its state, progress or stage changed;
 - `job`: the job's summary (status, progress, counts, expiry), whenever it changed;
 - `done`: once, the whole job, when it reaches a terminal state; then the stream ends.
-Comment lines (`: keep-alive`) are sent on a quiet stream every `events_heartbeat` seconds.
+Comment lines (`: keep-alive`) are sent on a quiet stream every `events_heartbeat_seconds` seconds.
 
 Every event's `id` is the job's version when it was read. Reconnecting with `Last-Event-ID`
 (browsers do it by themselves) skips what the client already has: nothing when the version did
@@ -105,7 +105,7 @@ class JobStream:
                 yield chunk
         quiet_since = loop.time()
         while out.status in ACTIVE:
-            await asyncio.sleep(s.events_poll_interval)
+            await asyncio.sleep(s.events_poll_interval_seconds)
             if await request.is_disconnected():
                 return
             now = await anyio.to_thread.run_sync(self.rt.repo.job_version, self.job_id)
@@ -120,7 +120,7 @@ class JobStream:
                 for chunk in self._changes(out, version):
                     quiet_since = loop.time()
                     yield chunk
-            if loop.time() - quiet_since >= s.events_heartbeat:
+            if loop.time() - quiet_since >= s.events_heartbeat_seconds:
                 quiet_since = loop.time()
                 yield ": keep-alive\n\n"
         yield format_event("done", out.model_dump(mode="json"), version)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import quote
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response
@@ -14,7 +13,7 @@ from imgq.api.deps import BaseUrl, DispatcherDep, RuntimeDep, errors, load_item
 from imgq.api.schemas import JobList, JobOut, job_out
 from imgq.api.service import parse_ttl, submit_job
 from imgq.api.uploads import receive_upload
-from imgq.domain.names import unique_names
+from imgq.domain.names import content_disposition, unique_names
 from imgq.domain.status import Status
 from imgq.errors import Conflict, Gone, InvalidRequest
 from imgq.ops.image import OUTPUT_FORMATS
@@ -98,12 +97,6 @@ async def get_job(job_id: str, rt: RuntimeDep, base: BaseUrl) -> JobOut:
     return job_out(await anyio.to_thread.run_sync(rt.repo.get_job, job_id), base)
 
 
-def _download_headers(name: str) -> dict[str, str]:
-    ascii_name = name.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
-    return {"Content-Disposition":
-            f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"}
-
-
 @router.get(
     "/{job_id}/items/{index}/result", summary="Download one result",
     responses={200: {"content": {"image/*": {}}, "description": "The result image."},
@@ -122,7 +115,7 @@ async def get_result(job_id: str, index: int, rt: RuntimeDep) -> Response:
         url = presign(item.result_key, item.result_name or "result", media)
         return RedirectResponse(url, status_code=307)  # the bytes come straight from S3
     size = await anyio.to_thread.run_sync(rt.blobs.size, item.result_key)
-    headers = {**_download_headers(item.result_name or "result"), "Content-Length": str(size)}
+    headers = {**content_disposition(item.result_name or "result"), "Content-Length": str(size)}
     chunks = await anyio.to_thread.run_sync(rt.blobs.iter_bytes, item.result_key)
     return StreamingResponse(chunks, media_type=media, headers=headers)
 
@@ -141,7 +134,7 @@ async def get_archive(job_id: str, rt: RuntimeDep) -> StreamingResponse:
     names = unique_names([i.result_name or f"result-{i.idx}" for i in done])
     entries = [(n, i.result_key, i.finished_at or job.created_at) for n, i in zip(names, done)]
     return StreamingResponse(stream_zip(rt.blobs, entries), media_type="application/zip",  # type: ignore[arg-type]
-                             headers=_download_headers(f"imgq-{job_id[:8]}.zip"))
+                             headers=content_disposition(f"imgq-{job_id[:8]}.zip"))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a job",

@@ -47,7 +47,7 @@ def user_models(folder: Path | None) -> list[dict[str, Any]]:
 
 def models(folder: Path | None) -> dict[str, Any]:
     return {"shipped": shipped(), "user": user_models(folder),
-            "how_to_add": "put a .safetensors or .pth file in the server's IMGQ_MODELS_DIR; "
+            "how_to_add": "put a .safetensors or .pth file in the server's IMGQ_AI_MODELS_DIR; "
                           "it is offered as a model of the upscale operation under its file name"}
 
 
@@ -55,4 +55,4 @@ def models(folder: Path | None) -> dict[str, Any]:
             summary="Shipped AI models, and the models found in the models folder")
 async def list_models(rt: RuntimeDep) -> dict[str, Any]:
     # Inspecting a new file loads it (torch): off the event loop.
-    return await anyio.to_thread.run_sync(models, rt.settings.models_dir)
+    return await anyio.to_thread.run_sync(models, rt.settings.ai_models_dir)

@@ -77,7 +77,7 @@ def test_cpu_estimate_scales_with_pixels_and_model_cost() -> None:
 def test_calibration_replaces_the_reference_throughput() -> None:
     compact = SHIPPED.get("realesr-animevideov3")
     throughput = calibrate(compact, side=32)
-    assert throughput > 1e9
+    assert throughput > 0  # a speed, not a speed limit: no timed assertion in tests
     assert estimate_cpu_seconds(100, 100, compact) == pytest.approx(
         100 * 100 * compact.flops_per_pixel * 1.3 / throughput)
 

@@ -14,7 +14,7 @@ from imgq.ai.descriptors import SHIPPED
 from imgq.ai.ncnn_runtime import CUGAN_ALIGN, CUGAN_PREPADDING, NcnnNet
 from imgq.ai.openvino_runtime import OpenVinoNet
 from imgq.ai.upscale import upscale_array
-from tests.unit.ai._support import IN_CI, scene
+from tests.integration.ai._support import IN_CI, scene
 
 EXACT_DB = 50.0
 
