@@ -1,7 +1,7 @@
 """What the runtime needs to know about each model, and the registry of shipped models.
 
 Importing this module needs neither torch nor the weight packages: the API can list models and
-validate parameters on a machine without the AI extra.
+validate parameters on a machine without a model runtime.
 """
 
 from __future__ import annotations
