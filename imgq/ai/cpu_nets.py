@@ -58,7 +58,20 @@ def unavailable_reason(descriptor: ModelDescriptor) -> str | None:
         INSTALL_HINT[r] for r in descriptor.cpu_runtimes)
 
 
+_thread_limit: int | None = None
+
+
+def limit_threads(threads: int) -> None:
+    """Cap the threads each OpenVINO/ncnn net of this process uses (a worker process that
+    shares the cores with others), like torch.set_num_threads for torch."""
+    global _thread_limit
+    _thread_limit = max(1, threads)
+
+
 def usable_cores() -> int:
+    """The threads a net gets: the cap set by limit_threads, else the cores we may use."""
+    if _thread_limit is not None:
+        return _thread_limit
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)

@@ -2,8 +2,9 @@
 need it (DAT light, models from the folder).
 
 On CUDA every tile has one square shape from a short list (``GPU_TILES``), a short image is
-padded up to it, and a short last batch is filled up, so cuDNN's autotuner meets a handful of
-shapes per process and its choice is reused by every later image; batches span tile rows. The
+padded up to it, batches hold a power of two of tiles and a short last batch is filled up, so
+cuDNN's autotuner meets a few shapes per process (5 tile sides × 5 batch sizes at most) and its
+choice is reused by every later image; batches span tile rows. The
 low-res image and the output travel through pinned host buffers kept between runs, the output
 copies overlap with compute, and the only synchronisation is the end of the run (the host copy,
 and one read of the non-finite flag of fp16/bf16 output, which reruns the image in fp32).
@@ -145,7 +146,8 @@ class TorchUpscaler:
         fits = int(free_memory(self.device) // max(per_tile, 1))
         # cuDNN kernels index with 32 bits: keep hi-res feature maps under 2**31 elements.
         index_cap = 2**31 // max(1, plan.tile_h * plan.tile_w * 64 * self.descriptor.scale**2)
-        return max(1, min(fits, index_cap, plan.count, MAX_BATCH_GPU))
+        wanted = max(1, min(fits, index_cap, plan.count, MAX_BATCH_GPU))
+        return 1 << (wanted.bit_length() - 1)  # 1, 2, 4, 8 or 16: few shapes for cuDNN
 
     def _run_with_oom_retry(self, image: torch.Tensor, layout: ImageLayout, tile: int,
                             progress: Progress | None, should_abort: ShouldAbort | None

@@ -29,6 +29,7 @@ from imgq.ai.estimate import estimate_cpu_seconds
 from imgq.ai.layout import ImageLayout
 from imgq.ai.options import DEFAULT_OVERLAP, MIN_TILE, UpscaleOptions
 from imgq.ai.tiling import Progress, ProgressReporter, ShouldAbort, TilePlan
+from imgq.ai.torch_upscale import TorchUpscaler
 from imgq.errors import InvalidParameters
 
 logger = logging.getLogger(__name__)
@@ -65,8 +66,6 @@ def Upscaler(opts: UpscaleOptions) -> Runner:  # noqa: N802 - reads as the class
         raise InvalidParameters(f"model {descriptor.name} upscales ×2..×{descriptor.scale}; "
                                 f"×{scale} was asked")
     if uses_torch(descriptor, opts):
-        from imgq.ai.torch_upscale import TorchUpscaler
-
         return TorchUpscaler(opts, descriptor, scale)
     return ArrayUpscaler(opts, descriptor, scale)
 
