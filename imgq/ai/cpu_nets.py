@@ -23,8 +23,10 @@ logger = logging.getLogger(__name__)
 
 #: The packages each runtime needs; torch also needs spandrel and safetensors for its models.
 RUNTIME_PACKAGES = {"openvino": ("openvino",), "ncnn": ("ncnn",),
+                    "onnxruntime": ("onnxruntime",),
                     "torch": ("torch", "spandrel", "safetensors")}
 INSTALL_HINT = {"openvino": "pip install openvino", "ncnn": "pip install ncnn",
+                "onnxruntime": "pip install onnxruntime",
                 "torch": "the torch extra: pip install 'imgq[torch]' (see docs/ai.md)"}
 
 
