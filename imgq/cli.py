@@ -44,6 +44,7 @@ def serve(
     processes run the items and `imgq beat` sweeps."""
     import uvicorn
 
+    from imgq.api.access import exposure_warnings
     from imgq.compose import build_app
 
     settings = _settings(host=host, port=port, workers=workers)
@@ -52,6 +53,9 @@ def serve(
     except SettingsError as exc:
         typer.echo(f"imgq: {exc}", err=True)
         raise typer.Exit(2) from None
+    for warning in exposure_warnings(settings, application.state.runtime.repo):
+        log.warning("%s", warning)
+        typer.secho(f"imgq: WARNING: {warning}", err=True, fg="red", bold=True)
     log.info("imgq serving on http://%s:%d", settings.host, settings.port, extra={
         "database": redact(settings.database_url), "storage": settings.storage_url,
         "workers": "none" if dispatcher is None else dispatcher.describe()})
@@ -124,9 +128,10 @@ def show_settings() -> None:
     typer.echo("\n".join(as_environment(_settings())))
 
 
-from imgq import cli_client  # noqa: E402  (submit, status, download, ops)
+from imgq import cli_client, cli_keys  # noqa: E402  (submit, status, download, ops; keys)
 
 cli_client.register(app)
+app.add_typer(cli_keys.keys_app, name="keys")
 
 
 def main() -> None:

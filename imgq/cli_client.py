@@ -16,6 +16,10 @@ from imgq.client import DEFAULT_URL, Client, Event, ImgqClientError, ImgqHTTPErr
 URL_ENV = "IMGQ_URL"
 UrlOption = Annotated[str, typer.Option(
     "--url", envvar=URL_ENV, help=f"The imgq server [env {URL_ENV}].")]
+KEY_ENV = "IMGQ_API_KEY"
+KeyOption = Annotated[str | None, typer.Option(
+    "--key", envvar=KEY_ENV, help=f"API key, for a server run with IMGQ_AUTH=keys [env {KEY_ENV}].",
+    show_default=False)]
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow",
                 "expired": "dim", "running": "cyan", "queued": "blue", "partial": "yellow"}
 
@@ -43,11 +47,12 @@ def submit(
     callback_url: Annotated[str | None, typer.Option(
         help="Webhook called when the job finishes.")] = None,
     url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
 ) -> None:
     """Submit images with a pipeline; with --wait, show a progress bar per image and a summary.
     Exit code 1 when an image failed or was cancelled."""
     try:
-        with Client(url) as client:
+        with Client(url, api_key=key) as client:
             job = client.submit(files, op, ttl, callback_url)
             err.print(f"job [bold]{job.id}[/] · {len(job.items)} image(s) · "
                       f"{client.base_url}/jobs?ids={job.id}", highlight=False)
@@ -123,10 +128,11 @@ def status(
     job_id: Annotated[str, typer.Argument(help="The job's id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
     url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
 ) -> None:
     """Show a job and its images."""
     try:
-        with Client(url) as client:
+        with Client(url, api_key=key) as client:
             job = client.get(job_id)
     except ImgqClientError as exc:
         raise _fail(exc) from None
@@ -143,10 +149,11 @@ def download(
                                          help="Folder for the results.")] = Path("."),
     zip_: Annotated[bool, typer.Option("--zip", help="Download one ZIP instead of files.")] = False,
     url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
 ) -> None:
     """Download a job's finished results (or its ZIP) into a folder."""
     try:
-        with Client(url) as client:
+        with Client(url, api_key=key) as client:
             _download(client, client.get(job_id), output, zip_)
     except ImgqClientError as exc:
         raise _fail(exc) from None
@@ -155,10 +162,11 @@ def download(
 def ops(
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON schemas.")] = False,
     url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
 ) -> None:
     """List the server's operations and their parameters."""
     try:
-        with Client(url) as client:
+        with Client(url, api_key=key) as client:
             operations = client.operations()
     except ImgqClientError as exc:
         raise _fail(exc) from None

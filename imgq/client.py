@@ -54,8 +54,16 @@ class BadRequest(ImgqHTTPError):
     """400: the request is malformed."""
 
 
+class Unauthorized(ImgqHTTPError):
+    """401: the server needs an API key (`api_key=`), or the one given is unknown or revoked."""
+
+
+class Forbidden(ImgqHTTPError):
+    """403: this needs an admin key."""
+
+
 class NotFound(ImgqHTTPError):
-    """404: no such job or item."""
+    """404: no such job or item (or not one of this key's)."""
 
 
 class Conflict(ImgqHTTPError):
@@ -78,6 +86,12 @@ class InvalidPipeline(ImgqHTTPError):
     """422: the pipeline or a parameter is invalid."""
 
 
+class TooManyRequests(ImgqHTTPError):
+    """429: a quota of the key or the rate limit of an address; `retry_after` in seconds."""
+
+    retry_after: float | None = None
+
+
 class ServerError(ImgqHTTPError):
     """5xx: the server failed or a dependency is down."""
 
@@ -87,8 +101,9 @@ class WaitTimeout(ImgqClientError):
 
 
 _BY_STATUS: dict[int, type[ImgqHTTPError]] = {
-    400: BadRequest, 404: NotFound, 409: Conflict, 410: Gone, 413: TooLarge,
-    415: UnsupportedMediaType, 422: InvalidPipeline,
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
+    410: Gone, 413: TooLarge, 415: UnsupportedMediaType, 422: InvalidPipeline,
+    429: TooManyRequests,
 }
 
 
@@ -103,7 +118,10 @@ def _raise_for(response: httpx.Response) -> None:
     message = str(body.get("message") or response.reason_phrase or "request failed")
     kind = _BY_STATUS.get(response.status_code,
                           ServerError if response.status_code >= 500 else ImgqHTTPError)
-    raise kind(response.status_code, code, message, body.get("details"))
+    error = kind(response.status_code, code, message, body.get("details"))
+    if isinstance(error, TooManyRequests) and response.headers.get("retry-after", "").isdigit():
+        error.retry_after = float(response.headers["retry-after"])
+    raise error
 
 
 # -- what the server answers ----------------------------------------------------------------
@@ -340,11 +358,18 @@ def _answer(response: httpx.Response) -> Any:
 
 
 # -- sync -----------------------------------------------------------------------------------
+def _auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 class Client:
+    """api_key: the key of a server run with IMGQ_AUTH=keys."""
+
     def __init__(self, base_url: str = DEFAULT_URL, timeout: float = 60.0,
-                 http: httpx.Client | None = None) -> None:
+                 http: httpx.Client | None = None, api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.http = http or httpx.Client(base_url=self.base_url, timeout=timeout)
+        self.http = http or httpx.Client(base_url=self.base_url, timeout=timeout,
+                                         headers=_auth_headers(api_key))
 
     def __enter__(self) -> Client:
         return self
@@ -442,10 +467,13 @@ class Client:
 
 # -- async: the same calls, awaited ------------------------------------------------------------
 class AsyncClient:
+    """api_key: the key of a server run with IMGQ_AUTH=keys."""
+
     def __init__(self, base_url: str = DEFAULT_URL, timeout: float = 60.0,
-                 http: httpx.AsyncClient | None = None) -> None:
+                 http: httpx.AsyncClient | None = None, api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.http = http or httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        self.http = http or httpx.AsyncClient(base_url=self.base_url, timeout=timeout,
+                                              headers=_auth_headers(api_key))
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -8,6 +8,7 @@ these; nothing below imports this module.
 
 from __future__ import annotations
 
+import pyvips
 from fastapi import FastAPI
 
 from imgq.api.app import create_app
@@ -24,6 +25,8 @@ def open_runtime(settings: Settings, run_migrations: bool = False) -> Runtime:
 def build_app(settings: Settings, embedded_workers: bool = True) -> tuple[FastAPI, Dispatcher | None]:
     """`imgq serve`: the API with its dispatcher; the sweeper runs in it unless a fleet's
     `imgq beat` does that job."""
+    # No libvips operation cache in the API process: it would keep decoded previews alive.
+    pyvips.cache_set_max(0)
     dispatcher = make_dispatcher(settings, embedded_workers=embedded_workers)
     fleet = broker_kind(settings) != "embedded"
     runtime = open_runtime(settings, run_migrations=True)

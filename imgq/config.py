@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
+from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -42,6 +43,14 @@ RENAMED = {
     "ai_tile": "ai_tile_pixels",
     "device": "ai_device",
     "models_dir": "ai_models_dir",
+    "compat_seed000": "compat_ai_upscaler",
+    "compat_seed001": "compat_image_api",
+    "compat_seed002": "compat_queue_demo",
+    "compat_seed003": "compat_backend_ai",
+    "compat_seed004": "compat_celery_demo",
+    "compat_seed002_pipeline": "compat_queue_demo_pipeline",
+    "compat_seed000_standard_model": "compat_ai_upscaler_standard_model",
+    "compat_seed000_detailed_model": "compat_ai_upscaler_detailed_model",
 }
 
 log = logging.getLogger(__name__)
@@ -60,6 +69,11 @@ def _setting(default: Any, description: str, group: str, **kw: Any) -> Any:
 class AnimatedPolicy(str, Enum):
     first_frame = "first_frame"
     reject = "reject"
+
+
+class AuthMode(str, Enum):
+    none = "none"
+    keys = "keys"
 
 
 class Settings(BaseSettings):
@@ -86,9 +100,38 @@ class Settings(BaseSettings):
     log_format: str = _setting(
         "text", "Log lines as text for people, or json (one object per line) for a log "
         "collector.", "server", pattern="^(text|json)$")
+    status_cache_seconds: float = _setting(
+        0.1, "How long an API server may answer GET /v1/jobs/{id} from its memory: pollers "
+        "see workers' progress at most this late (never a change made through this server). "
+        "0 reads the database every time.", "server", ge=0, le=10)
     cors_origins: Annotated[list[str], NoDecode] = _setting(
         [], "Origins whose web pages may call the API (CORS), comma-separated, e.g. "
         "http://localhost:3000; * allows every origin; empty sends no CORS headers.", "server")
+
+    # access: keys, quotas, hosts (README, "Running it on a network")
+    auth: AuthMode = _setting(
+        AuthMode.none, "none: no keys, a job's id is its capability and lists show the jobs "
+        "of the caller's address; keys: every route but /healthz, /readyz and the page needs "
+        "an API key (imgq keys create).", "access")
+    allowed_hosts: Annotated[list[str], NoDecode] = _setting(
+        [], "Host names clients may use (the Host header), comma-separated; *.example.com "
+        "allows subdomains, * any. Empty: only loopback names when bound to a loopback "
+        "address (against DNS rebinding), any name otherwise.", "access")
+    quota_active_items: int = _setting(
+        1000, "Items one key may have queued or running at once (imgq keys create "
+        "--max-active-items overrides it per key); 0: no limit.", "access", ge=0)
+    quota_items_per_day: int = _setting(
+        20000, "Items one key may submit per UTC day; 0: no limit.", "access", ge=0)
+    quota_stored_bytes: int = _setting(
+        10 * 1024**3, "Bytes of inputs and results one key may keep stored; 0: no limit.",
+        "access", ge=0)
+    anonymous_rate_limit: str = _setting(
+        "120/minute", "Writes (submit, cancel, delete) per client address without keys "
+        "(IMGQ_AUTH=none), counted by each API server, in the "
+        "`limits` notation, e.g. 60/minute or 10/second;1000/day; empty: no limit.", "access")
+    trust_loopback_clients: bool = _setting(
+        True, "Clients on this machine (loopback) are not rate limited in the keyless mode.",
+        "access")
 
     # storage
     data_dir: Path = _setting(Path("imgq-data"), "Folder for the SQLite database and files.", "storage")
@@ -110,13 +153,37 @@ class Settings(BaseSettings):
         600.0, "Seconds one item may process before it fails as timed out.", "workers", gt=0
     )
     max_attempts: int = _setting(
-        3, "Attempts per item, counting the first, before a transient error fails it.", "workers", ge=1
+        3, "Attempts per item, counting the first, before an error that may be the image's "
+        "(out of memory, a crashed worker process) fails it. The server's own trouble "
+        "(database, storage, broker) is retried without spending them.", "workers", ge=1
+    )
+    max_lost_leases: int = _setting(
+        5, "Times an item's worker may stop answering (killed, cut off) before the item fails "
+        "as worker_lost; these do not spend its attempts.", "workers", ge=1
+    )
+    kill_grace_seconds: float = _setting(
+        3.0, "Seconds a step may take to stop by itself after a cancel or the time limit "
+        "before its worker process is ended (and replaced).", "workers", gt=0
+    )
+    cancel_poll_seconds: float = _setting(
+        1.0, "Seconds between two looks, by each running item, at whether its job was "
+        "cancelled.", "workers", gt=0
+    )
+    worker_max_items: int = _setting(
+        0, "Items a worker process runs before it is replaced by a fresh one (as Celery's "
+        "worker_max_tasks_per_child); 0 means never.", "workers", ge=0
+    )
+    worker_max_memory_mb: int = _setting(
+        0, "Resident memory (MB) above which a worker process is replaced after its item "
+        "(as Celery's worker_max_memory_per_child); 0 means no ceiling.", "workers", ge=0
     )
     retry_backoff_seconds: float = _setting(
         2.0, "Base seconds of the exponential retry backoff (with jitter).", "workers", gt=0
     )
     stuck_after_seconds: float = _setting(
-        3600.0, "Seconds after which a queued item that never ran is failed.", "workers", gt=0
+        3600.0, "Seconds after which a queued item that never ran is failed; also how long "
+        "the server's own trouble (database, storage) is retried before an item gives up.",
+        "workers", gt=0
     )
 
     # limits
@@ -129,7 +196,35 @@ class Settings(BaseSettings):
         "Animated GIF/WebP inputs: first_frame processes the first frame, reject refuses them.",
         "limits",
     )
-    max_filename_bytes: int = _setting(255, "Longest original file name kept.", "limits", ge=16)
+    max_filename_bytes: int = _setting(
+        255, "Longest original file name kept, in UTF-8 bytes (longer ones are shortened, "
+        "keeping the extension).", "limits", ge=16, le=1024)
+    max_output_pixels: int = _setting(
+        100_000_000, "Pixels (width × height) any step of a pipeline may make; a pipeline "
+        "that would make more is refused when submitted.", "limits", ge=1)
+    max_form_bytes: int = _setting(
+        1024 * 1024, "Bytes of all the non-file fields of one upload together (their "
+        "headers included).", "limits", ge=1024)
+    upload_idle_timeout_seconds: float = _setting(
+        15.0, "Seconds a request body may pause before the request is refused (408).",
+        "limits", gt=0)
+    upload_min_bytes_per_second: int = _setting(
+        16 * 1024, "Bytes per second a request body must average once it has had "
+        "upload_idle_timeout_seconds (slow uploads hold a connection); 0 means no minimum.",
+        "limits", ge=0)
+
+    min_free_bytes: int = _setting(
+        256 * 1024 * 1024, "Free disk space below which uploads are refused (503) and /readyz "
+        "says not ready, for the staging folder and local storage.", "storage", ge=0)
+
+    preview_memory_bytes: int = _setting(
+        160 * 1024 * 1024, "Bytes the API may hold decoding previews at once; formats that "
+        "cannot shrink while loading (interlaced PNG, progressive JPEG, GIF, HEIF) reserve "
+        "their decoded size, and a preview needing more than this is refused.", "limits",
+        ge=16 * 1024 * 1024)
+    preview_wait_seconds: float = _setting(
+        15.0, "Seconds a preview may wait for IMGQ_PREVIEW_MEMORY_BYTES before it is refused (429).",
+        "limits", gt=0)
 
     # expiry
     ttl_seconds: int = _setting(3600, "Default lifetime of a job's files.", "expiry", ge=1)
@@ -182,6 +277,9 @@ class Settings(BaseSettings):
     events_poll_interval_seconds: float = _setting(
         0.5, "Seconds between two looks at the database by a live event stream (SSE).",
         "events", gt=0, le=10)
+    events_max_streams_per_job: int = _setting(
+        1000, "Live event streams (SSE) open at once on one job; more are refused (429). "
+        "They share one database poll per job.", "events", ge=1)
     events_heartbeat_seconds: float = _setting(
         15.0, "Seconds between two keep-alive comments on an idle event stream.", "events", gt=0)
     webhook_secret: SecretStr = _setting(
@@ -198,25 +296,33 @@ class Settings(BaseSettings):
         gt=0)
 
     # compatibility APIs of the five earlier systems (see docs/compat.md)
-    compat_seed000: bool = _setting(
+    compat_ai_upscaler: bool = _setting(
         True, "Serve the AI Upscaler API (/api/jobs/...).", "compat")
-    compat_seed001: bool = _setting(
+    compat_image_api: bool = _setting(
         True, "Serve the image-api API (/process-job, /status-job, /download, /images).", "compat")
-    compat_seed002: bool = _setting(
+    compat_queue_demo: bool = _setting(
         True, "Serve the Image Queue Demo API (/upload, /status, /health, /result).", "compat")
-    compat_seed003: bool = _setting(
+    compat_backend_ai: bool = _setting(
         True, "Serve the Backend AI API (/api/v1/tasks/...).", "compat")
-    compat_seed004: bool = _setting(
-        True, "Serve the Celery demo API (/process-image/, /task-status, /task-result).", "compat")
-    compat_seed002_pipeline: str = _setting(
+    compat_celery_demo: bool = _setting(
+        True, "Serve the FastAPI + Celery demo API (/process-image/, /task-status, /task-result).", "compat")
+    compat_queue_demo_pipeline: str = _setting(
         "encode", "Pipeline the Image Queue Demo's POST /upload applies; the default keeps the "
         "picture as it is, upright, without metadata (EXIF, GPS), in its own format.", "compat",
         min_length=1)
-    compat_seed000_standard_model: str = _setting(
+    compat_ai_upscaler_standard_model: str = _setting(
         "realesrgan-x4plus", "Model of the AI Upscaler's method real_esrgan (standard).", "compat")
-    compat_seed000_detailed_model: str = _setting(
+    compat_ai_upscaler_detailed_model: str = _setting(
         "dat-light-x{scale}", "Model of the AI Upscaler's method swinir (detailed); {scale} is "
         "replaced by 2 or 4. A SwinIR file in IMGQ_AI_MODELS_DIR can be named here.", "compat")
+    compat_ai_upscaler_anime_model: str = _setting(
+        "realesrgan-x4plus-anime", "Model of the AI Upscaler's method real_esrgan_anime.",
+        "compat")
+    compat_ai_upscaler_esrgan_model: str = _setting(
+        "realesrgan-x4plus", "Model of the AI Upscaler's method esrgan (the original ESRGAN). "
+        "No package ships the original ESRGAN weights; the default is the same RRDB network "
+        "trained by Real-ESRGAN. Put ESRGAN_x4.pth in IMGQ_AI_MODELS_DIR and set ESRGAN_x4 here "
+        "to use them.", "compat")
 
     # AI operations: upscale, remove_background, plug-ins (see docs/ai.md)
     ai_models_dir: Path | None = _setting(
@@ -238,7 +344,17 @@ class Settings(BaseSettings):
     ai_tile_pixels: int = _setting(
         0, "Tile side in pixels for AI upscaling; 0 chooses it from free memory.", "ai", ge=0)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("anonymous_rate_limit")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        if value.strip():
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a rate like 60/minute") from None
+        return value.strip()
+
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str) and value.lstrip().startswith("["):

@@ -15,11 +15,20 @@ class ImgqError(Exception):
     code = "internal_error"
     #: Whether retrying the same work could succeed (used by the worker's retry policy).
     transient = False
+    #: Seconds a client should wait before trying again (the Retry-After header), if any.
+    retry_after: int | None = None
+    #: The server's trouble (database, storage, broker), never the image's: retried without
+    #: spending the item's attempts.
+    infrastructure = False
 
     def __init__(self, message: str | None = None, **details: Any) -> None:
-        self.message = message or (self.__doc__ or "").strip()
+        self.message = message or " ".join((self.__doc__ or "").split())
         self.details = details
         super().__init__(self.message)
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries besides the body."""
+        return {"Retry-After": str(self.retry_after)} if self.retry_after else {}
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -47,6 +56,12 @@ class Gone(ImgqError):
 
     status_code = 410
     code = "expired"
+
+
+class ResultMissing(Gone):
+    """The result file is no longer in storage."""
+
+    code = "result_missing"
 
 
 class InvalidRequest(ImgqError):
@@ -88,6 +103,35 @@ class ImageTooLarge(ImgqError):
 
     status_code = 413
     code = "image_too_large"
+
+
+class OutputTooLarge(ImgqError):
+    """The pipeline would make an image with more pixels than allowed."""
+
+    status_code = 413
+    code = "output_too_large"
+
+
+class FormTooLarge(ImgqError):
+    """The form fields of the request are larger than allowed."""
+
+    status_code = 413
+    code = "form_too_large"
+
+
+class RequestTimeout(ImgqError):
+    """The request body did not arrive in time."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
+class TooBusy(ImgqError):
+    """Too many requests of this kind at once; try again shortly."""
+
+    status_code = 429
+    code = "too_busy"
+    retry_after = 2
 
 
 class UnsupportedFormat(ImgqError):
@@ -152,3 +196,105 @@ class Unavailable(ImgqError):
     status_code = 503
     code = "unavailable"
     transient = True
+    infrastructure = True
+    retry_after = 5
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database could not be reached; the work will be retried."""
+
+    code = "database_unavailable"
+
+
+class StorageUnavailable(Unavailable):
+    """The file storage could not be read or written; the work will be retried."""
+
+    code = "storage_unavailable"
+
+
+class StorageFull(StorageUnavailable):
+    """File storage is full; try again later."""
+
+    code = "storage_full"
+    retry_after = 30
+
+
+class StorageReadOnly(StorageUnavailable):
+    """File storage is read-only; try again later."""
+
+    code = "storage_read_only"
+    retry_after = 30
+class BrokerUnavailable(Unavailable):
+    """The message broker could not be reached; the work will be retried."""
+
+    code = "broker_unavailable"
+
+
+class InputMissing(ImgqError):
+    """The uploaded file of this item is no longer in storage."""
+
+    status_code = 410
+    code = "input_missing"
+
+
+class OutOfMemory(ImgqError):
+    """The worker ran out of memory processing this image."""
+
+    status_code = 503
+    code = "out_of_memory"
+    transient = True  # another try (less load) may fit; it spends an attempt
+
+
+class WorkerCrashed(ImgqError):
+    """The worker process died while processing this image."""
+
+    status_code = 503
+    code = "worker_crashed"
+    transient = True
+
+
+
+
+class Unauthorized(ImgqError):
+    """This server needs an API key: send it as `Authorization: Bearer <key>` or
+    `X-API-Key: <key>` (an administrator creates keys with `imgq keys create NAME`)."""
+
+    status_code = 401
+    code = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="imgq"'}
+
+
+class Forbidden(ImgqError):
+    """This needs an admin key."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class TooManyRequests(ImgqError):
+    """Too many requests: try again later."""
+
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str | None = None, retry_after: float = 1.0,
+                 **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after = max(1, int(retry_after + 0.999))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class QuotaExceeded(TooManyRequests):
+    """A quota of this API key is used up."""
+
+    code = "quota_exceeded"
+
+
+class RateLimited(TooManyRequests):
+    """Too many submissions from this address."""
+
+    code = "rate_limited"

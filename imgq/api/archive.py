@@ -6,7 +6,37 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
+import anyio
+
 from imgq.blobs.base import BlobStore
+from imgq.domain.models import Item
+from imgq.errors import ResultMissing
+
+
+async def open_result(blobs: BlobStore, item: Item) -> tuple[int, Iterator[bytes]]:
+    """The size and bytes of an item's result; 410 result_missing when its file is gone."""
+    try:
+        size = await anyio.to_thread.run_sync(blobs.size, item.result_key or "")
+        return size, await anyio.to_thread.run_sync(blobs.iter_bytes, item.result_key or "")
+    except KeyError:
+        raise _missing([item]) from None
+
+
+async def require_results(blobs: BlobStore, items: list[Item]) -> None:
+    """Refuse (410 result_missing) before a ZIP starts when any result's file is gone, so an
+    archive is never broken halfway or silently short of an entry."""
+    present = await anyio.to_thread.run_sync(
+        lambda: [blobs.exists(i.result_key or "") for i in items])
+    missing = [i for i, ok in zip(items, present) if not ok]
+    if missing:
+        raise _missing(missing)
+
+
+def _missing(items: list[Item]) -> ResultMissing:
+    which = ", ".join(str(i.idx) for i in items)
+    word = "file of item" if len(items) == 1 else "files of items"
+    return ResultMissing(f"the result {word} {which} is no longer in storage; submit "
+                         "the image again", items=[i.idx for i in items])
 
 
 class _Sink:

@@ -11,11 +11,13 @@ import anyio
 
 from imgq.api.uploads import StagedFile, Upload
 from imgq.dispatch.base import Dispatcher
+from imgq.domain.access import Principal
 from imgq.domain.models import Item, Job
 from imgq.domain.pipeline import StepSpec, parse_pipeline
 from imgq.domain.status import Status
 from imgq.errors import InvalidRequest
 from imgq.ops.ai_support import refuse_large_ai_inputs
+from imgq.ops.base import refuse_large_outputs
 from imgq.ops.image import INPUT_FORMATS, ImageInfo, Limits, probe
 from imgq.store.repository import utcnow
 from imgq.worker.runtime import Runtime
@@ -43,30 +45,36 @@ def parse_ttl(rt: Runtime, raw: str | int | None) -> int:
 
 
 async def submit_job(
-    rt: Runtime, dispatcher: Dispatcher | None, upload: Upload,
+    rt: Runtime, dispatcher: Dispatcher | None, caller: Principal, upload: Upload,
     pipeline: str | list[Any] | list[StepSpec], ttl_seconds: int, source: str = "api",
     extra: dict[str, Any] | None = None, callback_url: str | None = None, base_url: str = "",
 ) -> Job:
     """Check everything, then store files and rows, then dispatch. Nothing is stored when a
-    check fails; the staged uploads are the caller's to discard."""
+    check fails; the staged uploads are the caller's to discard. The job is the caller's."""
     if not upload.files:
         raise InvalidRequest("no files: send one or more images in the 'files' field")
     if callback_url:
-        callback_url = accept_callback_url(rt.settings, callback_url)
+        callback_url = accept_callback_url(rt.settings, callback_url, caller.key is not None)
     specs = pipeline if _is_specs(pipeline) else parse_pipeline(pipeline)
     steps = await anyio.to_thread.run_sync(rt.registry.bind, specs)  # may read the models folder
     limits = limits_of(rt)
     infos = [await anyio.to_thread.run_sync(probe, f.path, f.name, limits) for f in upload.files]
     sizes = [(f.name, i.width, i.height) for f, i in zip(upload.files, infos)]
+    for name, width, height in sizes:
+        refuse_large_outputs(steps, name, width, height, rt.settings.max_output_pixels)
     await anyio.to_thread.run_sync(refuse_large_ai_inputs, steps, sizes)  # docs/ai.md
     job = _new_job(rt, [s.to_dict() for s in steps], rt.registry.resource_of(steps),
                    ttl_seconds, source, extra or {}, upload.files, infos)
+    job.owner = caller.scope.owner
+    if caller.quotas is not None:  # refused before any file is stored
+        await anyio.to_thread.run_sync(rt.repo.check_quotas, job, caller.quotas)
     stored: list[str] = []
     try:
         for item, staged in zip(job.items, upload.files):
             await anyio.to_thread.run_sync(rt.blobs.put_file, item.input_key, staged.path)
             stored.append(item.input_key)
-        await anyio.to_thread.run_sync(rt.repo.create_job, job, callback_url, base_url)
+        await anyio.to_thread.run_sync(rt.repo.create_job, job, callback_url, base_url,
+                                       caller.quotas)
     except BaseException:
         rt.blobs.delete(stored)
         raise
@@ -74,7 +82,11 @@ async def submit_job(
              extra={"job_id": job.id})
     if dispatcher is not None:
         # The rows are committed: if this publish is lost, the sweeper dispatches them later.
-        dispatcher.submit([i.id for i in job.items], job.resource)
+        try:
+            dispatcher.submit([i.id for i in job.items], job.resource)
+        except Exception:  # noqa: BLE001 - a broker down now must not lose the answer
+            log.warning("job %s: publishing failed; the sweeper will dispatch its items",
+                        job.id, exc_info=True, extra={"job_id": job.id})
     return job
 
 

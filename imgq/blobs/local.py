@@ -18,24 +18,43 @@ class LocalBlobStore(BlobStore):
         self.root = root
         self.tmp = root / ".tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._tmp_real = self.tmp.resolve()
+        self._folders: set[Path] = set()  # folders known to exist: no mkdir per file
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
     def put_file(self, key: str, path: Path) -> None:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if path.parent.resolve() == self.tmp.resolve():
-            os.replace(path, target)
+        self._ensure_folder(target.parent)
+        if path.parent == self.tmp or path.parent.resolve() == self._tmp_real:
+            self._move(path, target)
             return
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp)
         os.close(fd)
         try:
             shutil.copyfile(path, tmp_name)
-            os.replace(tmp_name, target)
+            self._move(Path(tmp_name), target)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
+
+    def _move(self, source: Path, target: Path) -> None:
+        try:
+            os.replace(source, target)
+        except FileNotFoundError:
+            if not source.exists():
+                raise
+            self._folders.discard(target.parent)  # pruned meanwhile by another process
+            self._ensure_folder(target.parent)
+            os.replace(source, target)
+
+    def _ensure_folder(self, folder: Path) -> None:
+        if folder not in self._folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            if len(self._folders) > 10_000:
+                self._folders.clear()
+            self._folders.add(folder)
 
     def open_local(self, key: str) -> AbstractContextManager[Path]:
         path = self._path(key)
@@ -62,6 +81,7 @@ class LocalBlobStore(BlobStore):
         for key in keys:
             path = self._path(key)
             path.unlink(missing_ok=True)
+            self._folders.discard(path.parent)
             _prune_empty(path.parent, self.root)
 
     def ping(self) -> None:

@@ -46,6 +46,11 @@ def queue_for(settings: Settings, resource: str) -> str:
     return settings.gpu_queue if resource == "gpu" else settings.cpu_queue
 
 
+def resource_of(settings: Settings, queue: str) -> str:
+    """The resource class whose items a queue carries."""
+    return "gpu" if queue == settings.gpu_queue else "cpu"
+
+
 def queue_names(settings: Settings, names: str | None) -> list[str]:
     """`--queues cpu,gpu`: the resource names stand for the configured queue names."""
     wanted = [n.strip() for n in (names or "cpu,gpu").split(",") if n.strip()]

@@ -1,6 +1,7 @@
 """The Celery application: the task a message names, its worker settings, the beat schedule.
 
-A task carries only an item id; the database says what to do. `acks_late` with
+A task carries an item id, and means "this queue has work": the worker runs the queue's due
+items in fair order (see `imgq.worker.execute.drain`); the database says what to do. `acks_late` with
 `reject_on_worker_lost` and a prefetch of 1 mean a worker that dies mid-item loses nothing:
 the message goes back to the broker, and the item's lease lets the sweeper requeue it.
 
@@ -22,9 +23,9 @@ from typing import Any
 from celery import Celery, signals
 
 from imgq.config import Settings, get_settings
-from imgq.dispatch.base import Dispatcher, queue_for
+from imgq.dispatch.base import Dispatcher, queue_for, resource_of
 from imgq.dispatch.sweeper import FleetSweeper
-from imgq.worker.execute import execute
+from imgq.worker.execute import drain
 from imgq.worker.runtime import Runtime, tune_libvips
 
 log = logging.getLogger(__name__)
@@ -120,13 +121,16 @@ def make_celery(settings: Settings) -> Celery:
 
 def _register_tasks(app: Celery) -> None:
     @app.task(name=RUN_ITEM, bind=True, ignore_result=True)
-    def run_item(task: Any, item_id: str) -> str:
-        outcome = execute(_runtime(app), item_id)
-        if outcome.status == "retry" and outcome.retry_in is not None:
-            queue = (task.request.delivery_info or {}).get("routing_key")
-            _publisher(app).publish_to(queue or app.imgq_settings.cpu_queue, [item_id],
-                                       outcome.retry_in)
-        return outcome.status
+    def run_item(task: Any, item_id: str) -> int:
+        """A message means "the queue has work": run its due items in fair order (the named
+        item among them, or it was run already); one message per item is published, so the
+        items a drain leaves keep theirs."""
+        settings: Settings = app.imgq_settings
+        queue = (task.request.delivery_info or {}).get("routing_key") or settings.cpu_queue
+        drained = drain(_runtime(app), resource_of(settings, queue))
+        if drained.retry_item is not None and drained.retry_in is not None:
+            _publisher(app).publish_to(queue, [drained.retry_item], drained.retry_in)
+        return drained.items
 
     @app.task(name=SWEEP_QUEUE, ignore_result=True)
     def sweep_queue() -> None:

@@ -1,87 +1,134 @@
-"""The embedded dispatcher: a pool of worker processes (`imgq.dispatch.pool`) inside `imgq serve`."""
+"""The embedded dispatcher: a pool of worker processes (`imgq.dispatch.pool`) inside `imgq serve`.
+
+A submit means "the queue has new work": it starts drains (each runs the queue's due items in
+fair order until none is due) on free processes. One thread schedules drains, so the
+bookkeeping needs no lock: submits, timers and finished drains send it events.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
+import queue
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 
 from imgq.config import Settings
 from imgq.dispatch.base import Dispatcher
-from imgq.dispatch.pool import new_pool, run_item
+from imgq.dispatch.pool import new_pool, run_queue
+from imgq.worker.execute import Drained
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Wake:
+    resource: str
+    count: int
+
+
+@dataclass(frozen=True)
+class _Done:
+    resource: str
+    started: int  # the submit sequence number when the drain started
+    pool: ProcessPoolExecutor
+    future: Future[Drained]
+
 
 class EmbeddedDispatcher(Dispatcher):
     def __init__(self, settings: Settings, workers: int | None = None) -> None:
         self.settings = settings
         self.workers = workers or settings.worker_count
         self._pool: ProcessPoolExecutor | None = None
-        self._inflight: set[str] = set()
-        self._lock = threading.RLock()
+        self._events: queue.Queue[_Wake | _Done | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
         self._timers: set[threading.Timer] = set()
-        self._stopping = False
+        self._lock = threading.Lock()  # guards _timers only
+        self._active = 0  # drains running (scheduler thread only)
+        self._seq = 0  # submits seen (scheduler thread only)
+        self._last_wake: dict[str, int] = {}
 
     def start(self) -> None:
         self._pool = new_pool(self.settings, self.workers)
+        self._thread = threading.Thread(target=self._schedule, name="embedded-dispatch",
+                                        daemon=True)
+        self._thread.start()
 
     def submit(self, item_ids: list[str], resource: str = "cpu", delay: float = 0.0) -> None:
         if delay > 0:
-            timer = threading.Timer(delay, self._fire, args=(item_ids, resource, timer_ref := []))
-            timer_ref.append(timer)
-            timer.daemon = True
+            self._later(delay, _Wake(resource, len(item_ids)))
+        else:
+            self._events.put(_Wake(resource, len(item_ids)))
+
+    def _later(self, delay: float, event: _Wake) -> None:
+        def fire() -> None:
             with self._lock:
-                self._timers.add(timer)
-            timer.start()
-            return
-        with self._lock:
-            if self._pool is None or self._stopping:
-                return
-            pool = self._pool
-            for item_id in item_ids:
-                if item_id in self._inflight:
-                    continue
-                self._inflight.add(item_id)
-                try:
-                    future = pool.submit(run_item, item_id)
-                except (BrokenProcessPool, RuntimeError):
-                    self._inflight.discard(item_id)
-                    pool = self._replace_pool(pool)
-                    continue
-                future.add_done_callback(functools.partial(self._done, item_id, resource, pool))
+                self._timers.discard(timer)
+            self._events.put(event)
 
-    def _fire(self, item_ids: list[str], resource: str, timer_ref: list[threading.Timer]) -> None:
+        timer = threading.Timer(delay, fire)
+        timer.daemon = True
         with self._lock:
-            self._timers.discard(timer_ref[0])
-        self.submit(item_ids, resource)
+            self._timers.add(timer)
+        timer.start()
 
-    def _done(self, item_id: str, resource: str, pool: ProcessPoolExecutor,
-              future: Future[tuple[str, float | None]]) -> None:
-        with self._lock:
-            self._inflight.discard(item_id)
+    # -- the scheduler thread ----------------------------------------------------------------
+    def _schedule(self) -> None:
+        while (event := self._events.get()) is not None:
+            if isinstance(event, _Wake):
+                self._seq += 1
+                self._last_wake[event.resource] = self._seq
+                for _ in range(min(event.count, self.workers - self._active)):
+                    self._start_drain(event.resource)
+            else:
+                self._active -= 1
+                if self._finished(event):
+                    self._start_drain(event.resource)
+
+    def _finished(self, done: _Done) -> bool:
+        """Handle a finished drain; True when another drain should follow it."""
         try:
-            status, retry_in = future.result()
+            drained = done.future.result()
         except BrokenProcessPool:
-            # A worker process died (killed, or a native crash). Its item keeps its lease
-            # and the sweeper requeues it when the lease runs out.
-            log.error("a worker process died while running item %s; restarting the pool",
-                      item_id, extra={"item_id": item_id})
-            with self._lock:
-                self._replace_pool(pool)
-            return
+            # A worker process died (killed, or a native crash). Its item keeps its lease and
+            # the sweeper requeues it when the lease runs out; the queue's other items go on.
+            log.error("a worker process died while running items; restarting the pool")
+            self._replace_pool(done.pool)
+            return True
         except Exception:
-            log.exception("item %s: unexpected error in the worker", item_id,
-                          extra={"item_id": item_id})
+            log.exception("unexpected error in a worker process")
+            return False
+        if drained.retry_in is not None:
+            self._later(drained.retry_in, _Wake(done.resource, 1))
+        # A submit after this drain started may have come after its last look at the queue.
+        return drained.more or self._last_wake.get(done.resource, 0) > done.started
+
+    def _start_drain(self, resource: str) -> None:
+        if self._pool is None or self._active >= self.workers:
             return
-        if status == "retry" and retry_in is not None:
-            self.submit([item_id], resource, delay=retry_in)
+        pool = self._pool
+        try:
+            future = pool.submit(run_queue, resource)
+        except (BrokenProcessPool, RuntimeError):
+            pool = self._replace_pool(pool)
+            try:
+                future = pool.submit(run_queue, resource)
+            except (BrokenProcessPool, RuntimeError):
+                log.exception("cannot start worker processes; the sweeper will dispatch again")
+                return
+        self._active += 1
+        future.add_done_callback(functools.partial(self._report, resource, self._seq, pool))
+
+    def _report(self, resource: str, started: int, pool: ProcessPoolExecutor,
+                future: Future[Drained]) -> None:
+        self._events.put(_Done(resource, started, pool, future))
 
     def _replace_pool(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
-        """A new pool in place of `broken`, once: the other items of a broken pool find it
+        """A new pool in place of `broken`, once: the other drains of a broken pool find it
         already replaced."""
-        if self._stopping or self._pool is None or self._pool is not broken:
+        if self._pool is None or self._pool is not broken:
             return self._pool or broken
         self._pool = new_pool(self.settings, self.workers)
         broken.shutdown(wait=False, cancel_futures=True)
@@ -89,12 +136,15 @@ class EmbeddedDispatcher(Dispatcher):
 
     def stop(self) -> None:
         with self._lock:
-            self._stopping = True
             for timer in self._timers:
                 timer.cancel()
-            pool, self._pool = self._pool, None
+        if self._thread is not None:
+            self._events.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+        pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def describe(self) -> dict[str, object]:
-        return {"kind": "embedded", "workers": self.workers, "inflight": len(self._inflight)}
+        return {"kind": "embedded", "workers": self.workers, "inflight": self._active}

@@ -1,6 +1,7 @@
 """Dispatch through NATS JetStream (nats-py): a stream and a durable pull consumer per queue.
 
-A message is the item id. The worker acks it after the item has finished, sends in-progress
+A message is an item id and means "the queue has work"; the worker runs the queue's due items
+in fair order. It acks the message after its items have finished, sends in-progress
 acks while it runs, and naks it with a delay for a retry; a message whose worker died is
 redelivered after the ack wait. The stream keeps messages until acked (work-queue retention),
 so a restart of NATS with file storage loses nothing; the outbox sweep covers the rest.
@@ -28,8 +29,8 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from imgq.config import Settings, redact
-from imgq.dispatch.base import Dispatcher, queue_for
-from imgq.dispatch.pool import new_pool, run_item
+from imgq.dispatch.base import Dispatcher, queue_for, resource_of
+from imgq.dispatch.pool import new_pool, run_queue
 from imgq.dispatch.sweeper import FleetSweeper
 from imgq.worker.runtime import Runtime
 
@@ -104,10 +105,6 @@ class NatsDispatcher(Dispatcher):
         await asyncio.sleep(delay)
         await self._publish(queue, item_ids)
 
-    def publish_now(self, queue: str, item_ids: list[str], timeout: float = 10.0) -> None:
-        """Publish and wait for JetStream's acknowledgement (tests, tools)."""
-        self._call(self._publish(queue, item_ids)).result(timeout)
-
     async def _jetstream(self, queue: str) -> JetStreamContext:
         if self._connecting is None:  # made on the loop: one connection, however many callers
             self._connecting = asyncio.Lock()
@@ -172,7 +169,7 @@ class NatsWorker:
             await ensure_queue(js, queue, self.settings.nats_ack_wait_seconds)
             sub = await js.pull_subscribe(subject(queue), durable=DURABLE,
                                           stream=stream_name(queue))
-            pullers.append(asyncio.create_task(self._pull(sub)))
+            pullers.append(asyncio.create_task(self._pull(sub, resource_of(self.settings, queue))))
         log.info("imgq worker (NATS) on %s, queues %s, %d processes",
                  redact(self.settings.broker_url), self.queues, self.concurrency)
         await self.stopping.wait()
@@ -185,7 +182,7 @@ class NatsWorker:
         await nc.close()  # not drain(): the pull subscriptions' pending fetches never drain
         self.pool.shutdown(wait=True, cancel_futures=True)
 
-    async def _pull(self, sub: Any) -> None:
+    async def _pull(self, sub: Any, resource: str) -> None:
         while not self.stopping.is_set():
             await self.slots.acquire()
             try:
@@ -198,21 +195,23 @@ class NatsWorker:
                 log.warning("NATS fetch failed; retrying", exc_info=True)
                 await asyncio.sleep(1.0)
                 continue
-            task = asyncio.create_task(self._handle(msgs[0]))
+            task = asyncio.create_task(self._handle(msgs[0], resource))
             self.running.add(task)
             task.add_done_callback(self.running.discard)
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Msg, resource: str) -> None:
+        """A message means "the queue has work": run its due items in fair order. One
+        message is published per item, so the items a drain leaves keep theirs."""
         item_id = msg.data.decode()
         try:
             pool = self.pool
-            future = asyncio.get_running_loop().run_in_executor(pool, run_item, item_id)
+            future = asyncio.get_running_loop().run_in_executor(pool, run_queue, resource)
             while True:  # keep the message ours while the item runs
                 done, _ = await asyncio.wait({future}, timeout=self.settings.nats_ack_wait_seconds / 3)
                 if done:
                     break
                 await msg.in_progress()
-            status, retry_in = future.result()
+            drained = future.result()
         except BrokenProcessPool:
             # The process died with the item: leave the message unacked (redelivered after
             # the ack wait) and the item's lease to the sweeper.
@@ -225,8 +224,8 @@ class NatsWorker:
             return
         finally:
             self.slots.release()
-        if status == "retry" and retry_in is not None:
-            await msg.nak(delay=retry_in)
+        if drained.retry_in is not None:  # the message comes back to wake the retried item
+            await msg.nak(delay=drained.retry_in)
         else:
             await msg.ack()
 

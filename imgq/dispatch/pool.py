@@ -11,7 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from imgq.config import Settings
 from imgq.logs import setup_logging
-from imgq.worker.execute import execute
+from imgq.worker.execute import Drained, drain
 from imgq.worker.runtime import Runtime, tune_libvips
 
 _runtime: Runtime | None = None  # this worker process's Runtime, made once by init_worker
@@ -24,12 +24,11 @@ def init_worker(settings: Settings, threads: int) -> None:
     _runtime = Runtime.from_settings(settings)
 
 
-def run_item(item_id: str) -> tuple[str, float | None]:
-    """Run one item in this worker process: its outcome and, for a retry, the delay."""
+def run_queue(resource: str) -> Drained:
+    """Run the queue's due items in this worker process, in fair order (see `drain`)."""
     if _runtime is None:
         raise RuntimeError("worker process not initialised")
-    outcome = execute(_runtime, item_id)
-    return outcome.status, outcome.retry_in
+    return drain(_runtime, resource)
 
 
 def new_pool(settings: Settings, processes: int) -> ProcessPoolExecutor:

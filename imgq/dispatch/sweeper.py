@@ -8,7 +8,7 @@ import time
 from imgq.dispatch.base import Dispatcher
 from imgq.worker.runtime import Runtime
 from imgq.worker.sweeper import SweepReport, requeue_lost, sweep_expiry
-from imgq.worker.webhooks import deliver_due_webhooks
+from imgq.worker.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class FleetSweeper:
     def __init__(self, rt: Runtime, dispatcher: Dispatcher) -> None:
         self.rt = rt
         self.dispatcher = dispatcher
+        self.webhooks = WebhookSender(rt)
         self._published: dict[str, float] = {}
 
     def sweep_queue(self) -> SweepReport:
@@ -59,10 +60,10 @@ class FleetSweeper:
             log.info("published %d queued items again (no worker took them in %.0f s)",
                      len(due), grace)
         report.dispatched = len(due)
+        self.webhooks.send_due()  # webhooks are delivered by whoever sweeps, without waiting
         return report
 
     def sweep_expiry(self) -> SweepReport:
         report = SweepReport()
         sweep_expiry(self.rt, report)
-        deliver_due_webhooks(self.rt)  # webhooks are delivered by whoever sweeps
         return report

@@ -21,7 +21,9 @@ class Item:
     queued_at: datetime
     progress: int = 0
     stage: str | None = None
-    attempts: int = 0
+    attempts: int = 0  # times a worker started it
+    failures: int = 0  # attempts spent on the image's account (IMGQ_MAX_ATTEMPTS)
+    lease_losses: int = 0  # times its worker stopped answering (IMGQ_MAX_LOST_LEASES)
     not_before: datetime | None = None
     lease_until: datetime | None = None
     claim_token: str | None = None
@@ -47,6 +49,7 @@ class Job:
     data_removed: bool = False
     source: str = "api"
     extra: dict[str, Any] = field(default_factory=dict)
+    owner: str | None = None  # imgq.domain.access: key:<id>, anon:<address>
     items: list[Item] = field(default_factory=list)
 
     @property

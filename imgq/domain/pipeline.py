@@ -9,6 +9,8 @@ from typing import Any
 from imgq.errors import InvalidPipeline
 
 MAX_STEPS = 32
+#: How deeply lists and objects may nest in a pipeline or a parameter value.
+MAX_DEPTH = 8
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,38 @@ def _step(index: int, raw: Any) -> StepSpec:
 
 def _parse_json(text: str) -> Any:
     try:
-        return json.loads(text)
+        return load_json(text)
     except json.JSONDecodeError as exc:
         raise InvalidPipeline(f"the pipeline is not valid JSON: {exc.msg} at {exc.pos}") from None
+    except ValueError as exc:
+        raise InvalidPipeline(f"the pipeline {exc}") from None
+
+
+def load_json(text: str, max_depth: int = MAX_DEPTH) -> Any:
+    """json.loads, refusing values nested deeper than `max_depth` (ValueError saying so)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        value = None
+        depth = max_depth + 1
+    else:
+        depth = nesting(value)
+    if depth > max_depth:
+        raise ValueError(f"is nested too deeply: at most {max_depth} levels of lists and objects")
+    return value
+
+
+def nesting(value: Any) -> int:
+    """How deeply lists and dicts nest in `value` (0 for a scalar), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in node)
+    return deepest
 
 
 def _parse_compact(text: str) -> list[dict[str, Any]]:
@@ -74,9 +105,11 @@ def _parse_compact(text: str) -> list[dict[str, Any]]:
 
 def _scalar(value: str) -> Any:
     try:
-        return json.loads(value)
+        return load_json(value)
     except json.JSONDecodeError:
         return value
+    except ValueError as exc:
+        raise InvalidPipeline(f"the value {value[:20]!r}… {exc}") from None
 
 
 def to_compact(steps: list[StepSpec]) -> str:

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from imgq.domain.pipeline import StepSpec
-from imgq.errors import InvalidParameters, InvalidPipeline
+from imgq.errors import InvalidParameters, InvalidPipeline, OutputTooLarge
 from imgq.ops.image import Image
 
 Resource = Literal["cpu", "gpu"]
@@ -67,6 +67,12 @@ class Operation:
 
     def apply(self, image: Image, params: Any, ctx: StepContext) -> Image:
         raise NotImplementedError
+
+    def output_size(self, width: int, height: int, params: Any) -> tuple[int, int]:
+        """The size of the image this step makes from a width×height one; the default keeps
+        it. An operation that changes the size must say how: pipelines are checked with it
+        when submitted (IMGQ_MAX_OUTPUT_PIXELS), before any pixel is computed."""
+        return width, height
 
     def margin(self, params: Any) -> int:
         """How many pixels around each output pixel the step reads (0: pixel by pixel).
@@ -163,3 +169,15 @@ def _describe(index: int, name: str, exc: ValidationError) -> str:
         msg = "unknown parameter" if err["type"] == "extra_forbidden" else err["msg"]
         parts.append(f"{field}: {msg}")
     return f"step {index} ({name}): " + "; ".join(parts)
+
+
+def refuse_large_outputs(steps: list[BoundStep], name: str, width: int, height: int,
+                         max_pixels: int) -> None:
+    """OutputTooLarge (413) naming the first step that would make more than `max_pixels`."""
+    for index, step in enumerate(steps):
+        width, height = step.op.output_size(width, height, step.params)
+        if width * height > max_pixels:
+            raise OutputTooLarge(
+                f"{name}: step {index} ({step.name}) would make a {width}×{height} image, "
+                f"{width * height:,} pixels, more than the limit of {max_pixels:,} "
+                "(IMGQ_MAX_OUTPUT_PIXELS)", file=name, step=index, width=width, height=height)

@@ -22,6 +22,9 @@ class Crop(Operation):
     summary = "Cut out a rectangle (left, top, width, height); it must lie inside the image."
     params_model = CropParams
 
+    def output_size(self, width: int, height: int, params: CropParams) -> tuple[int, int]:
+        return min(params.width, width), min(params.height, height)
+
     def apply(self, image: Image, params: CropParams, ctx: StepContext) -> Image:
         right, bottom = params.left + params.width, params.top + params.height
         if right > image.width or bottom > image.height:

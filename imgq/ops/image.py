@@ -116,7 +116,29 @@ def probe(path: Path, name: str, limits: Limits) -> ImageInfo:
             f"more than the limit of {limits.max_pixels:,}",
             file=name,
         )
+    if fmt in HEIF_FORMATS:
+        _refuse_undecodable(header, name, fmt)
     return ImageInfo(fmt, width, height, frames, path.stat().st_size)
+
+
+HEIF_FORMATS = frozenset({"heif", "avif"})
+
+
+def _refuse_undecodable(header: pyvips.Image, name: str, fmt: str) -> None:
+    """HEIF's header is read by libheif alone; its pixels need a codec plugin that a libvips
+    build may lack (HEVC for HEIC). Decode one pixel now, so such a file is a 415 at upload
+    rather than an item that fails later."""
+    try:
+        header.crop(0, 0, 1, 1).avg()
+    except pyvips.Error as exc:
+        detail = exc.detail or exc.message or ""
+        if "plugin" in detail or "not been built in" in detail or "Unsupported codec" in detail:
+            raise UnsupportedFormat(
+                f"{name}: this server cannot decode {'HEIC' if fmt == 'heif' else 'AVIF'} "
+                "images (its image library has no decoder for them); send JPEG, PNG, WebP "
+                "or AVIF instead", file=name) from None
+        raise UnsupportedFormat(f"{name}: unreadable {fmt} image ({vips_reason(exc)})",
+                                file=name) from None
 
 
 def _pages(image: pyvips.Image) -> int:
@@ -253,5 +275,13 @@ def encode_to_file(
     try:
         getattr(out, _SAVERS[fmt])(str(path), **options)
     except pyvips.Error as exc:
-        raise DecodeError(f"cannot process the image: {vips_reason(exc)}") from None
+        reason = vips_reason(exc)
+        if _SAVER_PREFIX.match(reason):
+            raise DecodeError(f"cannot process the image: {reason}") from None
+        # Pixels are read while the output is written: a loader's error is the input's fault.
+        raise DecodeError(f"the image is truncated or corrupt: {reason}") from None
     return ImageInfo(fmt, int(out.width), int(out.height), 1, path.stat().st_size)
+
+
+#: libvips errors that come from writing the output rather than reading the input.
+_SAVER_PREFIX = re.compile(r"^(vips2\w+|vips_\w*save\w*|\w+save\w*|unable to write)")

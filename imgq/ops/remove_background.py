@@ -65,6 +65,10 @@ class RemoveBackground(Operation):
                    if missing else _weights_problem())
         self.unavailable_reason = problem  # type: ignore[misc]
 
+    def output_size(self, width: int, height: int, params: RemoveBackgroundParams
+                    ) -> tuple[int, int]:
+        return width, height  # the mask is computed small, then applied at the full size
+
     def apply(self, image: Image, params: RemoveBackgroundParams, ctx: StepContext) -> Image:
         from imgq.ai.background import remove_background
 

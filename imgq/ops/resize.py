@@ -61,6 +61,10 @@ class Resize(Operation):
         target = _target(params, image.width, image.height)
         return resample(image, target, params.kernel)
 
+    def output_size(self, width: int, height: int, params: ResizeParams) -> tuple[int, int]:
+        target = _target(params, width, height)
+        return target.width, target.height
+
     def load(self, path: Path, fmt: str, params: ResizeParams) -> Image | None:
         if params.kernel != "lanczos3":  # the thumbnail loader resamples with lanczos3 only
             return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pyvips
 from pydantic import Field
 
@@ -36,6 +38,15 @@ class Rotate(Operation):
     name = "rotate"
     summary = "Rotate clockwise by an angle in degrees (right angles exactly)."
     params_model = RotateParams
+
+    def output_size(self, width: int, height: int, params: RotateParams) -> tuple[int, int]:
+        turn = params.angle % 360
+        if turn in (90, 270):
+            return height, width
+        if turn in (0, 180):
+            return width, height
+        cos, sin = abs(math.cos(math.radians(turn))), abs(math.sin(math.radians(turn)))
+        return round(width * cos + height * sin), round(width * sin + height * cos)
 
     def apply(self, image: Image, params: RotateParams, ctx: StepContext) -> Image:
         turn = params.angle % 360

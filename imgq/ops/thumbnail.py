@@ -34,6 +34,10 @@ class Thumbnail(Operation):
         target = _target(params, image.width, image.height)
         return resample(image, target, "lanczos3", _crop(params))
 
+    def output_size(self, width: int, height: int, params: ThumbnailParams) -> tuple[int, int]:
+        target = _target(params, width, height)
+        return target.width, target.height
+
     def load(self, path: Path, fmt: str, params: ThumbnailParams) -> Image | None:
         return shrink_on_load(path, fmt, partial(_target, params), _crop(params))
 

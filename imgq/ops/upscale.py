@@ -161,6 +161,9 @@ class Upscale(Operation):
             "first, or use a server with a GPU worker",
             file=name, limit=limit, estimated_seconds=round(seconds, 1))
 
+    def output_size(self, width: int, height: int, params: Any) -> tuple[int, int]:
+        return width * int(params.scale), height * int(params.scale)
+
     # -- running ------------------------------------------------------------------------------
     def apply(self, image: Image, params: Any, ctx: StepContext) -> Image:
         from imgq.ai.upscale import UpscaleOptions, Upscaler

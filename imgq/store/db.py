@@ -20,6 +20,10 @@ def make_engine(url: str, pool_size: int | None = None, max_overflow: int | None
         db_path = url.split("///", 1)[-1]
         if db_path and db_path != ":memory:":
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        # Keep enough connections for the API's reading threads: opening a SQLite connection
+        # (and its pragmas) per read costs more than the read.
+        kwargs.setdefault("pool_size", 20)
+        kwargs.setdefault("max_overflow", 20)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)

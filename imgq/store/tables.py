@@ -60,11 +60,15 @@ jobs = Table(
     Column("data_removed", Boolean, nullable=False, default=False),
     Column("source", String(32), nullable=False, default="api"),
     Column("extra", JSON, nullable=False, default=dict),
+    # Whose job it is (imgq.domain.access): key:<id>, anon:<address>; NULL for jobs made
+    # before owners existed, which only admin keys see.
+    Column("owner", String(80), nullable=True),
     # Bumped by every UPDATE (Core applies onupdate): live event streams diff on it.
     Column("version", Integer, nullable=False, default=0, server_default="0",
            onupdate=literal_column("version") + 1),
     Index("ix_jobs_created_at", "created_at"),
     Index("ix_jobs_expires_at", "expires_at"),
+    Index("ix_jobs_owner_created_at", "owner", "created_at"),
 )
 
 items = Table(
@@ -77,6 +81,8 @@ items = Table(
     Column("progress", Integer, nullable=False, default=0),
     Column("stage", String(200), nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
+    Column("failures", Integer, nullable=False, default=0, server_default="0"),
+    Column("lease_losses", Integer, nullable=False, default=0, server_default="0"),
     Column("not_before", UTCDateTime(), nullable=True),
     Column("lease_until", UTCDateTime(), nullable=True),
     Column("claim_token", String(36), nullable=True),
@@ -92,10 +98,18 @@ items = Table(
     Column("result_name", String(300), nullable=True),
     Column("result_key", String(200), nullable=True),
     Column("result_meta", JSON, nullable=True),
+    # The job's owner, copied so claims and quotas need no join.
+    Column("owner", String(80), nullable=True),
     Column("version", Integer, nullable=False, default=0, server_default="0",
            onupdate=literal_column("version") + 1),
+    # The item's place in its queue's fair order: workers claim the lowest due key first.
+    # Each owner's items take consecutive keys from the queue's head (see JobStore.create_job),
+    # so a newcomer's item is near the front instead of behind another owner's whole batch.
+    Column("fair_key", BigInteger, nullable=False, default=0, server_default="0"),
     Index("ix_items_job_idx", "job_id", "idx", unique=True),
     Index("ix_items_status_not_before", "status", "not_before"),
+    Index("ix_items_owner_status", "owner", "status"),
+    Index("ix_items_status_fair_key", "status", "fair_key"),
 )
 
 # The webhook outbox: one row per job with a callback_url, written with the job; the sweeper
@@ -117,7 +131,7 @@ webhooks = Table(
     Index("ix_webhooks_job_id", "job_id"),
 )
 
-# Integer task ids of the Image Queue Demo compatibility API (seed 002): random, not sequential,
+# Integer task ids of the Image Queue Demo compatibility API: random, not sequential,
 # below 2**53 so a JSON number holds them; each names an ordinary imgq job.
 compat_tasks = Table(
     "compat_tasks",
@@ -129,4 +143,29 @@ compat_tasks = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Index("ix_compat_tasks_system_filename", "system", "filename", "created_at"),
     Index("ix_compat_tasks_job_id", "job_id"),
+)
+
+# API keys (IMGQ_AUTH=keys): only a SHA-256 digest of each secret is kept. Quota columns left
+# NULL take the IMGQ_QUOTA_* defaults.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("admin", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    Column("max_active_items", Integer, nullable=True),
+    Column("max_items_per_day", Integer, nullable=True),
+    Column("max_stored_bytes", BigInteger, nullable=True),
+)
+
+# Items submitted per owner and UTC day, for the daily quota (deleting jobs gives none back).
+daily_usage = Table(
+    "daily_usage",
+    metadata,
+    Column("owner", String(80), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("submitted", Integer, nullable=False, default=0),
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -12,15 +13,28 @@ import pyvips
 from imgq.domain.models import Claim
 from imgq.errors import Cancelled, TimeLimitExceeded
 from imgq.store.repository import Repository
+from imgq.worker.hooks import ItemHooks
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY = 0.5  # seconds between two progress writes
+#: Exit status of a worker process that stopped itself because a step would not stop.
+EXIT_STOPPED = 70
+
+_hard_stop = {"allowed": False}
+
+
+def allow_hard_stop() -> None:
+    """In a worker process that a pool replaces when it exits: a step that does not stop
+    within the kill grace after a cancel or the time limit ends the whole process."""
+    _hard_stop["allowed"] = True
 
 
 class ItemContext:
     def __init__(self, repo: Repository, claim: Claim, lease: float, time_limit: float,
-                 steps: int) -> None:
+                 steps: int, kill_grace: float = 3.0, cancel_poll: float = 1.0,
+                 hooks: ItemHooks | None = None) -> None:
         self.repo, self.claim, self.lease = repo, claim, lease
+        self.hooks = hooks or ItemHooks()
         self.started = time.monotonic()
         self.time_limit = time_limit
         self.deadline = self.started + time_limit
@@ -28,8 +42,11 @@ class ItemContext:
         self.step_index = 0
         self.cancel_requested = False
         self.lost = False
+        self.kill_grace, self.cancel_poll = kill_grace, cancel_poll
+        self._abort_seen: float | None = None
         self._progress = (0, "starting")
         self._written = self.started  # the claim itself just wrote the lease
+        self._polled = self.started
         self._lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -42,6 +59,42 @@ class ItemContext:
 
     def due(self) -> bool:
         return time.monotonic() - self._written >= self.lease / 3
+
+    def watch(self) -> None:
+        """The heartbeat thread's look at this item: keep the lease, notice a cancel within
+        `cancel_poll` seconds, and stop a step that will not stop by itself."""
+        now = time.monotonic()
+        if self.due():
+            self._beat(force=True)
+        elif now - self._polled >= self.cancel_poll and not self.cancel_requested:
+            self._polled = now
+            try:
+                self.cancel_requested = self.repo.cancel_requested(self.claim.job.id)
+            except Exception:  # the next heartbeat will tell
+                log.debug("cancel poll failed", exc_info=True, extra=self.log_extra)
+        if not self.should_abort():
+            return
+        if self._abort_seen is None:
+            self._abort_seen = now
+        elif now - self._abort_seen >= self.kill_grace and _hard_stop["allowed"]:
+            self._stop_hard()
+
+    def _stop_hard(self) -> None:
+        """The step ignored the abort (a native call that copies a whole image has no place
+        to look): record why, then end this process; its pool starts a fresh one."""
+        reason = "lost" if self.lost else "cancelled" if self.cancel_requested else "time limit"
+        log.error("item %s: the step did not stop within %.0f s (%s); ending its worker "
+                  "process", self.claim.item.id, self.kill_grace, reason, extra=self.log_extra)
+        try:
+            if reason == "cancelled":
+                self.repo.finish_cancelled(self.claim, self.elapsed)
+            elif reason == "time limit":
+                error = self._time_limit_error()
+                self.repo.finish_failed(self.claim, error.code, error.message, self.elapsed)
+        except Exception:  # the lease runs out and the sweeper takes over
+            log.warning("could not record the stop", exc_info=True, extra=self.log_extra)
+        logging.shutdown()
+        os._exit(EXIT_STOPPED)
 
     def _beat(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -68,6 +121,7 @@ class ItemContext:
     # -- what steps use ---------------------------------------------------------------------
     def begin_step(self, index: int, name: str) -> None:
         self.step_index = index
+        self.hooks.step(self.claim, index, name)
         self.progress(0.0, f"step {index + 1}/{self.steps}: {name}")
 
     def progress(self, fraction: float, stage: str | None = None) -> None:
@@ -84,9 +138,12 @@ class ItemContext:
         if self.cancel_requested:
             raise Cancelled()
         if time.monotonic() > self.deadline:
-            raise TimeLimitExceeded(
-                f"the item took longer than its time limit of {self.time_limit:g} s"
-            )
+            raise self._time_limit_error()
+
+    def _time_limit_error(self) -> TimeLimitExceeded:
+        return TimeLimitExceeded(
+            f"the item took longer than its time limit of {self.time_limit:g} s"
+        )
 
     def monitor(self, image: pyvips.Image) -> None:
         """Follow libvips' evaluation of the final image: progress, and kill on abort."""
@@ -132,9 +189,9 @@ class _Heartbeats:
         while True:
             time.sleep(0.2)
             with self._lock:
-                due = [ctx for ctx in self._items if ctx.due()]
-            for ctx in due:
-                ctx._beat(force=True)
+                running = list(self._items)
+            for ctx in running:
+                ctx.watch()
 
 
 _heartbeats = _Heartbeats()

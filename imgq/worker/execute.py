@@ -1,23 +1,52 @@
-"""execute(item_id): claim → run → store → finish, with the retry policy."""
+"""Run items: claim → run → store → finish, with the retry policy.
+
+Every failure is classified by cause (`imgq.worker.classify`): the server's trouble is retried
+without spending the item's attempts, and only the image's or the pipeline's fault fails it.
+
+`drain(rt, resource)` is what workers run: it takes the queue's due items one after another in
+their fair order, writing each item's end and claiming the next in one transaction.
+`execute(rt, item_id)` runs one named item (tools and tests).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import TypeVar
 
 from imgq.domain.models import Claim
 from imgq.domain.names import with_extension
 from imgq.domain.retry import backoff
-from imgq.errors import Cancelled, ImgqError, InvalidTransition, TransientError
+from imgq.errors import Cancelled, DecodeError, ImgqError, InputMissing, InvalidTransition
 from imgq.ops.image import OUTPUT_FORMATS
+from imgq.store.repository import Finish, cancelled, failed, retry, succeeded, utcnow
+from imgq.worker.classify import classify, storage_trouble
 from imgq.worker.context import ItemContext
 from imgq.worker.run import run_pipeline
 from imgq.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+#: A drain stops taking new items after this long, so a worker that was asked to stop (or a
+#: Celery task holding its message) is never held for a whole queue; the items left keep
+#: their own messages.
+DRAIN_SECONDS = 5.0
+MAX_INFRA_BACKOFF = 60.0  # seconds: an outage is retried at least once a minute
+WRITE_TRIES = 5  # writes of an item's end tried while the database is unreachable
+
+T = TypeVar("T")
+
+
+class Unwritten(Exception):
+    """The database stayed unreachable while an item's end was written."""
 
 
 @dataclass(frozen=True)
@@ -26,93 +55,213 @@ class Outcome:
     retry_in: float | None = None
 
 
+@dataclass(frozen=True)
+class Drained:
+    """What one drain did: items run, and the item that needs a wake-up later (a retry)."""
+
+    items: int
+    more: bool  # it stopped while items may still be due (time budget or a retry)
+    retry_item: str | None = None
+    retry_in: float | None = None
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """An item run to its end, not yet written: the change to write and what follows it."""
+
+    finish: Finish
+    outcome: Outcome
+    result_key: str | None = None  # the stored result, deleted if the finish is refused
+    note: str = ""  # said in the log once the end is written
+
+
 def execute(rt: Runtime, item_id: str) -> Outcome:
-    claim = rt.repo.claim(item_id, rt.settings.lease_seconds)
+    try:
+        claim = rt.repo.claim(item_id, rt.settings.lease_seconds)
+    except Exception as exc:  # the database is down: the message comes back later
+        return Outcome("retry", _database_down(rt, exc))
     if claim is None:
         log.debug("item %s not claimable (taken, finished or not due)", item_id)
         return Outcome("skipped")
+    ended = _run(rt, claim)
+    try:
+        _write(rt, lambda: rt.repo.finish(ended.finish))
+    except InvalidTransition as exc:
+        return _settled(rt, ended, exc.message)
+    except Unwritten as exc:
+        return _settled(rt, ended, str(exc))
+    return _settled(rt, ended, None)
+
+
+def drain(rt: Runtime, resource: str, budget: float = DRAIN_SECONDS) -> Drained:
+    """Run the queue's due items in fair order until none is due, one must wait for a retry,
+    or `budget` seconds have passed."""
+    lease = rt.settings.lease_seconds
+    stop_at = time.monotonic() + budget
+    try:
+        claim = rt.repo.claim_next(resource, lease)
+    except Exception as exc:  # the database is down: look again later
+        return Drained(0, True, None, _database_down(rt, exc))
+    count = 0
+    while claim is not None:
+        ended = _run(rt, claim)
+        go_on = ended.outcome.status != "retry" and time.monotonic() < stop_at
+        try:
+            refused, claim = _write(rt, lambda: rt.repo.finish_and_claim(
+                ended.finish, resource if go_on else None, lease))
+        except Unwritten as exc:  # its lease runs out and the sweeper requeues it
+            _settled(rt, ended, str(exc))
+            return Drained(count + 1, True, None, _database_down(rt, exc))
+        outcome = _settled(rt, ended, refused)
+        count += 1
+        if outcome.status == "retry":
+            return Drained(count, True, ended.finish.claim.item.id, outcome.retry_in)
+        if not go_on:
+            return Drained(count, True)
+    return Drained(count, False)
+
+
+def _database_down(rt: Runtime, exc: BaseException) -> float:
+    delay = backoff(1, rt.settings.retry_backoff_seconds, MAX_INFRA_BACKOFF)
+    log.warning("cannot reach the database (%s); trying again in %.1f s", classify(exc).message,
+                delay)
+    return delay
+
+
+def _write(rt: Runtime, action: Callable[[], T]) -> T:
+    """Write an item's end, trying again while the database is unreachable (a dropped
+    connection, a restart): Unwritten when it stays so, and the item keeps its lease."""
+    for attempt in range(1, WRITE_TRIES + 1):
+        try:
+            return action()
+        except InvalidTransition:
+            raise
+        except Exception as exc:
+            error = classify(exc)
+            if not error.infrastructure:
+                raise
+            if attempt == WRITE_TRIES:
+                raise Unwritten(f"could not record the item's end ({error.message}); it will "
+                                "run again when its lease runs out") from exc
+            time.sleep(backoff(attempt, 0.5, rt.settings.lease_seconds / 10))
+    raise AssertionError("unreachable")
+
+
+def _run(rt: Runtime, claim: Claim) -> _Ended:
+    item_id = claim.item.id
     try:
         steps = rt.registry.restore(claim.job.pipeline)
     except ImgqError as exc:  # e.g. a model this worker does not have: no retry will help
-        code, message = exc.code, exc.message
-        log.error("item %s: %s", item_id, message, extra={"job_id": claim.job.id,
-                                                         "item_id": item_id})
-        return _guarded(claim, lambda: rt.repo.finish_failed(claim, code, message), "failed")
-    ctx = ItemContext(rt.repo, claim, rt.settings.lease_seconds, rt.settings.item_time_limit_seconds,
-                      len(steps))
-    extra = ctx.log_extra
-    log.info("item %s: running (attempt %d)", item_id, claim.item.attempts, extra=extra)
-    fd, tmp_name = tempfile.mkstemp(prefix="result-", dir=_tmp_dir(rt))
-    os.close(fd)
-    target = Path(tmp_name)
+        log.error("item %s: %s", item_id, exc.message, extra={"job_id": claim.job.id,
+                                                             "item_id": item_id})
+        return _Ended(failed(claim, exc.code, exc.message, None), Outcome("failed"))
+    s = rt.settings
+    ctx = ItemContext(rt.repo, claim, s.lease_seconds, s.item_time_limit_seconds, len(steps),
+                      kill_grace=s.kill_grace_seconds, cancel_poll=s.cancel_poll_seconds,
+                      hooks=rt.hooks)
+    rt.hooks.started(claim)
+    target = _staging_path(rt, claim)
     with ctx:
         try:
-            with rt.blobs.open_local(claim.item.input_key) as source:
-                log.info("item %s: input read", item_id, extra=extra)
-                info = run_pipeline(steps, source, claim.item.input_meta["format"], target, ctx)
+            with _input(rt, claim) as source:
+                try:
+                    info = run_pipeline(steps, source, claim.item.input_meta["format"], target,
+                                        ctx)
+                except DecodeError as exc:  # "write error" is a full disk as often as a bad file
+                    raise storage_trouble(target.parent) or exc from None
             return _store(rt, claim, ctx, target, info.format, info.__dict__)
         except Cancelled:
-            log.info("item %s: cancelled", item_id, extra=extra)
-            return _guarded(claim, lambda: rt.repo.finish_cancelled(claim, ctx.elapsed), "cancelled")
+            return _Ended(cancelled(claim, ctx.elapsed), Outcome("cancelled"))
         except Exception as exc:  # every failure becomes a state, never a crash
             return _failed(rt, claim, ctx, exc)
         finally:
-            target.unlink(missing_ok=True)  # moved into the store on success
+            with contextlib.suppress(OSError):  # moved into the store on success
+                target.unlink(missing_ok=True)  # (a read-only disk removes nothing)
 
 
-def _tmp_dir(rt: Runtime) -> str | None:
-    staging = rt.blobs.staging_dir()
-    return str(staging) if staging else None
+def _input(rt: Runtime, claim: Claim) -> AbstractContextManager[Path]:
+    try:
+        return rt.blobs.open_local(claim.item.input_key)
+    except KeyError:
+        raise InputMissing("the uploaded file of this image is no longer in storage; "
+                           "submit it again") from None
+
+
+def _staging_path(rt: Runtime, claim: Claim) -> Path:
+    """A fresh name in the store's staging folder (the claim token is unique), so the result
+    is moved, not copied, into the store; no file is made until the encoder writes it."""
+    staging = rt.blobs.staging_dir() or Path(tempfile.gettempdir())
+    return staging / f"result-{claim.token}"
 
 
 def _store(rt: Runtime, claim: Claim, ctx: ItemContext, target: Path, fmt: str,
-           meta: dict[str, object]) -> Outcome:
+           meta: dict[str, object]) -> _Ended:
     ext = OUTPUT_FORMATS[fmt][1]
     key = f"{claim.job.id}/results/{claim.item.idx}-{claim.token[:8]}.{ext}"
-    log.info("item %s: storing %s (%s bytes)", claim.item.id, key, meta.get("bytes"),
-             extra=ctx.log_extra)
     rt.blobs.put_file(key, target)
     name = with_extension(claim.item.input_name, ext)
-    try:
-        rt.repo.finish_succeeded(claim, key, name, meta, round(ctx.elapsed, 4))
-    except InvalidTransition:
-        rt.blobs.delete([key])  # a late worker: someone else owns the item now
-        log.warning("item %s: result dropped, the claim was lost", claim.item.id,
-                    extra=ctx.log_extra)
-        return Outcome("lost")
-    log.info("item %s: succeeded in %.3f s", claim.item.id, ctx.elapsed, extra=ctx.log_extra)
-    return Outcome("succeeded")
+    return _Ended(succeeded(claim, key, name, meta, round(ctx.elapsed, 4)),
+                  Outcome("succeeded"), key, f"in {ctx.elapsed:.3f} s, {meta.get('bytes')} bytes")
 
 
-def _failed(rt: Runtime, claim: Claim, ctx: ItemContext, exc: Exception) -> Outcome:
-    error = _as_imgq_error(exc)
+def _failed(rt: Runtime, claim: Claim, ctx: ItemContext, exc: Exception) -> _Ended:
+    error = classify(exc)
     extra = {**ctx.log_extra, "error_code": error.code}
-    if error.transient and claim.item.attempts < rt.settings.max_attempts:
-        delay = backoff(claim.item.attempts, rt.settings.retry_backoff_seconds)
+    if error.infrastructure:
+        return _infrastructure(rt, claim, ctx, error, exc)
+    failures = claim.item.failures + 1
+    if error.transient and failures < rt.settings.max_attempts:
+        delay = backoff(failures, rt.settings.retry_backoff_seconds)
         log.warning("item %s: transient error, retry in %.1f s: %s", claim.item.id, delay,
                     error.message, exc_info=exc, extra=extra)
-        return _guarded(claim, lambda: rt.repo.retry_later(claim, delay, error.code,
-                                                           error.message), "retry", delay)
+        return _Ended(retry(claim, delay, error.code, error.message), Outcome("retry", delay))
     log.error("item %s: failed: %s", claim.item.id, error.message, exc_info=exc, extra=extra)
     message = error.message
     if error.transient:
-        message = f"{message} (gave up after {claim.item.attempts} attempts)"
-    return _guarded(claim, lambda: rt.repo.finish_failed(claim, error.code, message, ctx.elapsed),
-                    "failed")
+        message = f"{message} (gave up after {failures} attempts)"
+    return _Ended(failed(claim, error.code, message, ctx.elapsed), Outcome("failed"))
 
 
-def _as_imgq_error(exc: Exception) -> ImgqError:
-    if isinstance(exc, ImgqError):
-        return exc
-    if isinstance(exc, (OSError, MemoryError, ConnectionError)):
-        return TransientError(f"temporary failure: {type(exc).__name__}")
-    return ImgqError("internal error while processing the image; see the server log")
+def _infrastructure(rt: Runtime, claim: Claim, ctx: ItemContext, error: ImgqError,
+                    exc: Exception) -> _Ended:
+    """The server's trouble: retried without spending an attempt, until the item has waited
+    as long as a queued item may (IMGQ_STUCK_AFTER_SECONDS)."""
+    extra = {**ctx.log_extra, "error_code": error.code}
+    waited = _seconds_since(claim.item.queued_at)
+    if waited < rt.settings.stuck_after_seconds:
+        delay = backoff(claim.item.attempts, rt.settings.retry_backoff_seconds,
+                        MAX_INFRA_BACKOFF)
+        log.warning("item %s: %s; retry in %.1f s", claim.item.id, error.message, delay,
+                    exc_info=exc, extra=extra)
+        return _Ended(retry(claim, delay, error.code, error.message, spend=False),
+                      Outcome("retry", delay))
+    message = (f"{error.message.removesuffix('; retrying')}: the server could not process "
+               f"the image for {waited:.0f} s; this is not a problem with the image")
+    log.error("item %s: gave up: %s", claim.item.id, message, exc_info=exc, extra=extra)
+    return _Ended(failed(claim, error.code, message, ctx.elapsed), Outcome("failed"))
 
 
-def _guarded(claim: Claim, action: object, status: str, retry_in: float | None = None) -> Outcome:
+def _seconds_since(moment: datetime) -> float:
+    return (utcnow() - moment).total_seconds()
+
+
+def _settled(rt: Runtime, ended: _Ended, refused: str | None) -> Outcome:
+    """After the end was written, or refused because another worker owns the item now (a
+    late worker): then its result is dropped."""
+    claim = ended.finish.claim
+    if refused is None:
+        rt.hooks.ended(claim, ended.outcome.status, ended.note)
+        return ended.outcome
+    if ended.result_key:
+        _drop(rt, ended.result_key)
+    log.warning("%s; result dropped", refused, extra={"job_id": claim.job.id,
+                                                      "item_id": claim.item.id})
+    rt.hooks.ended(claim, "lost")
+    return Outcome("lost")
+
+
+def _drop(rt: Runtime, key: str) -> None:
     try:
-        action()  # type: ignore[operator]
-    except InvalidTransition as exc:
-        log.warning("%s", exc.message, extra={"job_id": claim.job.id, "item_id": claim.item.id})
-        return Outcome("lost")
-    return Outcome(status, retry_in)
+        rt.blobs.delete([key])
+    except Exception:  # the sweeper removes results nobody recorded
+        log.warning("could not delete %s now; the sweeper will", key, exc_info=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyvips
 
@@ -13,6 +13,7 @@ from imgq.ops import build_registry
 from imgq.ops.base import Registry
 from imgq.store.db import make_engine, migrate
 from imgq.store.repository import Repository
+from imgq.worker.hooks import ItemHooks, default_hooks
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ class Runtime:
     repo: Repository
     blobs: BlobStore
     registry: Registry
+    hooks: ItemHooks = field(default_factory=default_hooks)  # around each item's life
 
     @classmethod
     def from_settings(cls, settings: Settings, run_migrations: bool = False) -> Runtime:

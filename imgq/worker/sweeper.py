@@ -22,7 +22,7 @@ class SweepReport:
 
 def requeue_lost(rt: Runtime, report: SweepReport) -> None:
     """Requeue items whose worker stopped answering (or fail those out of attempts)."""
-    report.requeued, report.lost_failed = rt.repo.requeue_lost(rt.settings.max_attempts)
+    report.requeued, report.lost_failed = rt.repo.requeue_lost(rt.settings.max_lost_leases)
     if report.requeued:
         log.warning("requeued %d items whose lease ran out", len(report.requeued))
 

@@ -1,7 +1,10 @@
 """Webhooks: signed POSTs of a finished job, sent from the outbox with retries and backoff.
 
 Each delivery carries `Imgq-Signature: t=<unix seconds>,v1=<hex>` where the hex is
-HMAC-SHA256(IMGQ_WEBHOOK_SECRET, "<t>.<raw body>"), as Stripe signs its events. A receiver
+HMAC-SHA256(secret, "<t>.<raw body>"), as Stripe signs its events. The secret is that of the
+API key that submitted the job, as the hex SHA-256 digest of the key (which is all the server
+keeps of it, and which its owner computes from the key); for jobs without a key it is
+IMGQ_WEBHOOK_SECRET. A receiver
 recomputes it over the raw body, compares in constant time, and refuses old timestamps
 (`verify_signature` does all three). Deliveries are at least once: `Imgq-Delivery` is the same
 on every retry of one webhook, so a receiver can drop duplicates.
@@ -9,12 +12,14 @@ on every retry of one webhook, so a receiver can drop duplicates.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
 import json
 import logging
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -24,6 +29,7 @@ import httpx
 
 from imgq import __version__
 from imgq.config import Settings
+from imgq.domain.access import SYSTEM
 from imgq.domain.retry import backoff
 from imgq.domain.views import job_out
 from imgq.errors import ImgqError, InvalidRequest, InvalidTransition, NotFound
@@ -133,8 +139,48 @@ def resolve_public(host: str, port: int, allow_private: bool) -> str:
 
 # -- delivery -------------------------------------------------------------------------------
 
+class WebhookSender:
+    """Deliveries in threads of their own: whoever sweeps hands due webhooks over and goes
+    on at once, so a slow receiver delays neither the sweeper (leases, expiry) nor another
+    job's webhook; at most `senders` deliveries run at a time, each within
+    IMGQ_WEBHOOK_TIMEOUT_SECONDS in all."""
+
+    def __init__(self, rt: Runtime, senders: int = SENDERS) -> None:
+        self.rt, self.senders = rt, senders
+        self._pool = ThreadPoolExecutor(max_workers=senders, thread_name_prefix="webhook")
+        self._lock = threading.Lock()
+        self._running = 0
+
+    def send_due(self) -> int:
+        """Claim as many due webhooks as there are free senders and start them; return how
+        many were started."""
+        with self._lock:
+            free = self.senders - self._running
+        if free <= 0:
+            return 0
+        lease = self.rt.settings.webhook_timeout_seconds * 3 + 30
+        due = self.rt.repo.claim_webhooks(lease, limit=free)
+        with self._lock:
+            self._running += len(due)
+        for delivery in due:
+            self._pool.submit(self._send, delivery)
+        return len(due)
+
+    def _send(self, delivery: Delivery) -> None:
+        try:
+            deliver(self.rt, delivery)
+        except Exception:  # noqa: BLE001 - the lease brings it back; the sender lives on
+            log.exception("webhook delivery failed", extra={"job_id": delivery.job_id})
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def close(self, wait: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+
 def deliver_due_webhooks(rt: Runtime) -> int:
-    """Send every due webhook once (a few at a time); return how many were attempted."""
+    """Send every due webhook once and wait for them (for `imgq cleanup` and tests)."""
     lease = rt.settings.webhook_timeout_seconds * 3 + 30
     due = rt.repo.claim_webhooks(lease)
     if not due:
@@ -151,7 +197,7 @@ def deliver(rt: Runtime, delivery: Delivery) -> bool:
     extra = {"job_id": delivery.job_id, "webhook_id": delivery.id}
     try:
         body = payload(rt, delivery)
-        status = _post(delivery, body, s.webhook_secret.get_secret_value(), s.webhook_timeout_seconds,
+        status = _post(delivery, body, signing_secret(rt, delivery), s.webhook_timeout_seconds,
                        s.webhook_allow_private)
         error = None if 200 <= status < 300 else f"the receiver answered HTTP {status}"
         permanent = False
@@ -183,9 +229,16 @@ def deliver(rt: Runtime, delivery: Delivery) -> bool:
 
 def payload(rt: Runtime, delivery: Delivery) -> bytes:
     """The job exactly as GET /v1/jobs/{id} shows it, now."""
-    job = rt.repo.get_job(delivery.job_id)
+    job = rt.repo.get_job(delivery.job_id, scope=SYSTEM)
     data = job_out(job, delivery.base_url).model_dump(mode="json")
     return json.dumps(data, separators=(",", ":")).encode()
+
+
+def signing_secret(rt: Runtime, delivery: Delivery) -> str:
+    """The secret of the key that submitted the job, else IMGQ_WEBHOOK_SECRET."""
+    owner = rt.repo.get_job(delivery.job_id, scope=SYSTEM).owner
+    key = rt.repo.key_by_owner(owner) if owner else None
+    return key.secret_hash if key is not None else rt.settings.webhook_secret.get_secret_value()
 
 
 def _post(delivery: Delivery, body: bytes, secret: str, timeout: float,
@@ -207,18 +260,32 @@ def _post(delivery: Delivery, body: bytes, secret: str, timeout: float,
         "Imgq-Attempt": str(delivery.attempts),
         SIGNATURE_HEADER: sign(secret, body),
     }
-    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
-        response = client.post(pinned, content=body, headers=headers,
-                               extensions={"sni_hostname": host})
-    return response.status_code
+    return asyncio.run(_send_within(pinned, body, headers, host, timeout))
+
+
+async def _send_within(url: str, body: bytes, headers: dict[str, str], host: str,
+                       timeout: float) -> int:
+    """POST and return the status, within `timeout` seconds in all (a receiver that dribbles
+    its answer is cut off). The answer's body is never read: only its status counts."""
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False,
+                                 trust_env=False) as client:
+        try:
+            async with asyncio.timeout(timeout):
+                async with client.stream("POST", url, content=body, headers=headers,
+                                         extensions={"sni_hostname": host}) as response:
+                    return response.status_code
+        except TimeoutError:
+            raise httpx.TimeoutException(f"no answer within {timeout:g} s") from None
 
 
 def _host(url: str) -> str:
     return urlsplit(url).hostname or "?"
 
 
-def accept_callback_url(settings: Settings, url: str) -> str:
-    """Check a callback_url given at submit time; 400/422 naming the problem."""
-    if not settings.webhook_secret.get_secret_value():
-        raise InvalidRequest("this server sends no webhooks: IMGQ_WEBHOOK_SECRET is not set")
+def accept_callback_url(settings: Settings, url: str, with_key: bool = False) -> str:
+    """Check a callback_url given at submit time; 400/422 naming the problem. with_key: the
+    job is submitted with an API key, whose secret signs its webhook."""
+    if not with_key and not settings.webhook_secret.get_secret_value():
+        raise InvalidRequest("this server sends no webhooks to clients without an API key: "
+                             "IMGQ_WEBHOOK_SECRET is not set")
     return check_callback_url(url, settings.webhook_allow_private)

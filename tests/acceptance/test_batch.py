@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pyvips
 
-from tests.acceptance.conftest import Server, image_info, jpeg_bytes, png_bytes
+from tests.fixtures.encoded import image_info, jpeg_bytes, png_bytes
+from tests.fixtures.server import Server
 
 PIPELINE = "grayscale|resize:width=64|encode:format=webp"
 
@@ -103,7 +104,7 @@ def test_the_service_describes_itself_and_answers_errors_as_json(
 
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": "ok", "storage": "ok"}
+    assert ready.json()["checks"] == {"database": "ok", "storage": "ok", "disk": "ok"}
 
     docs = client.get("/docs")
     assert docs.status_code == 200 and "text/html" in docs.headers["content-type"]

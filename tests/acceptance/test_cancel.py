@@ -7,7 +7,8 @@ import time
 import zipfile
 from collections.abc import Callable
 
-from tests.acceptance.conftest import Server, big_png
+from tests.fixtures.encoded import big_png
+from tests.fixtures.server import Server
 
 # Enlarging makes each item take a few tenths of a second (the output is 3000×3000) from a
 # small upload. (Not a large blur: see test_restart.py.)

@@ -9,7 +9,8 @@ from collections.abc import Callable
 import pytest
 
 from imgq.config import load_settings
-from tests.acceptance.conftest import Server, png_bytes
+from tests.fixtures.encoded import png_bytes
+from tests.fixtures.server import Server
 
 PAGE = "http://localhost:3000"
 OTHER = "http://evil.example"

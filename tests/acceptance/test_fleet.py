@@ -26,7 +26,7 @@ from imgq.blobs.s3 import S3BlobStore
 from imgq.config import load_settings
 from imgq.store import tables
 from imgq.store.db import make_engine, migrate
-from tests.acceptance.conftest import image_info, jpeg_bytes
+from tests.fixtures.encoded import image_info, jpeg_bytes
 from tests.acceptance.fleet_support import (
     BROKERS,
     Fleet,

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.acceptance.conftest import Server, bomb_png, jpeg_bytes, png_bytes, truncated_jpeg
+from tests.fixtures.encoded import bomb_png, jpeg_bytes, png_bytes, truncated_jpeg
+from tests.fixtures.server import Server
 
 
 def _assert_nothing_stored(server: Server) -> None:

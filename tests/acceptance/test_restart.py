@@ -7,7 +7,8 @@ import signal
 import time
 from collections.abc import Callable
 
-from tests.acceptance.conftest import Server, big_png, image_info, jpeg_bytes, png_bytes
+from tests.fixtures.encoded import big_png, image_info, jpeg_bytes, png_bytes
+from tests.fixtures.server import Server
 
 
 def test_queued_work_is_done_after_a_restart(serve: Callable[..., Server]) -> None:

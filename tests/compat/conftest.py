@@ -9,20 +9,16 @@ Three servers, each started once per session when a test first asks for it:
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Generator, Iterator
-from typing import Any, TypeVar
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import Server
-
-T = TypeVar("T")
-TIMEOUT = 90.0  # AI upscaling on a CPU worker loads its model first
-POLL = 0.1
+from tests.fixtures.server import Server
 
 
-def _start(factory: pytest.TempPathFactory, name: str, *args: str, **settings: Any) -> Server:
+
+def start_server(factory: pytest.TempPathFactory, name: str, *args: str, **settings: Any) -> Server:
     root = factory.mktemp(name)
     (root / "logs").mkdir()
     server = Server(root / "data", root / "logs", {})
@@ -35,22 +31,22 @@ def _start(factory: pytest.TempPathFactory, name: str, *args: str, **settings: A
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    started = _start(tmp_path_factory, "compat", workers=2)
+    started = start_server(tmp_path_factory, "compat", workers=2)
     yield started
     started.close()
 
 
 @pytest.fixture(scope="session")
 def idle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    started = _start(tmp_path_factory, "compat-idle", "--no-workers")
+    started = start_server(tmp_path_factory, "compat-idle", "--no-workers")
     yield started
     started.close()
 
 
 @pytest.fixture(scope="session")
 def brief(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    started = _start(tmp_path_factory, "compat-brief", workers=1, ttl_seconds=2,
-                     sweep_interval_seconds=1)
+    started = start_server(tmp_path_factory, "compat-brief", workers=1, ttl_seconds=2,
+                           sweep_interval_seconds=1)
     yield started
     started.close()
 
@@ -64,19 +60,6 @@ def operations(server: Server) -> set[str]:
 def needs_operation(operations: set[str], name: str) -> None:
     if name not in operations:
         pytest.skip(f"the '{name}' operation is not installed on this server")
-
-
-def wait_for(fetch: Callable[[], T], done: Callable[[T], bool], timeout: float = TIMEOUT,
-             what: str = "the condition") -> T:
-    """Poll fetch() until done(result), as the earlier systems' clients do."""
-    deadline = time.monotonic() + timeout
-    value = fetch()
-    while not done(value):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout:.0f} s; last: {value!r}")
-        time.sleep(POLL)
-        value = fetch()
-    return value
 
 
 @pytest.hookimpl(wrapper=True)

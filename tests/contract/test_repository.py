@@ -7,16 +7,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from imgq.domain.access import SYSTEM
 from imgq.domain.status import JobStatus, Status
 from imgq.errors import InvalidTransition, NotFound
-from imgq.store.repository import Repository
+from imgq.store.repository import Repository, failed, succeeded
 from tests.contract.conftest import make_job
 
 
 def test_a_created_job_reads_back_with_its_items_in_order(repo: Repository) -> None:
     job = make_job(3)
     repo.create_job(job)
-    got = repo.get_job(job.id)
+    got = repo.get_job(job.id, scope=SYSTEM)
     assert [i.id for i in got.items] == [i.id for i in job.items]
     assert got.status == JobStatus.queued
     assert got.items[0].input_meta["format"] == "png"
@@ -26,14 +27,14 @@ def test_a_created_job_reads_back_with_its_items_in_order(repo: Repository) -> N
 
 def test_unknown_job_is_not_found(repo: Repository) -> None:
     with pytest.raises(NotFound):
-        repo.get_job("nope")
+        repo.get_job("nope", scope=SYSTEM)
 
 
 def test_jobs_list_newest_first_with_total(repo: Repository) -> None:
     jobs = [make_job(1, created_offset=i) for i in range(5)]
     for job in jobs:
         repo.create_job(job)
-    page, total = repo.list_jobs(limit=2, offset=1)
+    page, total = repo.list_jobs(limit=2, offset=1, scope=SYSTEM)
     assert total == 5
     assert [j.id for j in page] == [jobs[3].id, jobs[2].id]
 
@@ -42,7 +43,7 @@ def test_get_jobs_keeps_the_order_asked_and_skips_unknown(repo: Repository) -> N
     a, b = make_job(1), make_job(1)
     repo.create_job(a)
     repo.create_job(b)
-    assert [j.id for j in repo.get_jobs([b.id, "missing", a.id])] == [b.id, a.id]
+    assert [j.id for j in repo.get_jobs([b.id, "missing", a.id], scope=SYSTEM)] == [b.id, a.id]
 
 
 def test_an_item_is_claimed_once_even_when_raced(repo: Repository) -> None:
@@ -73,7 +74,7 @@ def test_a_stale_claim_can_change_nothing(repo: Repository) -> None:
     repo.create_job(job)
     first = repo.claim(job.items[0].id, -1)  # a lease that has already run out
     assert first is not None
-    assert repo.requeue_lost(max_attempts=3) == ([first.item.id], [])
+    assert repo.requeue_lost(max_losses=3) == ([first.item.id], [])
     second = repo.claim(first.item.id, 30)
     assert second is not None and second.item.attempts == 2
     with pytest.raises(InvalidTransition, match="another worker"):
@@ -98,12 +99,12 @@ def test_cancelled_item_is_never_claimed(repo: Repository) -> None:
     repo.create_job(job)
     running = repo.claim(job.items[0].id, 30)
     assert running is not None
-    cancelled = repo.cancel_job(job.id)
+    cancelled = repo.cancel_job(job.id, scope=SYSTEM)
     assert [i.status for i in cancelled.items] == [Status.running, Status.cancelled]
     assert repo.claim(job.items[1].id, 30) is None
     assert repo.heartbeat(running, 30).cancel_requested
     repo.finish_cancelled(running)
-    assert repo.get_job(job.id).status == JobStatus.cancelled
+    assert repo.get_job(job.id, scope=SYSTEM).status == JobStatus.cancelled
 
 
 def test_retry_later_is_not_due_until_its_time(repo: Repository) -> None:
@@ -125,9 +126,32 @@ def test_lost_items_out_of_attempts_fail_with_a_reason(repo: Repository) -> None
     repo.create_job(job)
     claim = repo.claim(job.items[0].id, -1)  # a lease that has already run out
     assert claim is not None
-    assert repo.requeue_lost(max_attempts=1) == ([], [claim.item.id])
+    assert repo.requeue_lost(max_losses=1) == ([], [claim.item.id])
     item = repo.get_item(claim.item.id)
     assert item.status == Status.failed and item.error_code == "worker_lost"
+
+
+def test_a_lost_lease_spends_no_attempt_of_the_image(repo: Repository) -> None:
+    job = make_job(1)
+    repo.create_job(job)
+    for losses in (1, 2):
+        claim = repo.claim(job.items[0].id, -1)  # a lease that has already run out
+        assert claim is not None
+        assert repo.requeue_lost(max_losses=3) == ([claim.item.id], [])
+        item = repo.get_item(claim.item.id)
+        assert (item.status, item.lease_losses, item.failures) == (Status.queued, losses, 0)
+    claim = repo.claim(job.items[0].id, 30)
+    assert claim is not None
+    repo.retry_later(claim, 0.0, "database_unavailable", "down", spend=False)
+    assert repo.get_item(claim.item.id).failures == 0
+    claim = repo.claim(job.items[0].id, 30)
+    assert claim is not None
+    repo.retry_later(claim, 0.0, "transient_error", "hiccup")
+    item = repo.get_item(claim.item.id)
+    assert (item.attempts, item.failures, item.lease_losses) == (4, 1, 2)
+    assert not repo.cancel_requested(job.id)
+    repo.cancel_job(job.id, scope=SYSTEM)
+    assert repo.cancel_requested(job.id)
 
 
 def test_stuck_queued_items_fail_with_a_helpful_message(repo: Repository) -> None:
@@ -150,7 +174,7 @@ def test_expiry_keeps_a_tombstone_without_files(repo: Repository) -> None:
     assert repo.expired_jobs() == [old.id]
     assert set(repo.blob_keys(old.id)) == {old.items[0].input_key, f"{old.id}/results/0.png"}
     repo.mark_expired(old.id)
-    tomb = repo.get_job(old.id)
+    tomb = repo.get_job(old.id, scope=SYSTEM)
     assert tomb.data_removed and tomb.status == JobStatus.expired
     assert tomb.items[0].result_key is None
     assert repo.expired_jobs() == []
@@ -159,9 +183,9 @@ def test_expiry_keeps_a_tombstone_without_files(repo: Repository) -> None:
 def test_delete_removes_rows_and_returns_keys(repo: Repository) -> None:
     job = make_job(2)
     repo.create_job(job)
-    assert sorted(repo.delete_job(job.id)) == sorted(i.input_key for i in job.items)
+    assert sorted(repo.delete_job(job.id, scope=SYSTEM)) == sorted(i.input_key for i in job.items)
     with pytest.raises(NotFound):
-        repo.get_job(job.id)
+        repo.get_job(job.id, scope=SYSTEM)
 
 
 def test_progress_and_stage_are_recorded_by_heartbeats(repo: Repository) -> None:
@@ -173,3 +197,73 @@ def test_progress_and_stage_are_recorded_by_heartbeats(repo: Repository) -> None
     assert beat.owned and not beat.cancel_requested
     item = repo.get_item(claim.item.id)
     assert (item.progress, item.stage) == (100, "tile 3/4")
+
+
+def test_claim_next_takes_a_later_small_job_before_an_earlier_batch(repo: Repository) -> None:
+    batch, single = make_job(30), make_job(1)
+    repo.create_job(batch)
+    first = [repo.claim_next("cpu", 30) for _ in range(3)]
+    repo.create_job(single)
+    order = []
+    while (claim := repo.claim_next("cpu", 30)) is not None:
+        order.append(claim.item.job_id)
+    assert [c.item.id for c in first if c] == [i.id for i in batch.items[:3]]
+    assert len(order) == 28  # every item claimed exactly once
+    assert order.index(single.id) <= 1  # not after the batch's 26 other queued items
+
+
+def test_claim_next_takes_only_due_items_of_its_queue_in_order(repo: Repository) -> None:
+    gpu = make_job(1)
+    gpu.resource = "gpu"
+    job = make_job(3)
+    repo.create_job(gpu)
+    repo.create_job(job)
+    claim = repo.claim_next("cpu", 30)
+    assert claim is not None and claim.item.id == job.items[0].id
+    assert claim.item.status == Status.running and claim.job.pipeline == job.pipeline
+    repo.retry_later(claim, 30, "transient_error", "later")
+    taken = [repo.claim_next("cpu", 30) for _ in range(3)]
+    assert [c.item.id if c else None for c in taken] == [job.items[1].id, job.items[2].id, None]
+    gpu_claim = repo.claim_next("gpu", 30)
+    assert gpu_claim is not None and gpu_claim.item.id == gpu.items[0].id
+
+
+def test_claim_next_races_give_each_item_to_one_worker(repo: Repository) -> None:
+    job = make_job(12)
+    repo.create_job(job)
+    with ThreadPoolExecutor(6) as pool:
+        claims = list(pool.map(lambda _: repo.claim_next("cpu", 30), range(16)))
+    won = sorted(c.item.id for c in claims if c is not None)
+    assert won == sorted(i.id for i in job.items)
+
+
+def test_finish_and_claim_writes_the_end_and_takes_the_next_item(repo: Repository) -> None:
+    job = make_job(2)
+    repo.create_job(job)
+    claim = repo.claim_next("cpu", 30)
+    assert claim is not None
+    refused, following = repo.finish_and_claim(
+        succeeded(claim, "k/r.png", "in0.png", {"format": "png"}, 0.1), "cpu", 30)
+    assert refused is None and following is not None
+    assert following.item.id == job.items[1].id
+    assert repo.get_item(claim.item.id).status == Status.succeeded
+    # a second finish of the same claim is refused, and says why; nothing left to claim
+    refused, none = repo.finish_and_claim(
+        succeeded(claim, "k/r.png", "in0.png", {}, 0.1), "cpu", 30)
+    assert refused is not None and "refused succeeded; it is succeeded" in refused
+    assert none is None
+    repo.finish(failed(following, "decode_error", "bad", None))
+    assert repo.get_job(job.id, scope=SYSTEM).status == JobStatus.partial
+
+
+def test_a_job_read_carries_a_version_that_grows_with_each_change(repo: Repository) -> None:
+    job = make_job(2)
+    repo.create_job(job)
+    got, version = repo.get_job_versioned(job.id, scope=SYSTEM)
+    assert [i.id for i in got.items] == [i.id for i in job.items]
+    claim = repo.claim(job.items[1].id, 30)
+    assert claim is not None
+    _, after_claim = repo.get_job_versioned(job.id, scope=SYSTEM)
+    assert after_claim > version
+    assert repo.job_version(job.id, scope=SYSTEM) == after_claim
+    assert [v for _, v in repo.get_jobs_versioned([job.id, "missing"], scope=SYSTEM)] == [after_claim]

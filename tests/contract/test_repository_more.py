@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from imgq.domain.access import SYSTEM
 from imgq.errors import InvalidTransition
 from imgq.store import tables
 from imgq.store.repository import WEBHOOK_DELIVERED, WEBHOOK_FAILED, Repository, utcnow
@@ -21,7 +22,7 @@ def _empty_outbox(repo: Repository) -> None:
 
 
 def _finish_all(repo: Repository, job_id: str) -> None:
-    for item in repo.get_job(job_id).items:
+    for item in repo.get_job(job_id, scope=SYSTEM).items:
         claim = repo.claim(item.id, 30)
         assert claim is not None
         repo.finish_succeeded(claim, f"{job_id}/r{item.idx}", "r.png", {"format": "png"}, 0.1)
@@ -31,23 +32,23 @@ def test_a_jobs_version_grows_with_every_change_and_the_snapshot_matches_it(
         repo: Repository) -> None:
     job = make_job(2)
     repo.create_job(job)
-    first = repo.job_version(job.id)
+    first = repo.job_version(job.id, scope=SYSTEM)
     assert first is not None
     claim = repo.claim(job.items[0].id, 30)
     assert claim is not None
-    after_claim = repo.job_version(job.id)
+    after_claim = repo.job_version(job.id, scope=SYSTEM)
     repo.heartbeat(claim, 30, progress=40, stage="half")
-    after_beat = repo.job_version(job.id)
+    after_beat = repo.job_version(job.id, scope=SYSTEM)
     assert first < after_claim < after_beat
-    snapshot = repo.job_snapshot(job.id)
+    snapshot = repo.job_snapshot(job.id, scope=SYSTEM)
     assert snapshot is not None
     found, version = snapshot
     assert version == after_beat and found.items[0].progress == 40
 
 
 def test_an_unknown_job_has_no_version_and_no_snapshot(repo: Repository) -> None:
-    assert repo.job_version("no-such-job") is None
-    assert repo.job_snapshot("no-such-job") is None
+    assert repo.job_version("no-such-job", scope=SYSTEM) is None
+    assert repo.job_snapshot("no-such-job", scope=SYSTEM) is None
 
 
 def test_a_webhook_waits_for_its_job_to_finish_then_is_leased_to_one_sender(
@@ -114,10 +115,10 @@ def test_integer_task_ids_lead_back_to_their_jobs(repo: Repository) -> None:
     repo.create_job(second)
     repo.add_compat_task(2**40 + 1, "queue_demo", first.id, "cat.png")
     repo.add_compat_task(2**40 + 2, "queue_demo", second.id, "cat.png")
-    assert repo.compat_task_job("queue_demo", task_id=2**40 + 1) == first.id
-    assert repo.compat_task_job("queue_demo", filename="cat.png") == second.id  # the newest
-    assert repo.compat_task_job("other_system", task_id=2**40 + 1) is None
-    assert repo.compat_task_job("queue_demo", task_id=7) is None
+    assert repo.compat_task_job("queue_demo", task_id=2**40 + 1, scope=SYSTEM) == first.id
+    assert repo.compat_task_job("queue_demo", filename="cat.png", scope=SYSTEM) == second.id  # the newest
+    assert repo.compat_task_job("other_system", task_id=2**40 + 1, scope=SYSTEM) is None
+    assert repo.compat_task_job("queue_demo", task_id=7, scope=SYSTEM) is None
 
 
 def test_ping_answers_while_the_database_is_reachable(repo: Repository) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
-from tests.acceptance.conftest import Server
+from tests.fixtures.server import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 IMGQ = [sys.executable, "-m", "imgq.cli"]

@@ -45,7 +45,7 @@ def upload(page: Any, server: Server, files: list[Path], preset: str = "grayscal
     page.goto(server.url + "/")
     page.wait_for_selector(f"label[for=preset-{preset}]")
     page.set_input_files("#file-input", [str(f) for f in files])
-    page.wait_for_function(f"document.querySelectorAll('#file-list .file').length == {len(files)}")
+    page.wait_for_function(f"() => document.querySelectorAll('#file-list .file').length == {len(files)}")
     page.click(f"label[for=preset-{preset}]")
     page.select_option("#format", fmt)
     if screenshot:
@@ -131,10 +131,10 @@ def test_expiry_counts_down_then_says_expired(page: Any, idle: Server, tmp_path:
     job_id = response.json()["id"]
     page.goto(f"{idle.url}/jobs?ids={job_id}")
     expiry = page.locator(".job .expiry")
-    page.wait_for_function("document.querySelector('.job .expiry').textContent.startsWith('Expires in')")
+    page.wait_for_function("() => document.querySelector('.job .expiry').textContent.startsWith('Expires in')")
     assert re.fullmatch(r"Expires in [1-4]s", expiry.inner_text())
     started = time.monotonic()
-    page.wait_for_function("document.querySelector('.job .expiry').textContent === 'Expired'")
+    page.wait_for_function("() => document.querySelector('.job .expiry').textContent === 'Expired'")
     assert time.monotonic() - started < 6
 
 
@@ -147,7 +147,7 @@ def test_limits_are_checked_in_the_page_and_server_refusals_are_shown(
     page.goto(idle.url + "/")
     page.wait_for_selector("label[for=preset-grayscale]")
     page.set_input_files("#file-input", [str(text), str(big), *map(str, small)])
-    page.wait_for_function("document.querySelectorAll('#file-list .file').length == 3")
+    page.wait_for_function("() => document.querySelectorAll('#file-list .file').length == 3")
     assert "not an image in a supported format" in page.locator(".file.bad").first.inner_text()
     assert "larger than the limit" in page.locator(".file.bad").nth(1).inner_text()
     assert "at most 3 images" in page.locator("#file-errors").inner_text()

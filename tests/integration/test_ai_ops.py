@@ -221,7 +221,7 @@ def tiny_esrgan() -> torch.nn.Module:
 def client(tmp_path: Path, models_dir: Path) -> Iterator[TestClient]:
     runtime = open_runtime(settings(tmp_path, ai_max_pixels=400), run_migrations=True)
     app = create_app(runtime, sweeper=False)
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url="http://127.0.0.1") as test_client:  # a loopback Host
         yield test_client
 
 

@@ -15,16 +15,22 @@ from pathlib import Path
 import pytest
 import pyvips
 
-from imgq.config import Settings, load_settings
 from imgq.compose import make_dispatcher
-from imgq.dispatch.sweeper import FleetSweeper
+from imgq.config import Settings, load_settings
 from imgq.dispatch.base import Dispatcher
+from imgq.dispatch.sweeper import FleetSweeper
+from imgq.domain.access import SYSTEM
 from imgq.domain.models import Item, Job
 from imgq.domain.status import Status
 from imgq.store import tables
 from imgq.store.repository import utcnow
 from imgq.worker.runtime import Runtime
-from tests.acceptance.fleet_support import BROKERS, Fleet, broker_reachable, forget_queues
+from tests.acceptance.fleet_support import (
+    BROKERS,
+    Fleet,
+    broker_reachable,
+    forget_queues,
+)
 from tests.conftest import service_missing
 
 WAIT = 60.0
@@ -102,7 +108,7 @@ def new_job(rt: Runtime, n: int, tmp_path: Path) -> Job:
 def wait_done(rt: Runtime, fleet: Fleet, job: Job, timeout: float = WAIT) -> Job:
     deadline = time.monotonic() + timeout
     while True:
-        found = rt.repo.get_job(job.id)
+        found = rt.repo.get_job(job.id, scope=SYSTEM)
         if all(i.status not in (Status.queued, Status.running) for i in found.items):
             return found
         fleet.check_alive()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import threading
 import time
@@ -23,7 +24,14 @@ from imgq.worker.webhooks import (
     sign,
     verify_signature,
 )
-from tests.e2e.server import WEBHOOK_SECRET, Server, shared_server, write_picture
+from tests.e2e.server import (
+    WEBHOOK_SECRET,
+    Server,
+    running_server,
+    shared_server,
+    write_picture,
+)
+from tests.fixtures.keys import create_key
 
 
 def test_signature_covers_timestamp_and_body() -> None:
@@ -68,7 +76,7 @@ def test_submit_refuses_a_private_callback_and_a_server_without_secret(tmp_path:
         settings = load_settings(data_dir=data_dir, webhook_secret=secret)
         app = create_app(open_runtime(settings, run_migrations=True), sweeper=False)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://imgq") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             response = await client.post("/v1/jobs", files={"files": ("a.png", image)},
                                          data=form)
             total = (await client.get("/v1/jobs")).json()["total"]
@@ -146,3 +154,22 @@ def test_finished_job_is_delivered_signed_and_retried_after_a_500(
     job = json.loads(body)
     assert job == httpx.get(f"{server.url}/v1/jobs/{job_id}").json()
     assert job["status"] == "succeeded" and job["items"][0]["result_url"]
+
+
+def test_a_job_submitted_with_a_key_is_signed_with_that_keys_secret(
+        receiver: Receiver, tmp_path: Path) -> None:
+    image = write_picture(tmp_path / "a.png", 64, 48).read_bytes()
+    with running_server(tmp_path / "keyed", IMGQ_AUTH="keys", IMGQ_WEBHOOK_ALLOW_PRIVATE="true",
+                        IMGQ_WEBHOOK_RETRY_BACKOFF_SECONDS="0.2", IMGQ_LEASE_SECONDS="2",
+                        IMGQ_WEBHOOK_SECRET=WEBHOOK_SECRET) as keyed:
+        key = create_key(keyed, "hooks")
+        response = httpx.post(f"{keyed.url}/v1/jobs", files={"files": ("a.png", image)},
+                              headers={"X-API-Key": key},
+                              data={"pipeline": "grayscale", "callback_url": receiver.url})
+        assert response.status_code == 201, response.text
+        assert receiver.got_two.wait(30), f"deliveries: {len(receiver.deliveries)}"
+    headers, body = receiver.deliveries[-1]
+    signing_key = hashlib.sha256(key.encode()).hexdigest()
+    assert verify_signature(signing_key, body, headers["Imgq-Signature"])
+    assert not verify_signature(WEBHOOK_SECRET, body, headers["Imgq-Signature"])
+    assert json.loads(body)["id"] == response.json()["id"]

@@ -13,7 +13,8 @@ import pytest
 import pyvips
 
 from imgq.config import load_settings
-from imgq.domain.models import Item, Job
+from imgq.domain.access import SYSTEM
+from imgq.domain.models import Claim, Item, Job
 from imgq.domain.status import JobStatus, Status
 from imgq.errors import TransientError
 from imgq.ops import build_registry
@@ -21,7 +22,8 @@ from imgq.ops.base import NoParams, Operation, Registry, StepContext
 from imgq.ops.image import Image
 from imgq.store.repository import utcnow
 from imgq.domain.retry import backoff
-from imgq.worker.execute import execute
+from imgq.worker.execute import drain, execute
+from imgq.worker.hooks import Hooks, ItemHooks
 from imgq.worker.runtime import Runtime
 from imgq.worker.sweeper import sweep
 
@@ -166,10 +168,10 @@ def test_cancel_stops_a_running_item_at_its_next_check(rt: Runtime) -> None:
     worker = threading.Thread(target=lambda: result.append(execute(rt, job.items[0].id).status))
     worker.start()
     assert Slow.started.wait(5)
-    rt.repo.cancel_job(job.id)
+    rt.repo.cancel_job(job.id, scope=SYSTEM)
     worker.join(10)
     assert result == ["cancelled"]
-    assert rt.repo.get_job(job.id).status == JobStatus.cancelled
+    assert rt.repo.get_job(job.id, scope=SYSTEM).status == JobStatus.cancelled
 
 
 def test_the_time_limit_fails_a_long_item(rt: Runtime) -> None:
@@ -206,7 +208,41 @@ def test_the_sweeper_expires_jobs_and_removes_their_files(rt: Runtime) -> None:
     report = sweep(rt)
     assert report.expired_jobs == [job.id]
     assert not rt.blobs.exists(item.input_key) and not rt.blobs.exists(item.result_key or "")
-    assert rt.repo.get_job(job.id).data_removed
+    assert rt.repo.get_job(job.id, scope=SYSTEM).data_removed
+
+
+def test_a_drain_runs_every_due_item_of_its_queue_to_its_result(rt: Runtime) -> None:
+    jobs = [submit(rt, [{"op": "grayscale"}]) for _ in range(4)]
+    drained = drain(rt, "cpu")
+    assert (drained.items, drained.more, drained.retry_item) == (4, False, None)
+    for job in jobs:
+        item = rt.repo.get_item(job.items[0].id)
+        assert item.status == Status.succeeded and item.result_key
+        assert rt.blobs.size(item.result_key) == item.result_meta["bytes"]  # type: ignore[index]
+        with rt.blobs.open_local(item.result_key) as path:
+            assert pyvips.Image.new_from_file(str(path)).bands == 1  # grayscale was applied
+    assert drain(rt, "cpu").items == 0
+
+
+def test_a_drain_stops_at_a_retry_and_names_the_item_to_wake(rt: Runtime) -> None:
+    Flaky.failures = 1
+    flaky = submit(rt, [{"op": "flaky"}])
+    later = submit(rt, [{"op": "grayscale"}])
+    drained = drain(rt, "cpu")
+    assert drained.items == 1 and drained.more
+    assert drained.retry_item == flaky.items[0].id and drained.retry_in is not None
+    assert rt.repo.get_item(later.items[0].id).status == Status.queued
+    time.sleep(drained.retry_in + 0.01)
+    assert drain(rt, "cpu").items == 2
+    assert rt.repo.get_job(flaky.id, scope=SYSTEM).status == JobStatus.succeeded
+
+
+def test_a_drain_stops_taking_items_when_its_time_is_spent(rt: Runtime) -> None:
+    for _ in range(3):
+        submit(rt, [{"op": "grayscale"}])
+    drained = drain(rt, "cpu", budget=0.0)
+    assert (drained.items, drained.more) == (1, True)
+    assert drain(rt, "cpu").items == 2
 
 
 def test_a_pipeline_this_worker_cannot_run_fails_at_once_saying_why(rt: Runtime) -> None:
@@ -221,3 +257,44 @@ def test_a_job_queued_with_an_alias_before_normalisation_still_runs(rt: Runtime)
     job = submit(rt, [{"op": "encode", "format": "jpg"}])
     assert execute(rt, job.items[0].id).status == "succeeded"
     assert rt.repo.get_item(job.items[0].id).result_meta["format"] == "jpeg"
+
+
+class Recorder(ItemHooks):
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def started(self, claim: Claim) -> None:
+        self.calls.append(("started", claim.item.id))
+
+    def step(self, claim: Claim, index: int, name: str) -> None:
+        self.calls.append(("step", str(index), name))
+
+    def ended(self, claim: Claim, outcome: str, note: str = "") -> None:
+        self.calls.append(("ended", outcome))
+
+
+class Raising(ItemHooks):
+    def started(self, claim: Claim) -> None:
+        raise RuntimeError("a broken hook")
+
+
+def test_hooks_see_an_items_life_and_a_broken_hook_does_not_fail_it(rt: Runtime) -> None:
+    recorder = Recorder()
+    rt.hooks = Hooks(Raising(), recorder)
+    job = submit(rt, [{"op": "grayscale"}, {"op": "flip"}])
+    assert execute(rt, job.items[0].id).status == "succeeded"
+    assert recorder.calls[0] == ("started", job.items[0].id)
+    assert [c[2] for c in recorder.calls if c[0] == "step"][:2] == ["grayscale", "flip"]
+    assert recorder.calls[-1] == ("ended", "succeeded")
+
+
+def test_hooks_hear_of_a_cancelled_item(rt: Runtime) -> None:
+    recorder = Recorder()
+    rt.hooks = recorder
+    job = submit(rt, [{"op": "slow"}])
+    worker = threading.Thread(target=execute, args=(rt, job.items[0].id))
+    worker.start()
+    assert Slow.started.wait(10)
+    rt.repo.cancel_job(job.id, scope=SYSTEM)
+    worker.join(30)
+    assert recorder.calls[-1] == ("ended", "cancelled")

@@ -27,3 +27,19 @@ def test_result_name_takes_the_output_extension() -> None:
 
 def test_archive_names_are_unique_regardless_of_case() -> None:
     assert unique_names(["a.png", "A.png", "a.png", "b"]) == ["a.png", "A (2).png", "a (3).png", "b"]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("invoice\u202egpj.exe", "invoicegpj.exe"),  # right-to-left override
+    ("a\u2066b\u2069c\u200b.png", "abc.png"),  # isolates and a zero-width space
+    ("\ufeffbom.png", "bom.png"), ("line\u2028break.png", "linebreak.png"),
+    ("c1\x85control.png", "c1_control.png"),
+])
+def test_bidi_and_invisible_characters_never_reach_a_name(raw: str, expected: str) -> None:
+    assert safe_name(raw) == expected
+
+
+def test_the_byte_limit_counts_utf8_and_never_cuts_a_character() -> None:
+    name = safe_name("é" * 300 + ".png", max_bytes=255)
+    assert len(name.encode()) <= 255 and name.endswith(".png")
+    assert name.removesuffix(".png") == "é" * len(name.removesuffix(".png"))

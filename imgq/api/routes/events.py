@@ -2,8 +2,10 @@
 
 The stream watches the database, not a process-local queue, so it works the same whether
 the items run in this process, in another API server's pool or on Celery workers: every
-`events_poll_interval_seconds` it reads the job's version (a counter that every UPDATE of the job
-or of its items bumps) and, when it moved, loads the job and sends what changed.
+`events_poll_interval_seconds` the server reads the job's version (a counter that every UPDATE
+of the job or of its items bumps) and, when it moved, loads the job and sends what changed.
+Every stream open on one job shares that one read; at most `IMGQ_EVENTS_MAX_STREAMS_PER_JOB`
+streams may be open on a job (429 beyond).
 
 Events, in order:
 - `item`: one item as GET /v1/jobs/{id} shows it, whenever its state, progress or stage changed;
@@ -31,8 +33,11 @@ import anyio
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
+from imgq.api.auth import ScopeDep
 from imgq.api.deps import BaseUrl, RuntimeDep, errors
+from imgq.api.job_watch import JobWatch, JobWatches
 from imgq.api.schemas import JobOut, job_out
+from imgq.domain.access import Scope
 from imgq.domain.models import Job
 from imgq.domain.status import JobStatus
 from imgq.errors import NotFound
@@ -53,21 +58,23 @@ DESCRIPTION = __doc__.split("\n\n", 1)[1].rsplit("\n\n", 1)[0] if __doc__ else "
     description=DESCRIPTION, response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}},
                      "description": "An event stream that ends after the `done` event."},
-               **errors(404)},
+               **errors(404, 429)},
 )
 async def job_events(
-    job_id: str, request: Request, rt: RuntimeDep, base: BaseUrl,
+    job_id: str, request: Request, rt: RuntimeDep, base: BaseUrl, scope: ScopeDep,
     last_event_id: Annotated[str | None, Header(
         description="The id of the last event received; sent by browsers on reconnect.")] = None,
     since: Annotated[str | None, Query(
         description="Same as Last-Event-ID, for clients that cannot set headers.")] = None,
 ) -> StreamingResponse:
-    first = await anyio.to_thread.run_sync(rt.repo.job_snapshot, job_id)
+    watches: JobWatches = request.app.state.job_watches
+    watches.check_room(job_id)
+    first = await anyio.to_thread.run_sync(lambda: rt.repo.job_snapshot(job_id, scope=scope))
     if first is None:
         raise NotFound(f"job {job_id} not found")
-    stream = JobStream(rt, job_id, base, _version_of(last_event_id or since))
+    stream = JobStream(rt, scope, job_id, base, _version_of(last_event_id or since))
     return StreamingResponse(
-        stream.run(request, *first), media_type="text/event-stream",
+        stream.run(watches, *first), media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
@@ -88,14 +95,15 @@ def format_event(event: str, data: Any, event_id: int | None = None) -> str:
 class JobStream:
     """The diff between two looks at a job, as events."""
 
-    def __init__(self, rt: Runtime, job_id: str, base: str, resume_at: int | None) -> None:
-        self.rt, self.job_id, self.base, self.resume_at = rt, job_id, base, resume_at
+    def __init__(self, rt: Runtime, scope: Scope, job_id: str, base: str,
+                 resume_at: int | None) -> None:
+        self.rt, self.scope, self.job_id, self.base = rt, scope, job_id, base
+        self.resume_at = resume_at
         self.items: dict[int, dict[str, Any]] = {}
         self.summary: dict[str, Any] | None = None
 
-    async def run(self, request: Request, job: Job, version: int) -> AsyncIterator[str]:
-        s = self.rt.settings
-        loop = asyncio.get_running_loop()
+    async def run(self, watches: JobWatches, job: Job, version: int) -> AsyncIterator[str]:
+        """Until the job is finished or deleted; Starlette stops it when the client leaves."""
         yield f"retry: {RECONNECT_MS}\n\n"
         out = job_out(job, self.base)
         if self.resume_at == version:
@@ -103,27 +111,30 @@ class JobStream:
         else:
             for chunk in self._changes(out, version):
                 yield chunk
+        async with watches.follow(self.job_id, job, version) as watch:
+            async for chunk in self._follow(watch, out, version):
+                yield chunk
+
+    async def _follow(self, watch: JobWatch, out: JobOut, version: int) -> AsyncIterator[str]:
+        heartbeat = self.rt.settings.events_heartbeat_seconds
+        loop = asyncio.get_running_loop()
         quiet_since = loop.time()
         while out.status in ACTIVE:
-            await asyncio.sleep(s.events_poll_interval_seconds)
-            if await request.is_disconnected():
-                return
-            now = await anyio.to_thread.run_sync(self.rt.repo.job_version, self.job_id)
-            if now is None:
+            if watch.deleted:
                 yield format_event("deleted", {"id": self.job_id})
                 return
-            if now != version:
-                snap = await anyio.to_thread.run_sync(self.rt.repo.job_snapshot, self.job_id)
-                if snap is None:
-                    continue  # deleted in between: the next look says so
-                out, version = job_out(snap[0], self.base), snap[1]
+            if watch.version != version:
+                out, version = job_out(watch.job, self.base), watch.version
                 for chunk in self._changes(out, version):
                     quiet_since = loop.time()
                     yield chunk
-            if loop.time() - quiet_since >= s.events_heartbeat_seconds:
+                continue
+            await watch.wait(max(0.0, quiet_since + heartbeat - loop.time()))
+            if loop.time() - quiet_since >= heartbeat:
                 quiet_since = loop.time()
                 yield ": keep-alive\n\n"
         yield format_event("done", out.model_dump(mode="json"), version)
+
 
     def _changes(self, out: JobOut, version: int) -> list[str]:
         chunks = []

@@ -8,17 +8,21 @@ import anyio
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from imgq.api.archive import stream_zip
+from imgq.api.archive import open_result, require_results, stream_zip
+from imgq.api.auth import PrincipalDep, ScopeDep
+from imgq.api.capacity import refuse_when_full
 from imgq.api.deps import BaseUrl, DispatcherDep, RuntimeDep, errors, load_item
+from imgq.api.job_reads import JobReads, etag_of, matches
 from imgq.api.schemas import JobList, JobOut, job_out
 from imgq.api.service import parse_ttl, submit_job
-from imgq.api.uploads import receive_upload
+from imgq.api.uploads import UploadLimits, receive_upload
 from imgq.domain.names import content_disposition, unique_names
 from imgq.domain.status import Status
 from imgq.errors import Conflict, Gone, InvalidRequest
 from imgq.ops.image import OUTPUT_FORMATS
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+MAX_OFFSET = 1_000_000_000
 
 SUBMIT_BODY = {
     "requestBody": {
@@ -39,7 +43,9 @@ SUBMIT_BODY = {
                 "callback_url": {"type": "string", "format": "uri", "description":
                                  "Webhook: when the job finishes, imgq POSTs the job (as GET "
                                  "/v1/jobs/{id} shows it) here, signed in the Imgq-Signature "
-                                 "header; retried with backoff. Needs IMGQ_WEBHOOK_SECRET."},
+                                 "header; retried with backoff. Signed with the API key's "
+                                 "secret (its hex SHA-256) when submitted with a key, else "
+                                 "with IMGQ_WEBHOOK_SECRET, which must then be set."},
             },
         }}},
     }
@@ -49,20 +55,21 @@ SUBMIT_BODY = {
 @router.post(
     "", status_code=201, response_model=JobOut, openapi_extra=SUBMIT_BODY,
     summary="Submit images and a pipeline",
-    responses=errors(400, 413, 415, 422),
+    responses=errors(400, 408, 413, 415, 422, 503),
     description="Answers at once with the job and its items, all queued. Uploads are streamed "
     "to storage; every limit is checked before anything is stored. `Location` points at the job.",
 )
 async def create_job(request: Request, response: Response, rt: RuntimeDep,
-                     dispatcher: DispatcherDep, base: BaseUrl) -> JobOut:
+                     dispatcher: DispatcherDep, base: BaseUrl, caller: PrincipalDep) -> JobOut:
     s = rt.settings
-    upload = await receive_upload(request, rt.blobs.staging_dir(), s.max_files, s.max_file_bytes)
+    await refuse_when_full(rt)
+    upload = await receive_upload(request, rt.blobs.staging_dir(), UploadLimits.from_settings(s))
     try:
         pipeline = upload.fields.get("pipeline")
         if pipeline is None:
             raise InvalidRequest("missing the 'pipeline' field; see GET /v1/operations")
         ttl = parse_ttl(rt, upload.fields.get("ttl_seconds"))
-        job = await submit_job(rt, dispatcher, upload, pipeline, ttl,
+        job = await submit_job(rt, dispatcher, caller, upload, pipeline, ttl,
                                callback_url=upload.fields.get("callback_url"), base_url=base)
     finally:
         upload.discard()
@@ -71,30 +78,61 @@ async def create_job(request: Request, response: Response, rt: RuntimeDep,
     return out
 
 
-@router.get("", response_model=JobList, summary="List jobs, newest first, or several by id")
+ETAG_NOTE = ("Answers carry an `ETag`; send it back in `If-None-Match` and an unchanged answer "
+             "is a 304 without a body. A server may answer from memory for up to "
+             "`IMGQ_STATUS_CACHE_SECONDS`, never missing a change made through it.")
+
+
+def _json(body: bytes, etag: str) -> Response:
+    return Response(body, media_type="application/json",
+                    headers={"ETag": etag, "Cache-Control": "no-cache"})
+
+
+def _not_modified(etag: str) -> Response:
+    return Response(status_code=304, headers={"ETag": etag, "Cache-Control": "no-cache"})
+
+
+@router.get("", response_model=JobList, summary="Your jobs, newest first, or several by id",
+            description="Without `ids`: the jobs of the caller's API key (all jobs for an admin "
+            "key); in the keyless mode (IMGQ_AUTH=none), the jobs submitted from the caller's "
+            "address. With `ids`: those jobs, where the caller may open them (in the keyless "
+            "mode a job's id is enough). " + ETAG_NOTE)
 async def list_jobs(
-    rt: RuntimeDep, base: BaseUrl,
+    request: Request, rt: RuntimeDep, base: BaseUrl, scope: ScopeDep,
     ids: Annotated[str | None, Query(description="Comma-separated job ids; unknown ids "
                                      "are left out.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> JobList:
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> JobList | Response:
     if ids is not None:
         wanted = [i.strip() for i in ids.split(",") if i.strip()][:200]
-        found = await anyio.to_thread.run_sync(rt.repo.get_jobs, wanted)
-        return JobList(jobs=[job_out(j, base) for j in found], total=len(found), limit=len(wanted),
-                       offset=0, next=None)
-    found, total = await anyio.to_thread.run_sync(rt.repo.list_jobs, limit, offset)
+        found = await reads_of(request).many(wanted, base, scope)
+        etag = etag_of([(s.job.id, s.version) for s in found], base)
+        if matches(request.headers.get("if-none-match"), etag):
+            return _not_modified(etag)
+        body = (b'{"jobs":[' + b",".join(s.body for s in found)
+                + f'],"total":{len(found)},"limit":{len(wanted)},"offset":0,"next":null}}'.encode())
+        return _json(body, etag)
+    page, total = await anyio.to_thread.run_sync(
+        lambda: rt.repo.list_jobs(limit, offset, scope=scope))
     more = offset + limit < total
-    return JobList(jobs=[job_out(j, base) for j in found], total=total, limit=limit,
+    return JobList(jobs=[job_out(j, base) for j in page], total=total, limit=limit,
                    offset=offset,
                    next=f"{base}/v1/jobs?limit={limit}&offset={offset + limit}" if more else None)
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="A job and its items",
-            responses=errors(404))
-async def get_job(job_id: str, rt: RuntimeDep, base: BaseUrl) -> JobOut:
-    return job_out(await anyio.to_thread.run_sync(rt.repo.get_job, job_id), base)
+            description=ETAG_NOTE, responses={304: {"description": "Not modified."},
+                                              **errors(404)})
+async def get_job(job_id: str, request: Request, base: BaseUrl, scope: ScopeDep) -> Response:
+    found = await reads_of(request).one(job_id, base, scope)
+    if matches(request.headers.get("if-none-match"), found.etag):
+        return _not_modified(found.etag)
+    return _json(found.body, found.etag)
+
+
+def reads_of(request: Request) -> JobReads:
+    return request.app.state.job_reads  # type: ignore[no-any-return]
 
 
 @router.get(
@@ -103,8 +141,8 @@ async def get_job(job_id: str, rt: RuntimeDep, base: BaseUrl) -> JobOut:
                307: {"description": "A presigned S3 URL (IMGQ_S3_PRESIGNED_DOWNLOADS)."},
                **errors(404, 409, 410)},
 )
-async def get_result(job_id: str, index: int, rt: RuntimeDep) -> Response:
-    job, item = await load_item(rt, job_id, index)
+async def get_result(job_id: str, index: int, rt: RuntimeDep, scope: ScopeDep) -> Response:
+    job, item = await load_item(rt, scope, job_id, index)
     if item.status != Status.succeeded or not item.result_key:
         raise Conflict(f"item {index} has no result: it is {item.status.value}",
                        status=item.status.value)
@@ -114,24 +152,27 @@ async def get_result(job_id: str, index: int, rt: RuntimeDep) -> Response:
     if rt.settings.s3_presigned_downloads and presign is not None:
         url = presign(item.result_key, item.result_name or "result", media)
         return RedirectResponse(url, status_code=307)  # the bytes come straight from S3
-    size = await anyio.to_thread.run_sync(rt.blobs.size, item.result_key)
+    size, chunks = await open_result(rt.blobs, item)
     headers = {**content_disposition(item.result_name or "result"), "Content-Length": str(size)}
-    chunks = await anyio.to_thread.run_sync(rt.blobs.iter_bytes, item.result_key)
     return StreamingResponse(chunks, media_type=media, headers=headers)
 
 
 @router.get(
     "/{job_id}/archive", summary="Download every finished result as one ZIP",
     responses={200: {"content": {"application/zip": {}}}, **errors(404, 409, 410)},
+    description="A ZIP of every succeeded item's result. When a result's file is no longer "
+    "in storage, the answer is a 410 `result_missing` naming the items, never a ZIP with "
+    "entries left out.",
 )
-async def get_archive(job_id: str, rt: RuntimeDep) -> StreamingResponse:
-    job = await anyio.to_thread.run_sync(rt.repo.get_job, job_id)
+async def get_archive(job_id: str, rt: RuntimeDep, scope: ScopeDep) -> StreamingResponse:
+    job = await anyio.to_thread.run_sync(lambda: rt.repo.get_job(job_id, scope=scope))
     if job.data_removed:
         raise Gone()
     done = [i for i in job.items if i.status == Status.succeeded and i.result_key]
     if not done:
         raise Conflict("no finished results in this job yet", status=job.status.value)
     names = unique_names([i.result_name or f"result-{i.idx}" for i in done])
+    await require_results(rt.blobs, done)
     entries = [(n, i.result_key, i.finished_at or job.created_at) for n, i in zip(names, done)]
     return StreamingResponse(stream_zip(rt.blobs, entries), media_type="application/zip",  # type: ignore[arg-type]
                              headers=content_disposition(f"imgq-{job_id[:8]}.zip"))
@@ -140,14 +181,15 @@ async def get_archive(job_id: str, rt: RuntimeDep) -> StreamingResponse:
 @router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a job",
              description="Queued items never run; running items stop at their next step; "
              "finished items keep their results.", responses=errors(404))
-async def cancel_job(job_id: str, rt: RuntimeDep, base: BaseUrl) -> JobOut:
-    return job_out(await anyio.to_thread.run_sync(rt.repo.cancel_job, job_id), base)
+async def cancel_job(job_id: str, rt: RuntimeDep, base: BaseUrl, scope: ScopeDep) -> JobOut:
+    return job_out(
+        await anyio.to_thread.run_sync(lambda: rt.repo.cancel_job(job_id, scope=scope)), base)
 
 
 @router.delete("/{job_id}", status_code=204, summary="Delete a job and its files",
                responses=errors(404))
-async def delete_job(job_id: str, rt: RuntimeDep) -> Response:
-    await anyio.to_thread.run_sync(rt.repo.cancel_job, job_id)
-    keys = await anyio.to_thread.run_sync(rt.repo.delete_job, job_id)
+async def delete_job(job_id: str, rt: RuntimeDep, scope: ScopeDep) -> Response:
+    await anyio.to_thread.run_sync(lambda: rt.repo.cancel_job(job_id, scope=scope))
+    keys = await anyio.to_thread.run_sync(lambda: rt.repo.delete_job(job_id, scope=scope))
     await anyio.to_thread.run_sync(rt.blobs.delete, keys)
     return Response(status_code=204)

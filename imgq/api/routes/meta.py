@@ -6,6 +6,7 @@ import anyio
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from imgq.api.capacity import low_space
 from imgq.api.deps import RuntimeDep
 from imgq.api.schemas import OperationOut
 
@@ -25,7 +26,8 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["health"], summary="The database and storage are reachable",
+@router.get("/readyz", tags=["health"],
+            summary="The database and storage are reachable and the disk has room",
             responses={503: {"description": "A dependency is down; the body says which."}})
 async def readyz(rt: RuntimeDep) -> JSONResponse:
     checks: dict[str, str] = {}
@@ -35,6 +37,8 @@ async def readyz(rt: RuntimeDep) -> JSONResponse:
             checks[name] = "ok"
         except Exception as exc:
             checks[name] = f"unavailable: {type(exc).__name__}"
+    full = await anyio.to_thread.run_sync(low_space, rt)
+    checks["disk"] = f"full: {full}" if full else "ok"
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks},
                         status_code=200 if ok else 503)

@@ -9,10 +9,19 @@ worker whose claim token no longer matches can change nothing. One module per co
 from __future__ import annotations
 
 from imgq.store.repository.base import utcnow
-from imgq.store.repository.claims import Beat, ClaimStore
+from imgq.store.repository.claims import (
+    Beat,
+    ClaimStore,
+    Finish,
+    cancelled,
+    failed,
+    retry,
+    succeeded,
+)
 from imgq.store.repository.compat_tasks import CompatTaskStore
 from imgq.store.repository.events import EventStore
 from imgq.store.repository.jobs import JobStore
+from imgq.store.repository.keys import KeyStore
 from imgq.store.repository.outbox import (
     WEBHOOK_DELIVERED,
     WEBHOOK_FAILED,
@@ -21,11 +30,13 @@ from imgq.store.repository.outbox import (
     WebhookOutbox,
 )
 from imgq.store.repository.sweeps import SweepStore
+from imgq.store.repository.usage import UsageStore
 
 
-class Repository(JobStore, ClaimStore, SweepStore, EventStore, WebhookOutbox, CompatTaskStore):
-    """Jobs, claims, sweeps, events, the webhook outbox and the older APIs' task ids."""
+class Repository(JobStore, ClaimStore, SweepStore, EventStore, WebhookOutbox, CompatTaskStore,
+                 KeyStore, UsageStore):
+    """Jobs, claims, sweeps, events, the webhook outbox, the older APIs' task ids, API keys and quotas."""
 
 
 __all__ = ["WEBHOOK_DELIVERED", "WEBHOOK_FAILED", "WEBHOOK_PENDING", "Beat", "Delivery",
-           "Repository", "utcnow"]
+           "Finish", "Repository", "cancelled", "failed", "retry", "succeeded", "utcnow"]

@@ -8,9 +8,10 @@ from dataclasses import fields
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import ColumnElement, Connection, Engine, false, select
 from sqlalchemy.engine import Row
 
+from imgq.domain.access import Scope
 from imgq.domain.models import Claim, Item, Job
 from imgq.domain.status import Status
 from imgq.store.db import WRITE
@@ -28,23 +29,33 @@ class RepositoryBase:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._recent_jobs: dict[str, Job] = {}
+        #: Write transactions this process has committed: a cache of reads made before the
+        #: number changed may be out of date with this process's own changes.
+        self.writes = 0
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            yield conn
+        try:
+            with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+                yield conn
+        finally:
+            self.writes += 1
 
     def load_jobs(self, conn: Connection, where: Any) -> list[Job]:
-        job_rows = conn.execute(select(jobs).where(where)).all()
-        if not job_rows:
-            return []
-        by_id = {r.id: job_from_row(r) for r in job_rows}
-        item_rows = conn.execute(
-            select(items).where(items.c.job_id.in_(list(by_id))).order_by(items.c.idx)
-        ).all()
-        for row in item_rows:
-            by_id[row.job_id].items.append(item_from_row(row))
-        return list(by_id.values())
+        return [job for job, _ in self.load_versioned(conn, where)]
+
+    def load_versioned(self, conn: Connection, where: Any) -> list[tuple[Job, int]]:
+        """Jobs with their items, in one query, each with its version (a number that grows
+        with every change to the job or one of its items)."""
+        found: dict[str, tuple[Job, list[int]]] = {}
+        for row in conn.execute(JOBS_WITH_ITEMS.where(where)):
+            entry = found.get(row[_JOB_ID])
+            if entry is None:
+                entry = found[row[_JOB_ID]] = (_job_of(row), [row[_JOB_VERSION]])
+            if row[_ITEM_ID] is not None:
+                entry[0].items.append(_item_of(row))
+                entry[1].append(row[_ITEM_VERSION])
+        return [(job, sum(versions)) for job, versions in found.values()]
 
     def keys_of_jobs(self, conn: Connection, job_ids: list[str]) -> list[str]:
         rows = conn.execute(
@@ -55,6 +66,16 @@ class RepositoryBase:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(select(1))
+
+
+def visible(scope: Scope, by_id: bool = True) -> list[ColumnElement[bool]]:
+    """The WHERE clause that keeps a caller to the jobs its scope opens. `by_id`: the job is
+    named by its id (in the keyless mode the id is a capability), not found by a list."""
+    if scope.sees_all or (by_id and scope.ids_open):
+        return []
+    if scope.owner is None:
+        return [false()]
+    return [jobs.c.owner == scope.owner]
 
 
 def owned_by(claim: Claim, sources: Iterable[Status] = (Status.running,)) -> list[Any]:
@@ -69,6 +90,30 @@ def values_of(statuses: Iterable[Status]) -> list[str]:
 
 def db_value(value: Any) -> Any:
     return value.value if isinstance(value, Status) else value
+
+
+# Every column of a job then every column of its items (none for a job without items), read
+# by position: no per-row lookup by name.
+JOBS_WITH_ITEMS = (select(*jobs.c, *items.c)
+                   .select_from(jobs.outerjoin(items, items.c.job_id == jobs.c.id))
+                   .order_by(items.c.idx))
+_JOB_POS = {c.name: n for n, c in enumerate(jobs.c)}
+_ITEM_POS = {c.name: len(jobs.c) + n for n, c in enumerate(items.c)}
+_JOB_ID, _JOB_VERSION = _JOB_POS["id"], _JOB_POS["version"]
+_ITEM_ID, _ITEM_VERSION = _ITEM_POS["id"], _ITEM_POS["version"]
+_JOB_AT = [_JOB_POS[f] for f in JOB_FIELDS]
+_ITEM_AT = [_ITEM_POS[f] for f in ITEM_FIELDS]
+_ITEM_STATUS = ITEM_FIELDS.index("status")
+
+
+def _job_of(row: Row[Any]) -> Job:
+    return Job(**dict(zip(JOB_FIELDS, [row[n] for n in _JOB_AT])))
+
+
+def _item_of(row: Row[Any]) -> Item:
+    values = [row[n] for n in _ITEM_AT]
+    values[_ITEM_STATUS] = Status(values[_ITEM_STATUS])
+    return Item(**dict(zip(ITEM_FIELDS, values)))
 
 
 def item_from_row(row: Row[Any]) -> Item:

@@ -1,13 +1,18 @@
-"""The worker's side: claim an item, keep its lease, record how it ended."""
+"""The worker's side: claim items in their fair order, keep the lease, record how each ended.
+
+A worker finishing an item and taking the next does both in one transaction
+(`finish_and_claim`), so a small item's life costs one write transaction, not two. The claim
+statement is built once, at import, with bound parameters.
+"""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select, update
 
 from imgq.domain.models import Claim, Job
 from imgq.domain.status import Status, allowed_from
@@ -20,7 +25,7 @@ from imgq.store.repository.base import (
     utcnow,
     values_of,
 )
-from imgq.store.tables import items, jobs
+from imgq.store.tables import UTCDateTime, items, jobs
 
 
 @dataclass(frozen=True)
@@ -31,39 +36,83 @@ class Beat:
     cancel_requested: bool
 
 
+@dataclass(frozen=True)
+class Finish:
+    """How a claimed item ended, as the change to write: the target state and its columns."""
+
+    claim: Claim
+    target: Status
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+_NOW = bindparam("now", type_=UTCDateTime())
+_CLAIM_VALUES = {
+    "status": Status.running.value, "claim_token": bindparam("token"),
+    "attempts": items.c.attempts + 1, "lease_until": bindparam("lease_until", type_=UTCDateTime()),
+    "started_at": func.coalesce(items.c.started_at, _NOW), "stage": "starting",
+    "not_before": None,
+}
+_CLAIMABLE = [items.c.status.in_(values_of(allowed_from(Status.running))),
+              or_(items.c.not_before.is_(None), items.c.not_before <= _NOW)]
+
+# The next due item of a queue in fair order. SKIP LOCKED: on PostgreSQL, workers claiming at
+# the same moment take different rows instead of waiting on each other (SQLite takes the write
+# lock at BEGIN, so there a claim never races).
+_NEXT_DUE = (
+    select(items.c.id).join(jobs, jobs.c.id == items.c.job_id)
+    .where(*_CLAIMABLE, jobs.c.resource == bindparam("resource"))
+    .order_by(items.c.fair_key, items.c.queued_at, items.c.id).limit(1)
+    .with_for_update(of=items, skip_locked=True)
+    .scalar_subquery()
+)
+CLAIM_NEXT = (update(items).where(items.c.id == _NEXT_DUE, *_CLAIMABLE)
+              .values(**_CLAIM_VALUES).returning(*items.c))
+CLAIM_ONE = (update(items).where(items.c.id == bindparam("item_id"), *_CLAIMABLE)
+             .values(**_CLAIM_VALUES).returning(*items.c))
+JOB_BY_ID = select(jobs).where(jobs.c.id == bindparam("job_id"))
+
+
 class ClaimStore(RepositoryBase):
     def claim(self, item_id: str, lease_seconds: float) -> Claim | None:
-        """Take a queued item that is due. None when someone else has it or it is not due."""
+        """Take this queued item if it is due. None when someone else has it or it is not due."""
+        with self._write() as conn:
+            return self._claim(conn, CLAIM_ONE, {"item_id": item_id}, lease_seconds)
+
+    def claim_next(self, resource: str, lease_seconds: float) -> Claim | None:
+        """Take the queue's next due item in fair order; None when nothing is due."""
+        with self._write() as conn:
+            return self._claim(conn, CLAIM_NEXT, {"resource": resource}, lease_seconds)
+
+    def finish_and_claim(
+        self, finish: Finish, resource: str | None, lease_seconds: float
+    ) -> tuple[str | None, Claim | None]:
+        """Record how an item ended and, when `resource` is given, claim the queue's next due
+        item, in one transaction. Returns why the finish was refused (None: it was written) and
+        the new claim."""
+        with self._write() as conn:
+            refused = self._apply_finish(conn, finish)
+            claim = (self._claim(conn, CLAIM_NEXT, {"resource": resource}, lease_seconds)
+                     if resource is not None else None)
+        return refused, claim
+
+    def _claim(self, conn: Connection, statement: Any, params: dict[str, Any],
+               lease_seconds: float) -> Claim | None:
         now = utcnow()
         token = str(uuid.uuid4())
-        with self._write() as conn:
-            claimed = conn.execute(
-                update(items)
-                .where(
-                    items.c.id == item_id,
-                    items.c.status.in_(values_of(allowed_from(Status.running))),
-                    or_(items.c.not_before.is_(None), items.c.not_before <= now),
-                )
-                .values(
-                    status=Status.running.value, claim_token=token, attempts=items.c.attempts + 1,
-                    lease_until=now + timedelta(seconds=lease_seconds),
-                    started_at=func.coalesce(items.c.started_at, now), stage="starting",
-                    not_before=None,
-                )
-                .returning(*items.c)
-            ).first()
-            if claimed is None:
-                return None
-            item = item_from_row(claimed)
-            job = self._job_for_claim(conn, item.job_id)
-        return Claim(item=item, job=job, token=token)
+        row = conn.execute(statement, {**params, "now": now, "token": token,
+                                       "lease_until": now + timedelta(seconds=lease_seconds)}
+                           ).first()
+        if row is None:
+            return None
+        item = item_from_row(row)
+        return Claim(item=item, job=self._job_for_claim(conn, item.job_id), token=token)
 
     def _job_for_claim(self, conn: Connection, job_id: str) -> Job:
         # A job's pipeline never changes, and what may change (cancel) reaches a running item
         # through its heartbeats, so a worker can keep the rows of recent jobs.
         job = self._recent_jobs.get(job_id)
         if job is None:
-            job = job_from_row(conn.execute(select(jobs).where(jobs.c.id == job_id)).one())
+            job = job_from_row(conn.execute(JOB_BY_ID, {"job_id": job_id}).one())
             if len(self._recent_jobs) >= 256:
                 self._recent_jobs.pop(next(iter(self._recent_jobs)))
             self._recent_jobs[job_id] = job
@@ -87,47 +136,82 @@ class ClaimStore(RepositoryBase):
             ).scalar()
         return Beat(owned=owned, cancel_requested=bool(cancel))
 
+    # -- how an item ended -------------------------------------------------------------------
     def finish_succeeded(
         self, claim: Claim, result_key: str, result_name: str, result_meta: dict[str, Any],
         processing_seconds: float,
     ) -> None:
-        self._finish(claim, Status.succeeded, result_key=result_key, result_name=result_name,
-                     result_meta=result_meta, processing_seconds=processing_seconds,
-                     progress=100, stage="done")
+        self.finish(succeeded(claim, result_key, result_name, result_meta, processing_seconds))
 
     def finish_failed(
         self, claim: Claim, code: str, message: str, processing_seconds: float | None = None
     ) -> None:
-        self._finish(claim, Status.failed, error_code=code, error_message=message[:2000],
-                     processing_seconds=processing_seconds, stage="failed")
+        self.finish(failed(claim, code, message, processing_seconds))
 
     def finish_cancelled(self, claim: Claim, processing_seconds: float | None = None) -> None:
-        self._finish(claim, Status.cancelled, error_code="cancelled",
-                     error_message="cancelled while running",
-                     processing_seconds=processing_seconds, stage="cancelled")
+        self.finish(cancelled(claim, processing_seconds))
 
-    def retry_later(self, claim: Claim, delay_seconds: float, code: str, message: str) -> None:
-        self._finish(
-            claim, Status.queued, not_before=utcnow() + timedelta(seconds=delay_seconds),
-            error_code=code, error_message=message[:2000], lease_until=None, claim_token=None,
-            stage=f"retrying in {delay_seconds:.0f} s", progress=0, finished_at=None,
-        )
+    def retry_later(self, claim: Claim, delay_seconds: float, code: str, message: str,
+                    spend: bool = True) -> None:
+        self.finish(retry(claim, delay_seconds, code, message, spend))
 
-    def _finish(self, claim: Claim, target: Status, **values: Any) -> None:
-        values.setdefault("finished_at", utcnow())
-        values.setdefault("lease_until", None)
+    def cancel_requested(self, job_id: str) -> bool:
+        """Was cancel asked for this job? (A read, cheap enough to ask every second.)"""
+        with self.engine.connect() as conn:
+            return bool(conn.execute(
+                select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar())
+
+    def finish(self, finish: Finish) -> None:
+        """Write how the item ended; InvalidTransition when the claim is no longer ours."""
         with self._write() as conn:
-            done = conn.execute(
-                update(items)
-                .where(*owned_by(claim, allowed_from(target)))
-                .values(status=target.value, **values)
-            ).rowcount
-            if not done:
-                current = conn.execute(
-                    select(items.c.status, items.c.claim_token).where(items.c.id == claim.item.id)
-                ).first()
-                raise InvalidTransition(
-                    f"item {claim.item.id}: refused {target.value}; it is "
-                    f"{current.status if current else 'gone'}"
-                    f"{'' if current is None or current.claim_token == claim.token else ' and claimed by another worker'}"
-                )
+            refused = self._apply_finish(conn, finish)
+        if refused is not None:
+            raise InvalidTransition(refused)
+
+    def _apply_finish(self, conn: Connection, finish: Finish) -> str | None:
+        claim = finish.claim
+        values = {"finished_at": utcnow(), "lease_until": None, **finish.values}
+        done = conn.execute(
+            update(items).where(*owned_by(claim, allowed_from(finish.target)))
+            .values(status=finish.target.value, **values)
+        ).rowcount
+        if done:
+            return None
+        current = conn.execute(
+            select(items.c.status, items.c.claim_token).where(items.c.id == claim.item.id)
+        ).first()
+        other = current is not None and current.claim_token != claim.token
+        return (f"item {claim.item.id}: refused {finish.target.value}; it is "
+                f"{current.status if current else 'gone'}"
+                f"{' and claimed by another worker' if other else ''}")
+
+
+# -- the ways an item ends ---------------------------------------------------------------------
+def succeeded(claim: Claim, result_key: str, result_name: str, result_meta: dict[str, Any],
+              processing_seconds: float) -> Finish:
+    return Finish(claim, Status.succeeded, {
+        "result_key": result_key, "result_name": result_name, "result_meta": result_meta,
+        "processing_seconds": processing_seconds, "progress": 100, "stage": "done"})
+
+
+def failed(claim: Claim, code: str, message: str, processing_seconds: float | None) -> Finish:
+    return Finish(claim, Status.failed, {
+        "error_code": code, "error_message": message[:2000],
+        "processing_seconds": processing_seconds, "stage": "failed"})
+
+
+def cancelled(claim: Claim, processing_seconds: float | None) -> Finish:
+    return Finish(claim, Status.cancelled, {
+        "error_code": "cancelled", "error_message": "cancelled while running",
+        "processing_seconds": processing_seconds, "stage": "cancelled"})
+
+
+def retry(claim: Claim, delay_seconds: float, code: str, message: str,
+          spend: bool = True) -> Finish:
+    """Back to the queue after a delay; `spend`: count it against the image's attempts
+    (False for the server's own trouble, which is never the image's fault)."""
+    not_before: datetime = utcnow() + timedelta(seconds=delay_seconds)
+    return Finish(claim, Status.queued, {
+        "not_before": not_before, "error_code": code, "error_message": message[:2000],
+        "claim_token": None, "stage": f"retrying in {delay_seconds:.0f} s", "progress": 0,
+        "finished_at": None, "failures": items.c.failures + (1 if spend else 0)})

@@ -14,29 +14,33 @@ from imgq.store.tables import items, jobs
 
 
 class SweepStore(RepositoryBase):
-    def requeue_lost(self, max_attempts: int) -> tuple[list[str], list[str]]:
-        """Items whose lease ran out: requeue them, or fail those out of attempts."""
+    def requeue_lost(self, max_losses: int) -> tuple[list[str], list[str]]:
+        """Items whose lease ran out: requeue them, or fail those that lost it `max_losses`
+        times. A lost lease is the worker's trouble (killed, cut off from the database), so
+        it does not spend the image's attempts."""
         now = utcnow()
         lost = and_(items.c.status == Status.running.value, items.c.lease_until < now)
         with self._write() as conn:
             # SKIP LOCKED: sweepers on several machines never fight over the same rows.
-            rows = conn.execute(select(items.c.id, items.c.attempts).where(lost)
+            rows = conn.execute(select(items.c.id, items.c.lease_losses).where(lost)
                                 .with_for_update(skip_locked=True)).all()
-            retry = [r.id for r in rows if r.attempts < max_attempts]
-            give_up = [r.id for r in rows if r.attempts >= max_attempts]
+            retry = [r.id for r in rows if r.lease_losses + 1 < max_losses]
+            give_up = [r.id for r in rows if r.lease_losses + 1 >= max_losses]
             if retry:
                 conn.execute(
                     update(items).where(lost, items.c.id.in_(retry))
                     .values(status=Status.queued.value, claim_token=None, lease_until=None,
+                            lease_losses=items.c.lease_losses + 1,
                             stage="requeued: its worker stopped responding", progress=0)
                 )
             if give_up:
                 conn.execute(
                     update(items).where(lost, items.c.id.in_(give_up))
                     .values(status=Status.failed.value, claim_token=None, lease_until=None,
+                            lease_losses=items.c.lease_losses + 1,
                             finished_at=now, error_code="worker_lost", stage="failed",
-                            error_message=f"its worker stopped responding {max_attempts} times; "
-                            "the image may be too demanding for this server")
+                            error_message=f"its worker stopped responding {max_losses} times "
+                            "while running it (a crash, a kill or an outage)")
                 )
         return retry, give_up
 

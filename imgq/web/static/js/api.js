@@ -32,24 +32,117 @@ function noteServerTime(response) {
   clockSkew = Math.abs(skew) > 2000 ? skew : 0;
 }
 
-export async function api(path, options = {}) {
-  let response;
-  try {
-    response = await fetch(path, { headers: { Accept: "application/json" }, ...options });
-  } catch (err) {
-    throw new ApiError(0, "network", "The server cannot be reached. Check your connection and try again.");
-  }
-  noteServerTime(response);
-  if (!response.ok) throw await errorOf(response);
-  return response.status === 204 ? null : response.json();
+// -- the API key, for a server run with IMGQ_AUTH=keys --------------------------------------
+// The key is kept in this browser (localStorage) and sent as a bearer token. The page asks
+// for it the first time the server answers 401, then repeats the request.
+const KEY_STORE = "imgq.apiKey";
+const KEY_TRIES = 5;
+
+export function apiKey() {
+  try { return localStorage.getItem(KEY_STORE) || ""; } catch (_) { return ""; }
 }
 
+function authHeaders() {
+  const key = apiKey();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+let keyPrompt = null;
+
+// Show the key form with the server's message; resolves once a key is entered.
+function askForKey(message) {
+  if (keyPrompt) return keyPrompt;
+  keyPrompt = new Promise((resolve) => {
+    const form = document.getElementById("key-form");
+    const input = document.getElementById("api-key");
+    document.getElementById("key-message").textContent = message;
+    form.hidden = false;
+    input.focus();
+    const onSubmit = (event) => {
+      event.preventDefault();
+      const key = input.value.trim();
+      if (!key) return;
+      try { localStorage.setItem(KEY_STORE, key); } catch (_) { /* private mode: this page only */ }
+      form.removeEventListener("submit", onSubmit);
+      form.hidden = true;
+      input.value = "";
+      keyPrompt = null;
+      resolve(key);
+    };
+    form.addEventListener("submit", onSubmit);
+  });
+  return keyPrompt;
+}
+
+export async function api(path, options = {}) {
+  for (let attempt = 1; ; attempt += 1) {
+    let response;
+    try {
+      response = await fetch(path, {
+        ...options, headers: { Accept: "application/json", ...authHeaders(), ...(options.headers || {}) },
+      });
+    } catch (err) {
+      throw new ApiError(0, "network", "The server cannot be reached. Check your connection and try again.");
+    }
+    noteServerTime(response);
+    if (response.status === 401 && attempt < KEY_TRIES) {
+      await askForKey((await errorOf(response)).message);
+      continue;
+    }
+    if (!response.ok) throw await errorOf(response);
+    return response.status === 204 ? null : response.json();
+  }
+}
+
+// An image or file of the API as a blob: URL, fetched with the key (an <img> or a link
+// cannot send one).
+export async function blobUrl(path) {
+  const response = await fetch(path, { headers: authHeaders() });
+  if (!response.ok) throw await errorOf(response);
+  return URL.createObjectURL(await response.blob());
+}
+
+// Show an API image in an <img>: straight from its URL, or through a blob: URL with a key.
+export function showImage(img, path) {
+  if (!apiKey()) { img.src = path; return; }
+  blobUrl(path).then((url) => { img.src = url; },
+    () => img.dispatchEvent(new Event("error")));
+}
+
+// With a key, links to the API (downloads, the ZIP, "open") fetch with it instead.
+document.addEventListener("click", async (event) => {
+  const link = event.target.closest && event.target.closest("a[href]");
+  if (!link || !apiKey()) return;
+  const target = new URL(link.href, location.href);
+  if (target.origin !== location.origin || !target.pathname.startsWith("/v1/")) return;
+  event.preventDefault();
+  const url = await blobUrl(target.pathname + target.search);
+  const save = el("a", { href: url, download: link.getAttribute("download") ?? null,
+    target: link.hasAttribute("download") ? null : "_blank" });
+  document.body.append(save);
+  save.click();
+  setTimeout(() => { save.remove(); URL.revokeObjectURL(url); }, 60000);
+});
+
 // Upload with progress (fetch cannot report upload progress).
-export function upload(path, form, onProgress) {
+export async function upload(path, form, onProgress) {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await uploadOnce(path, form, onProgress);
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status !== 401 || attempt >= KEY_TRIES) throw err;
+      await askForKey(err.message);
+    }
+  }
+}
+
+function uploadOnce(path, form, onProgress) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", path);
     xhr.setRequestHeader("Accept", "application/json");
+    const key = apiKey();
+    if (key) xhr.setRequestHeader("Authorization", `Bearer ${key}`);
     xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded / e.total); };
     xhr.onerror = () => reject(new ApiError(0, "network", "The upload failed: the server cannot be reached."));
     xhr.onload = () => {

@@ -1,6 +1,8 @@
 // The jobs page: a card per image, live over Server-Sent Events, polling as a fallback.
 
-import { api, ApiError, clockSkew, el, formatBytes, formatDuration, recentJobs } from "./api.js";
+import {
+  api, apiKey, ApiError, clockSkew, el, formatBytes, formatDuration, recentJobs, showImage,
+} from "./api.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const ACTIVE = new Set(["queued", "running"]);
@@ -90,7 +92,8 @@ class JobView {
   }
 
   listen() {
-    if (forcePolling || !window.EventSource) return this.poll();
+    // EventSource cannot send a key: with one, the page polls instead.
+    if (forcePolling || !window.EventSource || apiKey()) return this.poll();
     let failures = 0;
     const source = new EventSource(`/v1/jobs/${encodeURIComponent(this.id)}/events`);
     this.source = source;
@@ -150,7 +153,7 @@ class Card {
     const thumb = $(".thumb", n);
     thumb.alt = `${item.name} (original)`;
     thumb.addEventListener("error", () => { thumb.hidden = true; $(".placeholder", n).hidden = false; });
-    thumb.src = this.previewUrl("input", 480);
+    showImage(thumb, this.previewUrl("input", 480));
     const slider = $(".slider", n);
     slider.setAttribute("aria-label", `Compare ${item.name} before and after`);
     slider.addEventListener("input", () => this.compareAt(slider.value));
@@ -199,9 +202,9 @@ class Card {
     if (!compare.hidden) return;
     const before = $(".before", compare);
     const after = $(".after", compare);
-    before.src = this.previewUrl("input", 640);
+    showImage(before, this.previewUrl("input", 640));
     before.alt = `${item.name}, before`;
-    after.src = this.previewUrl("result", 640);
+    showImage(after, this.previewUrl("result", 640));
     after.alt = `${item.result_name || item.name}, after`;
     compare.hidden = false;
     $(".thumb", this.node).hidden = true;

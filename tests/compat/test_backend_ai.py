@@ -1,4 +1,4 @@
-"""Seed 003, Backend AI: POST /api/v1/tasks/create/, GET .../{task_id}/status/,
+"""Backend AI: POST /api/v1/tasks/create/, GET .../{task_id}/status/,
 GET .../{task_id}/result/, POST .../{task_id}/cancel/, as its README documents them."""
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import Server, image_info, jpeg_bytes, png_bytes
-from tests.compat.conftest import needs_operation, wait_for
+from tests.fixtures.encoded import image_info, jpeg_bytes, png_bytes
+from tests.fixtures.server import Server
+from tests.compat.conftest import needs_operation
+from tests.fixtures.waiting import wait_for
 
 API = "/api/v1/tasks"
 STATUSES = ("PENDING", "PROCESSING", "SUCCESS", "FAILURE", "RETRY")
@@ -24,7 +26,7 @@ def create(server: Server, task_type: str, prompt: str | None = "beautiful sunse
         data["prompt"] = prompt
     if parameters is not None:
         data["parameters"] = parameters if isinstance(parameters, str) else json.dumps(parameters)
-    # The seed's frontend always posts FormData (multipart), with or without an image.
+    # The old system's frontend always posts FormData (multipart), with or without an image.
     files = {"image": ("photo.png", image, "image/png")} if image is not None else {
         "_": (None, b"")}
     return server.client.post(f"{API}/create/", data=data, files=files)
@@ -120,7 +122,7 @@ def test_image_enhancement_runs_through_to_the_result_image(server: Server,
     created = assert_created(create(server, "image_enhancement", prompt="sharper please",
                                     image=jpeg_bytes(24, 16), parameters={"scale": 2}))
     early = server.client.get(f"{API}/{created['task_id']}/result/")
-    if early.status_code != 200:  # not done yet: the seed answers 400 until SUCCESS
+    if early.status_code != 200:  # not done yet: the old system answers 400 until SUCCESS
         assert early.status_code == 400
         assert early.json()["error"].startswith("Task not completed. Status: ")
 

@@ -1,4 +1,4 @@
-"""Seed 004, the FastAPI + Celery demo: POST /process-image/, GET /task-status/{task_id},
+"""The FastAPI + Celery demo: POST /process-image/, GET /task-status/{task_id},
 GET /task-result/{task_id}, as its README documents them."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import Server, image_info, jpeg_bytes, png_bytes
-from tests.compat.conftest import wait_for
+from tests.fixtures.encoded import image_info, jpeg_bytes, png_bytes
+from tests.fixtures.server import Server
+from tests.fixtures.waiting import wait_for
 
 
 def process_image(server: Server, data: bytes, operation: str, name: str = "photo.jpg") -> Any:
@@ -42,7 +43,7 @@ def test_an_image_is_processed_and_its_result_retrieved(
 
     status = wait_done(server, created["task_id"])
     assert status["status"] == "SUCCESS"
-    assert status["result"].startswith("processed/") and status["result"].endswith(name)
+    assert status["result"] == f"processed/{name}"  # as its README shows
 
     result = server.client.get(f"/task-result/{created['task_id']}")
     assert result.status_code == 200
@@ -83,3 +84,19 @@ def test_an_unknown_task_is_not_found(server: Server) -> None:
         response = server.client.get(path)
         assert response.status_code == 404
         assert response.json() == {"detail": "Task not found"}
+
+
+def test_the_processed_path_serves_the_newest_upload_of_that_name(server: Server) -> None:
+    first = process_image(server, jpeg_bytes(120, 80), "grayscale", "same-name.jpg").json()
+    wait_done(server, first["task_id"])
+    second = process_image(server, jpeg_bytes(120, 80), "resize", "same-name.jpg").json()
+    assert wait_done(server, second["task_id"])["result"] == "processed/same-name.jpg"
+    image = server.client.get("/processed/same-name.jpg")
+    assert image_info(image.content)[1:3] == (100, 100)
+
+
+def test_a_processed_path_is_not_found_until_done_or_for_an_unknown_name(idle: Server) -> None:
+    process_image(idle, jpeg_bytes(64, 48), "grayscale", "waiting.jpg")
+    for name in ("waiting.jpg", "never-uploaded.jpg"):
+        response = idle.client.get(f"/processed/{name}")
+        assert response.status_code == 404 and response.json() == {"detail": "Not Found"}

@@ -1,17 +1,17 @@
-"""Seed 001, image-api: several images and one filter per job, a ZIP of the results.
+"""image-api: several images and one filter per job, a ZIP of the results.
 
 POST /process-job (files, filter) → {"job_id", "task_ids"}; GET /status-job/{job_id};
 GET /download/{job_id} (ZIP); GET /images/{job_id}/{filename}. One imgq job per request, one
-item per image: the seed's job_id is the imgq job id and its task ids are the item ids. Like
-the seed, results are JPEG files named <task id>.jpg, and errors answer
+item per image: the old system's job_id is the imgq job id and its task ids are the item ids. Like
+the old system, results are JPEG files named <task id>.jpg, and errors answer
 {"status": "error", "message": ...}.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request, Response
+from fastapi import Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from imgq.api.compat import common
@@ -20,9 +20,9 @@ from imgq.domain.status import FINISHED, Status
 from imgq.errors import ImgqError, InvalidRequest
 
 SOURCE = "compat:image-api"
-TAG = "compat: image-api (seed 001)"
+TAG = "compat: image-api"
 FILTERS = ("blur", "sharpen", "grayscale", "edges", "smooth")
-#: imgq item state -> the Celery task state the seed reported.
+#: imgq item state -> the Celery task state the old system reported.
 STATUS_WORDS = {
     Status.queued: "PENDING",
     Status.running: "STARTED",
@@ -38,16 +38,23 @@ def render_error(exc: ImgqError) -> tuple[int, Any]:
 
 router = common.compat_router(TAG, render_error)
 OPENAPI_TAG = common.tag_info(
-    TAG, "image-api (FastAPI + Celery, seed 001)",
+    TAG, "image-api (FastAPI + Celery)",
     "Upload several images with one filter (blur, sharpen, grayscale, edges, smooth), poll the "
-    "job, download a ZIP. Switch off with IMGQ_COMPAT_SEED001=false.")
-UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["files"],
-    "properties": {
-        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
-        "filter": {"type": "string", "enum": list(FILTERS), "default": "blur",
-                   "description": "Also accepted as a query parameter, as the seed took it."},
-    }}}}}}
+    "job, download a ZIP. Switch off with IMGQ_COMPAT_IMAGE_API=false.")
+# The filter is the query parameter, as the old system declared it: Swagger UI sends the one the
+# person picks. A form field `filter` is still read (query first) but not declared, so that
+# Swagger UI never sends a default that would override the choice.
+UPLOAD_BODY = {
+    "parameters": [{"name": "filter", "in": "query", "required": False,
+                    "description": "The filter to apply.",
+                    "schema": {"type": "string", "enum": list(FILTERS), "default": "blur"}}],
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["files"],
+        "properties": {
+            "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        }}}}},
+}
+FILTER_QUERY = Query(include_in_schema=False)
 
 
 def _result_name(item: Item) -> str:
@@ -66,16 +73,17 @@ def _task(job: Job, item: Item) -> dict[str, Any]:
 
 
 def _not_found() -> JSONResponse:
-    # The seed answers an unknown job with 200 and this body.
+    # The old system answers an unknown job with 200 and this body.
     return JSONResponse({"status": "error", "message": "job not found"})
 
 
 @router.post("/process-job", summary="Upload images and apply a filter",
-             description="Compatibility route (seed 001).", openapi_extra=UPLOAD_BODY)
-async def process_job(request: Request, filter: str | None = None) -> dict[str, Any]:
+             description="Compatibility route (image-api).", openapi_extra=UPLOAD_BODY)
+async def process_job(request: Request,
+                      filter: Annotated[str | None, FILTER_QUERY] = None) -> dict[str, Any]:
     upload = await common.receive(request, {"files", "files[]", "file"})
     try:
-        chosen = (upload.fields.get("filter") or filter or "blur").strip().lower()
+        chosen = (filter or upload.fields.get("filter") or "blur").strip().lower()
         if chosen not in FILTERS:
             raise InvalidRequest(f"Unsupported filter: {chosen}; use one of {', '.join(FILTERS)}")
         if not upload.files:
@@ -88,7 +96,7 @@ async def process_job(request: Request, filter: str | None = None) -> dict[str, 
 
 
 @router.get("/status-job/{job_id}", summary="Check processing status",
-            description="Compatibility route (seed 001). all_ready: every image finished; "
+            description="Compatibility route (image-api). all_ready: every image finished; "
             "all_successful: every image succeeded; each result's image_url once done.")
 async def status_job(job_id: str, request: Request) -> Response:
     job = await common.load_job(request, job_id, SOURCE)
@@ -102,7 +110,7 @@ async def status_job(job_id: str, request: Request) -> Response:
 
 
 @router.get("/download/{job_id}", summary="Download a ZIP of the processed images",
-            description="Compatibility route (seed 001). Until every image has finished it "
+            description="Compatibility route (image-api). Until every image has finished it "
             'answers {"status": "pending", ...}.',
             responses={200: {"content": {"application/zip": {}}}})
 async def download(job_id: str, request: Request) -> Response:
@@ -117,12 +125,12 @@ async def download(job_id: str, request: Request) -> Response:
     done = [i for i in job.items if i.status == Status.succeeded and i.result_key]
     if not done:
         return JSONResponse({"status": "error", "message": "No images found in job folder"})
-    return common.stream_archive(request, job, [(_result_name(i), i) for i in done],
+    return await common.stream_archive(request, job, [(_result_name(i), i) for i in done],
                                  f"{job.id}.zip")
 
 
 @router.get("/images/{job_id}/{filename}", summary="One processed image",
-            description="Compatibility route (seed 001): the image_url of a finished task.",
+            description="Compatibility route (image-api): the image_url of a finished task.",
             responses={200: {"content": {"image/jpeg": {}}}})
 async def image(job_id: str, filename: str, request: Request) -> Response:
     job = await common.load_job(request, job_id, SOURCE)

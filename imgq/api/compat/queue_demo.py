@@ -1,19 +1,18 @@
-"""Seed 002, the Image Queue Demo: one image per upload, integer task ids, a result page.
+"""The Image Queue Demo: one image per upload, integer task ids, a result page.
 
 POST /upload (file) → {"task_id": int, "filename", "message"}; GET /status/{task_id} →
 {"task_id", "filename", "status", "upload_time"} or 404 {"detail": "Task not found"};
 GET /health; GET /upload (the upload form) and GET /result/{filename} (the result page).
 
-The seed's ids were the rows of its own table, 1, 2, 3, ...: anyone could read anyone's task.
+The old system's ids were the rows of its own table, 1, 2, 3, ...: anyone could read anyone's task.
 Here they are random integers below 2**53 (a JSON number holds them exactly), kept in the
 compat_tasks table beside the ordinary imgq job they name. The processing is the pipeline in
-IMGQ_COMPAT_SEED002_PIPELINE (by default: the picture as it is, upright, without metadata).
+IMGQ_COMPAT_QUEUE_DEMO_PIPELINE (by default: the picture as it is, upright, without metadata).
 """
 
 from __future__ import annotations
 
 import html
-import secrets
 from typing import Any
 from urllib.parse import quote
 
@@ -21,6 +20,7 @@ import anyio
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
+from imgq.api.auth import scope_of
 from imgq.api.compat import common
 from imgq.config import Settings, SettingsError
 from imgq.domain.models import Job
@@ -30,11 +30,9 @@ from imgq.errors import ImgqError, InvalidRequest, NotFound
 from imgq.ops.base import Registry
 
 SOURCE = "compat:image-queue-demo"
-SYSTEM = "seed002"
-TAG = "compat: image queue demo (seed 002)"
-MAX_ID = 2**53 - 1
-MIN_ID = 2**32  # well clear of the seed's own small sequential ids
-#: imgq item state -> the seed's status word. It had no word for a failure (its worker left a
+SYSTEM = "seed002"  # the key of its rows in compat_tasks, kept so that stored task ids stay valid
+TAG = "compat: Image Queue Demo"
+#: imgq item state -> the old system's status word. It had no word for a failure (its worker left a
 #: failed task "pending" for ever); imgq says "failed" rather than keep a client waiting.
 STATUS_WORDS = {
     Status.queued: "pending",
@@ -51,9 +49,9 @@ def render_error(exc: ImgqError) -> tuple[int, Any]:
 
 router = common.compat_router(TAG, render_error)
 OPENAPI_TAG = common.tag_info(
-    TAG, "Image Queue Demo (FastAPI + NATS JetStream, seed 002)",
+    TAG, "Image Queue Demo (FastAPI + NATS JetStream)",
     "Upload one image in the field `file`, poll its integer task id, see it on the result page. "
-    "Switch off with IMGQ_COMPAT_SEED002=false; the processing is IMGQ_COMPAT_SEED002_PIPELINE.")
+    "Switch off with IMGQ_COMPAT_QUEUE_DEMO=false; the processing is IMGQ_COMPAT_QUEUE_DEMO_PIPELINE.")
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"],
     "properties": {"file": {"type": "string", "format": "binary"}}}}}}}
@@ -62,20 +60,16 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
 def check_settings(settings: Settings, registry: Registry) -> None:
     """Refuse to start with a processing pipeline that could never run."""
     try:
-        registry.bind(parse_pipeline(settings.compat_seed002_pipeline))
+        registry.bind(parse_pipeline(settings.compat_queue_demo_pipeline))
     except ImgqError as exc:
-        raise SettingsError(f"IMGQ_COMPAT_SEED002_PIPELINE: {exc.message}") from None
-
-
-def new_task_id() -> int:
-    return MIN_ID + secrets.randbelow(MAX_ID - MIN_ID + 1)
+        raise SettingsError(f"IMGQ_COMPAT_QUEUE_DEMO_PIPELINE: {exc.message}") from None
 
 
 async def _free_task_id(request: Request) -> int:
     repo = common.runtime(request).repo
     while True:  # a clash is about one in 2**53 per task: this loop runs once
-        task_id = new_task_id()
-        if await anyio.to_thread.run_sync(repo.compat_task_job, SYSTEM, task_id) is None:
+        task_id = common.new_task_row_id()
+        if not await anyio.to_thread.run_sync(repo.compat_task_exists, SYSTEM, task_id):
             return task_id
 
 
@@ -84,7 +78,7 @@ def _status(job: Job) -> str:
 
 
 @router.post("/upload", summary="Upload an image file",
-             description="Compatibility route (seed 002). A browser's form post (Accept: "
+             description="Compatibility route (Image Queue Demo). A browser's form post (Accept: "
              "text/html) is sent on to the result page.", openapi_extra=UPLOAD_BODY)
 async def upload(request: Request) -> Response:
     rt = common.runtime(request)
@@ -92,7 +86,7 @@ async def upload(request: Request) -> Response:
     try:
         if not received.files:
             raise InvalidRequest("no file: send the image in the 'file' field")
-        pipeline = [s.to_dict() for s in parse_pipeline(rt.settings.compat_seed002_pipeline)]
+        pipeline = [s.to_dict() for s in parse_pipeline(rt.settings.compat_queue_demo_pipeline)]
         task_id = await _free_task_id(request)
         filename = received.files[0].name
         job = await common.submit(request, received, pipeline, SOURCE,
@@ -108,17 +102,20 @@ async def upload(request: Request) -> Response:
 
 async def _job_of(request: Request, task_id: int | None = None,
                   filename: str | None = None) -> Job | None:
-    repo = common.runtime(request).repo
-    job_id = await anyio.to_thread.run_sync(repo.compat_task_job, SYSTEM, task_id, filename)
+    if filename is not None:
+        return await common.job_by_filename(request, SYSTEM, SOURCE, filename)
+    repo, scope = common.runtime(request).repo, scope_of(request)
+    job_id = await anyio.to_thread.run_sync(
+        lambda: repo.compat_task_job(SYSTEM, task_id, scope=scope))
     return None if job_id is None else await common.load_job(request, job_id, SOURCE)
 
 
 @router.get("/status/{task_id}", summary="Status of an image processing task",
-            description="Compatibility route (seed 002): pending, processing or done (and "
-            "failed, which the seed lacked).",
+            description="Compatibility route (Image Queue Demo): pending, processing or done (and "
+            "failed, which the old system lacked).",
             responses={404: {"description": '{"detail": "Task not found"}'}})
 async def status(task_id: str, request: Request) -> dict[str, Any]:
-    number = int(task_id) if task_id.isdigit() and len(task_id) < 20 else None
+    number = int(task_id) if task_id.isascii() and task_id.isdigit() and len(task_id) < 19 else None
     job = None if number is None else await _job_of(request, task_id=number)
     if job is None or not job.items:
         raise NotFound("Task not found")
@@ -126,7 +123,7 @@ async def status(task_id: str, request: Request) -> dict[str, Any]:
             "status": _status(job), "upload_time": common.iso(job.created_at)}
 
 
-@router.get("/health", summary="Health check", description="Compatibility route (seed 002).")
+@router.get("/health", summary="Health check", description="Compatibility route (Image Queue Demo).")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -145,7 +142,7 @@ FORM = """<!doctype html>
 
 
 @router.get("/upload", response_class=HTMLResponse, summary="The upload form",
-            description="Compatibility route (seed 002): the seed's upload form.")
+            description="Compatibility route (Image Queue Demo): the old system's upload form.")
 async def upload_form() -> str:
     return FORM
 
@@ -161,7 +158,7 @@ def _page(title: str, body: str, refresh: bool = False, status_code: int = 200) 
 
 
 @router.get("/result/{filename}", response_class=HTMLResponse, summary="The result page",
-            description="Compatibility route (seed 002): the newest upload of this file name; "
+            description="Compatibility route (Image Queue Demo): the newest upload of this file name; "
             "it refreshes itself until the image is processed.")
 async def result(filename: str, request: Request) -> HTMLResponse:
     job = await _job_of(request, filename=filename)
@@ -177,7 +174,7 @@ async def result(filename: str, request: Request) -> HTMLResponse:
         return _page(title, f"<p>{html.escape(item.error_message or 'Processing failed.')}</p>")
     if common.is_expired(job, item):
         return _page(title, "<p>The processed image has expired and was removed.</p>")
-    src = f"/v1/jobs/{job.id}/items/{item.idx}/result"
+    src = f"/processed/{quote(filename)}"
     return _page(title, f'<p><img src="{src}" alt="{html.escape(filename)}, processed" '
                  'style="max-width: 100%"></p>'
                  f'<p><a href="{src}" download>Download</a></p>')

@@ -1,4 +1,4 @@
-"""Seed 002, the Image Queue Demo: POST /upload, GET /status/{task_id}, GET /health, the upload
+"""The Image Queue Demo: POST /upload, GET /status/{task_id}, GET /health, the upload
 form and the result page, as its README documents them."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import re
 from datetime import datetime
 from typing import Any
 
-from tests.acceptance.conftest import Server, image_info, jpeg_bytes
-from tests.compat.conftest import wait_for
+from tests.fixtures.encoded import image_info, jpeg_bytes, png_bytes
+from tests.fixtures.server import Server
+from tests.fixtures.waiting import wait_for
 
 STATUSES = ("pending", "processing", "done")
 
@@ -44,6 +45,7 @@ def test_an_upload_is_processed_and_shown_on_the_result_page(server: Server) -> 
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     src = re.search(r'<img src="([^"]+)"', page.text)
     assert src, page.text
+    assert src.group(1) == "/processed/test_image.JPG"  # where its result page pointed
     image = server.client.get(src.group(1))
     assert image.status_code == 200
     # The default processing keeps the picture: same format and size, metadata stripped.
@@ -110,3 +112,28 @@ def test_deleting_the_job_through_the_new_api_removes_the_task(idle: Server) -> 
     assert idle.client.delete(f"/v1/jobs/{job_id}").status_code == 204
     assert idle.client.get(f"/status/{created['task_id']}").status_code == 404
     assert idle.client.get("/result/gone.jpg").status_code == 404
+
+
+def test_its_own_api_test_sees_a_new_upload_pending_and_an_unknown_task_404(idle: Server) -> None:
+    """tests/test_api.py: test_upload_and_status and test_status_not_found, as they send them."""
+    files = {"file": ("test_image.JPG", jpeg_bytes(64, 48), "image/jpeg")}
+    response = idle.client.post("/upload", files=files)
+    assert response.status_code == 200
+    task_id = response.json()["task_id"]
+    status = idle.client.get(f"/status/{task_id}")
+    assert status.status_code == 200 and status.json()["status"] == "pending"
+    assert idle.client.get("/status/999999").status_code == 404
+    assert idle.client.get("/processed/test_image.JPG").status_code == 404  # not processed yet
+
+
+def test_a_browser_form_post_ends_on_a_result_page_whose_image_is_the_processed_file(
+        server: Server) -> None:
+    files = {"file": ("holiday photo.png", png_bytes(50, 40), "image/png")}
+    posted = server.client.post("/upload", files=files, headers={"Accept": "text/html"})
+    assert posted.status_code == 303
+    assert posted.headers["location"] == "/result/holiday%20photo.png"
+    page = wait_for(lambda: server.client.get(posted.headers["location"]).text,
+                    lambda text: "<img" in text, what="the result page shows the image")
+    src = re.search(r'<img src="([^"]+)"', page)
+    assert src and src.group(1) == "/processed/holiday%20photo.png"
+    assert image_info(server.client.get(src.group(1)).content)[:3] == ("png", 50, 40)

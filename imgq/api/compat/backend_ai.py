@@ -1,4 +1,4 @@
-"""Seed 003, Backend AI (Django REST + Celery): AI tasks with a prompt, an image, parameters.
+"""Backend AI (Django REST + Celery): AI tasks with a prompt, an image, parameters.
 
 POST /api/v1/tasks/create/ → 201 {"task_id", "status": "PENDING", "message", "created_at"} or
 400 {"error": "Invalid input", "details": {field: [messages]}}; GET .../{task_id}/status/,
@@ -28,6 +28,7 @@ from imgq.api.compat import common
 from imgq.api.deps import base_url
 from imgq.api.uploads import StagedFile, Upload
 from imgq.domain.models import Item, Job
+from imgq.domain.pipeline import MAX_DEPTH, load_json
 from imgq.domain.status import Status
 from imgq.errors import (
     DecodeError,
@@ -41,7 +42,7 @@ from imgq.errors import (
 )
 
 SOURCE = "compat:backend-ai"
-TAG = "compat: backend AI (seed 003)"
+TAG = "compat: Backend AI"
 PREFIX = "/api/v1/tasks"
 MAX_PROMPT = 5000
 #: task type -> the imgq operation that does it.
@@ -59,8 +60,8 @@ CANVAS = 512  # image_generation without an image: a blank canvas of the asked s
 IMAGE_ERRORS = (DecodeError, FileTooLarge, ImageTooLarge, TooManyFiles, UnsupportedFormat)
 
 
-class SeedError(ImgqError):
-    """An answer in the seed's own shape."""
+class ShapedError(ImgqError):
+    """An answer in the old system's own shape."""
 
     def __init__(self, status_code: int, body: dict[str, Any]) -> None:
         super().__init__(str(body.get("error", "")))
@@ -68,12 +69,12 @@ class SeedError(ImgqError):
         self.body = body
 
 
-def invalid(details: dict[str, list[str]]) -> SeedError:
-    return SeedError(400, {"error": "Invalid input", "details": details})
+def invalid(details: dict[str, list[str]]) -> ShapedError:
+    return ShapedError(400, {"error": "Invalid input", "details": details})
 
 
 def render_error(exc: ImgqError) -> tuple[int, Any]:
-    if isinstance(exc, SeedError):
+    if isinstance(exc, ShapedError):
         return exc.status_code, exc.body
     if isinstance(exc, NotFound):
         return 404, {"error": "Task not found"}
@@ -86,10 +87,10 @@ def render_error(exc: ImgqError) -> tuple[int, Any]:
 
 router = common.compat_router(TAG, render_error)
 OPENAPI_TAG = common.tag_info(
-    TAG, "Backend AI (Django REST + Celery, seed 003)",
+    TAG, "Backend AI (Django REST + Celery)",
     "Create an AI task (image_enhancement, background_removal; image_generation, face_swap and "
     "style_transfer when a plug-in provides them), poll its status, read its result, cancel it. "
-    "Switch off with IMGQ_COMPAT_SEED003=false.")
+    "Switch off with IMGQ_COMPAT_BACKEND_AI=false.")
 CREATE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["prompt", "task_type"],
     "properties": {
@@ -102,7 +103,7 @@ CREATE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
 
 # -- statuses ---------------------------------------------------------------------------------
 def status_word(item: Item) -> str:
-    """imgq item state -> the seed's status; a queued item that already ran is a RETRY."""
+    """imgq item state -> the old system's status; a queued item that already ran is a RETRY."""
     state = common.outcome(item)
     if state == Status.queued:
         return "RETRY" if item.attempts else "PENDING"
@@ -137,9 +138,11 @@ def _check_fields(fields: dict[str, str], has_image: bool) -> tuple[str, str, di
     parameters: Any = {}
     if fields.get("parameters", "").strip():
         try:
-            parameters = json.loads(fields["parameters"])
+            parameters = load_json(fields["parameters"])
         except json.JSONDecodeError:
             errors["parameters"] = ["Value must be valid JSON."]
+        except ValueError as exc:  # nested too deeply
+            errors["parameters"] = [f"Value {exc}."]
         if not isinstance(parameters, dict):
             errors.setdefault("parameters", ["Must be a JSON object."])
     if errors:
@@ -147,23 +150,23 @@ def _check_fields(fields: dict[str, str], has_image: bool) -> tuple[str, str, di
     return prompt or "", task_type or "", parameters
 
 
-def _missing_model(task_type: str, operation: str, reason: str) -> SeedError:
+def _missing_model(task_type: str, operation: str, reason: str) -> ShapedError:
     if operation in SHIPPED:
         fix = (f"imgq ships the model of '{operation}', but its AI operations are not "
                "installed here: install imgq's AI dependencies (see the README) and restart")
-        return SeedError(503, {"error": "Model not installed", "details": {
+        return ShapedError(503, {"error": "Model not installed", "details": {
             "task_type": task_type, "operation": operation, "reason": reason, "how_to_fix": fix}})
     fix = (f"imgq ships no model for {task_type}. Install a plug-in package that provides an "
            f"'{operation}' operation through the 'imgq.operations' entry point (it may load its "
            "weights from IMGQ_AI_MODELS_DIR), then restart imgq; GET /v1/operations lists what is "
            "installed")
-    return SeedError(400, {"error": "Model not installed", "details": {
+    return ShapedError(400, {"error": "Model not installed", "details": {
         "task_type": task_type, "operation": operation, "reason": reason, "how_to_fix": fix}})
 
 
 def _step(request: Request, operation: str, prompt: str,
           parameters: dict[str, Any]) -> dict[str, Any]:
-    """The operation's step: the parameters it knows (the seed ignored the others)."""
+    """The operation's step: the parameters it knows (the old system ignored the others)."""
     known = common.runtime(request).registry.get(operation).params_model.model_fields
     given = dict(parameters)
     if operation == "remove_background" and given.pop("return_mask", False):
@@ -192,7 +195,7 @@ def _canvas(request: Request, upload: Upload, parameters: dict[str, Any]) -> Non
 
 
 async def _receive(request: Request) -> Upload:
-    """Multipart as the seed documents; like Django REST, JSON and plain forms too (then
+    """Multipart as the old system documents; like Django REST, JSON and plain forms too (then
     without an image)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in ("application/json", "application/x-www-form-urlencoded"):
@@ -206,16 +209,18 @@ async def _receive(request: Request) -> Upload:
         text = body.decode("utf-8", "replace")
         return Upload(dict(parse_qsl(text, keep_blank_values=True)))
     try:
-        data = json.loads(body or b"{}")
+        data = load_json(body.decode("utf-8", "replace") or "{}", MAX_DEPTH + 1)
     except json.JSONDecodeError:
         raise invalid({"non_field_errors": ["the body is not valid JSON"]}) from None
+    except ValueError as exc:
+        raise invalid({"non_field_errors": [f"the body {exc}"]}) from None
     if not isinstance(data, dict):
         raise invalid({"non_field_errors": ["the body must be a JSON object"]})
     return Upload({k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items()})
 
 
 @router.post(f"{PREFIX}/create/", status_code=201, summary="Create an AI task",
-             description="Compatibility route (seed 003).", openapi_extra=CREATE_BODY)
+             description="Compatibility route (Backend AI).", openapi_extra=CREATE_BODY)
 async def create_task(request: Request) -> JSONResponse:
     upload = await _receive(request)
     try:
@@ -250,7 +255,7 @@ def _image_url(request: Request, job: Job, item: Item) -> str:
 
 
 @router.get(PREFIX + "/{task_id}/status/", summary="Task status",
-            description="Compatibility route (seed 003): PENDING, PROCESSING, SUCCESS, FAILURE "
+            description="Compatibility route (Backend AI): PENDING, PROCESSING, SUCCESS, FAILURE "
             "or RETRY, with progress (0–100), the stage message and the timings.")
 async def task_status(task_id: str, request: Request) -> dict[str, Any]:
     job = await _task(request, task_id)
@@ -273,14 +278,14 @@ async def task_status(task_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.get(PREFIX + "/{task_id}/result/", summary="Task result",
-            description="Compatibility route (seed 003): 400 until the task succeeded; then "
+            description="Compatibility route (Backend AI): 400 until the task succeeded; then "
             "image_url (the result image), result_data and processing_time.")
 async def task_result(task_id: str, request: Request) -> dict[str, Any]:
     job = await _task(request, task_id)
     item = job.items[0]
     word = status_word(item)
     if word != "SUCCESS":
-        raise SeedError(400, {"error": f"Task not completed. Status: {word}"})
+        raise ShapedError(400, {"error": f"Task not completed. Status: {word}"})
     image_url = _image_url(request, job, item)
     metadata = {"operation": job.pipeline[0].get("op"), "pipeline": job.pipeline,
                 "output": item.result_meta}
@@ -298,11 +303,11 @@ async def task_result(task_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.post(PREFIX + "/{task_id}/cancel/", summary="Cancel a task",
-             description="Compatibility route (seed 003): a queued task never runs; a running "
+             description="Compatibility route (Backend AI): a queued task never runs; a running "
              "one stops at its next step.")
 async def cancel_task(task_id: str, request: Request) -> dict[str, str]:
     job = await _task(request, task_id)
     if status_word(job.items[0]) in ("SUCCESS", "FAILURE"):
-        raise SeedError(400, {"error": "Task already completed"})
-    await anyio.to_thread.run_sync(common.runtime(request).repo.cancel_job, job.id)
+        raise ShapedError(400, {"error": "Task already completed"})
+    await common.cancel_job(request, job.id)
     return {"message": "Task cancelled"}

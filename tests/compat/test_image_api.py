@@ -1,4 +1,4 @@
-"""Seed 001, image-api: POST /process-job, GET /status-job/{job_id}, GET /download/{job_id},
+"""image-api: POST /process-job, GET /status-job/{job_id}, GET /download/{job_id},
 GET /images/{job_id}/{filename}, as its README documents them."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import Server, bomb_png, image_info, jpeg_bytes, png_bytes
-from tests.compat.conftest import wait_for
+from tests.fixtures.encoded import bomb_png, image_info, jpeg_bytes, png_bytes
+from tests.fixtures.server import Server
+from tests.fixtures.waiting import wait_for
 
 FILTERS = ["blur", "sharpen", "grayscale", "edges", "smooth"]
 
@@ -132,3 +133,22 @@ def test_expired_results_answer_gone(brief: Server) -> None:
     wait_for(lambda: brief.job(job_id), lambda job: job["data_removed"], what="expiry")
     assert brief.client.get(f"/download/{job_id}").status_code == 410
     assert brief.client.get(url).status_code in (404, 410)
+
+
+def test_swagger_ui_is_offered_the_filter_as_a_query_choice_and_no_form_default(
+        server: Server) -> None:
+    operation = server.client.get("/openapi.json").json()["paths"]["/process-job"]["post"]
+    (param,) = [p for p in operation["parameters"] if p["name"] == "filter"]
+    assert param["in"] == "query" and param["schema"]["default"] == "blur"
+    assert set(param["schema"]["enum"]) == {"blur", "sharpen", "grayscale", "edges", "smooth"}
+    form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert set(form["properties"]) == {"files"}
+
+
+def test_the_query_filter_wins_over_a_form_field(server: Server) -> None:
+    files = [("files", ("a.png", png_bytes(40, 30), "image/png"))]
+    response = server.client.post("/process-job", params={"filter": "grayscale"},
+                                  data={"filter": "blur"}, files=files)
+    assert response.status_code == 200, response.text
+    job_id = response.json()["job_id"]
+    assert server.job(job_id)["pipeline"][0]["op"] == "grayscale"

@@ -1,0 +1,210 @@
+"""Status reads under load: GET of a job's status at a fixed rate (open loop) while a batch
+runs, for imgq embedded, imgq fleet (Celery on Redis, PostgreSQL) and the FastAPI + Celery +
+Pillow design (`bench/celery_design.py`, status through AsyncResult).
+
+For each system and each rate (100, 300, 500 requests/s by default), a feeder keeps the
+workers busy (imgq: jobs of 10 2-MP JPEGs blurred, one after another; the Celery design: the
+same images one task each) while the prober sends GETs of the statuses of the jobs (tasks)
+already submitted, in turn, at exact times: a late answer delays no later request (no
+coordinated omission), and latency counts from when the request was due. Plain GETs, as a
+simple poller sends them (no If-None-Match). An answer later than 2 s, a refused connection or
+a status other than 200 is an error. Target (issue 15): p99 ≤ 20 ms, no errors at 500/s.
+
+    .venv/bin/python bench/bench_status.py [--seconds 5] [--rates 100,300,500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.bench_compare import celery_design  # noqa: E402
+from bench.bench_fleet import fresh_schema  # noqa: E402
+from bench.common import machine_note, photos  # noqa: E402
+from tests.acceptance.fleet_support import BROKERS, Fleet, forget_queues  # noqa: E402
+
+TIMEOUT = 2.0
+PIPELINE = "blur:radius=2|encode:format=jpeg,quality=85"
+
+
+# -- the open-loop prober -----------------------------------------------------------------------
+async def _get(pool: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]], host: str,
+               port: int, path: str) -> int:
+    conn = pool.pop() if pool else await asyncio.open_connection(host, port)
+    reader, writer = conn
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    await reader.readexactly(length)
+    pool.append(conn)
+    return int(head.split(b" ", 2)[1])
+
+
+async def _probe(base: str, paths: Callable[[int], str], rate: float,
+                 seconds: float) -> tuple[list[float], int]:
+    url = urlparse(base)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    pool: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    latencies: list[float] = []
+    errors = 0
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+
+    async def one(n: int, due: float) -> None:
+        nonlocal errors
+        try:
+            status = await asyncio.wait_for(_get(pool, host, port, paths(n)), TIMEOUT)
+            if status != 200:
+                errors += 1
+                return
+            latencies.append(loop.time() - due)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            errors += 1
+
+    tasks = []
+    for n in range(int(rate * seconds)):
+        due = start + n / rate
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        tasks.append(asyncio.create_task(one(n, due)))
+    await asyncio.gather(*tasks)
+    for _, writer in pool:
+        writer.close()
+    return latencies, errors
+
+
+# -- feeders: keep the workers busy -------------------------------------------------------------
+@contextmanager
+def feeding(submit: Callable[[], None]) -> Iterator[None]:
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            submit()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(60)
+
+
+class ImgqTarget:
+    def __init__(self, name: str, api: str) -> None:
+        self.name, self.api = name, api
+        self.files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos()[:10]]
+        self.ids: list[str] = []
+
+    def submit(self) -> None:
+        response = httpx.post(f"{self.api}/v1/jobs", files=self.files,
+                              data={"pipeline": PIPELINE}, timeout=60)
+        self.ids.append(response.json()["id"])
+        self._wait_some()
+
+    def _wait_some(self) -> None:  # a queue a few jobs deep, not an ever-growing one
+        while True:
+            jobs = httpx.get(f"{self.api}/v1/jobs", params={"ids": ",".join(self.ids[-3:])},
+                             timeout=30).json()["jobs"]
+            if sum(j["status"] in ("queued", "running") for j in jobs) < 3:
+                return
+            time.sleep(0.1)
+
+    def path(self, n: int) -> str:
+        return f"/v1/jobs/{self.ids[n % len(self.ids)]}"
+
+
+class CeleryTarget:
+    name = "FastAPI + Celery + Pillow"
+
+    def __init__(self, api: str) -> None:
+        self.api = api
+        self.images = [p.read_bytes() for p in photos()[:10]]
+        self.ids: list[str] = []
+
+    def submit(self) -> None:
+        batch = []
+        for n, data in enumerate(self.images):
+            response = httpx.post(f"{self.api}/process-image/", data={"operation": "blur"},
+                                  files={"file": (f"{n}.jpg", data, "image/jpeg")}, timeout=60)
+            batch.append(response.json()["task_id"])
+        self.ids.extend(batch)
+        while httpx.get(f"{self.api}/task-status/{batch[-1]}",
+                        timeout=30).json()["status"] not in ("SUCCESS", "FAILURE"):
+            time.sleep(0.1)
+
+    def path(self, n: int) -> str:
+        return f"/task-status/{self.ids[n % len(self.ids)]}"
+
+
+def measure(target: ImgqTarget | CeleryTarget, rates: list[int], seconds: float) -> None:
+    with feeding(target.submit):
+        while not target.ids:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        for rate in rates:
+            latencies, errors = asyncio.run(_probe(target.api, target.path, rate, seconds))
+            cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+            print(f"  {target.name:26s} {rate:4d}/s  p50 {cuts[49] * 1000:7.1f} ms  "
+                  f"p99 {cuts[98] * 1000:7.1f} ms  errors {errors} of {int(rate * seconds)}  "
+                  f"(load {os.getloadavg()[0]:.1f})", flush=True)
+
+
+def run(rates: list[int], seconds: float) -> None:
+    print(f"bench_status · {machine_note()} · {seconds:.0f} s per rate, plain GETs while a "
+          "batch runs (2 worker processes per system)")
+    tag = uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory() as tmp_name, ExitStack() as stack:
+        tmp = Path(tmp_name)
+        logs = tmp / "logs"
+        logs.mkdir()
+        embedded = Fleet({"data_dir": str(tmp / "embedded"), "workers": "2"}, logs)
+        stack.callback(embedded.stop_all)
+        measure(ImgqTarget("imgq embedded", embedded.serve()), rates, seconds)
+        embedded.stop_all()
+
+        db = stack.enter_context(fresh_schema())
+        queues = {"cpu_queue": f"cpu-{tag}", "gpu_queue": f"gpu-{tag}",
+                  "sweep_queue": f"sweep-{tag}"}
+        fleet = Fleet({"data_dir": str(tmp / "fleet"), "database_url": db,
+                       "storage_url": (tmp / "fleet-blobs").as_uri(),
+                       "broker_url": BROKERS["redis"], **queues}, logs)
+        stack.callback(forget_queues, BROKERS["redis"], list(queues.values()))
+        stack.callback(fleet.stop_all)
+        api = fleet.serve()
+        fleet.worker(2)
+        fleet.beat()
+        measure(ImgqTarget("imgq fleet", api), rates, seconds)
+        fleet.stop_all()
+
+        celery = stack.enter_context(celery_design(tmp / "celery", 2, logs))
+        measure(CeleryTarget(celery.api), rates, seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rates", default="100,300,500")
+    args = parser.parse_args()
+    run([int(r) for r in args.rates.split(",")], args.seconds)
+
+
+if __name__ == "__main__":
+    main()
