@@ -1,9 +1,9 @@
 """Running the shipped ncnn files (.param + .bin) directly with the ``ncnn`` package, on the CPU.
 
-bench/bench_runtimes.py measured ncnn as the fastest exact CPU runtime for the Real-ESRGAN
-files (they are ncnn files to begin with, so nothing is converted), and it is the only runtime
-for Real-CUGAN. fp32 storage and arithmetic throughout: the outputs equal PyTorch's to float
-rounding (≥ 100 dB). Needs numpy and ncnn only, never torch.
+ncnn is how the authors of these files run them: imgq uses it as the reference its OpenVINO
+build is tested against, and as the fallback runtime when OpenVINO is not installed
+(bench/bench_runtimes.py measured OpenVINO faster). fp32 storage and arithmetic throughout: the
+outputs equal PyTorch's to float rounding (≥ 100 dB). Needs numpy and ncnn only, never torch.
 
 Real-CUGAN's network wants context around each tile (``prepadding`` pixels on every side, the
 tile itself a multiple of 2 or 4) and, at ×4, adds the nearest-neighbour input to its output;

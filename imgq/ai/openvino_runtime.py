@@ -1,7 +1,7 @@
 """The shipped ncnn files (.param + .bin) as an OpenVINO model, built layer by layer.
 
 bench/bench_runtimes.py measured OpenVINO as the fastest exact CPU runtime for the Real-ESRGAN
-networks. Their weights ship as ncnn files, and OpenVINO reads no ncnn; converting through
+and Real-CUGAN networks that it can run without torch. Their weights ship as ncnn files, and OpenVINO reads no ncnn; converting through
 PyTorch or ONNX would need torch or onnx at install time. So this module reads the ncnn graph
 (layer types, blob wiring, parameters) and the weights in file order, and builds the same graph
 with OpenVINO's operation set: no torch, no file written, a fraction of a second per model.
