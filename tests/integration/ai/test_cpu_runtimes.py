@@ -17,6 +17,8 @@ from imgq.ai.upscale import upscale_array
 from tests.integration.ai._support import IN_CI, scene
 
 EXACT_DB = 50.0
+# Building x4plus three ways (PyTorch, OpenVINO, ncnn) takes a while on a busy 2-core machine.
+pytestmark = pytest.mark.timeout(900)
 
 
 def need(*packages: str) -> None:

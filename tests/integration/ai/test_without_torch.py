@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[3]
 
 CHILD = textwrap.dedent("""
@@ -44,6 +46,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.timeout(900)
 def test_shipped_models_upscale_without_torch() -> None:
     done = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
