@@ -173,6 +173,10 @@ class Settings(BaseSettings):
         0, "Items a worker process runs before it is replaced by a fresh one (as Celery's "
         "worker_max_tasks_per_child); 0 means never.", "workers", ge=0
     )
+    idempotency_ttl_seconds: float = _setting(
+        86400.0, "How long the answer to a submit with an Idempotency-Key is kept, per key and "
+        "client: a retry within it gets the first job again.", "server", gt=0
+    )
     worker_max_memory_mb: int = _setting(
         0, "Resident memory (MB) above which a worker process is replaced after its item "
         "(as Celery's worker_max_memory_per_child); 0 means no ceiling.", "workers", ge=0
@@ -343,6 +347,10 @@ class Settings(BaseSettings):
         False, "Compile models with torch.compile (slow first run, faster afterwards).", "ai")
     ai_tile_pixels: int = _setting(
         0, "Tile side in pixels for AI upscaling; 0 chooses it from free memory.", "ai", ge=0)
+    ai_prompt_rules: str = _setting(
+        "", "JSON file of the prompt refinement rules of generate (quality terms, style terms "
+        "by keyword, default negative prompt); empty means the built-in rules (docs/ai.md).",
+        "ai")
 
     @field_validator("anonymous_rate_limit")
     @classmethod

@@ -11,7 +11,7 @@ import anyio
 
 from imgq.api.uploads import StagedFile, Upload
 from imgq.dispatch.base import Dispatcher
-from imgq.domain.access import Principal
+from imgq.domain.access import Principal, Quotas
 from imgq.domain.models import Item, Job
 from imgq.domain.pipeline import StepSpec, parse_pipeline
 from imgq.domain.status import Status
@@ -50,34 +50,35 @@ async def submit_job(
     extra: dict[str, Any] | None = None, callback_url: str | None = None, base_url: str = "",
 ) -> Job:
     """Check everything, then store files and rows, then dispatch. Nothing is stored when a
-    check fails; the staged uploads are the caller's to discard. The job is the caller's."""
-    if not upload.files:
-        raise InvalidRequest("no files: send one or more images in the 'files' field")
+    check fails; the staged uploads are the caller's to discard. The job is the caller's.
+
+    Files sent in the 'attachments' field are not items: they are extra images the steps name
+    (a style picture, a face), kept with the job. A pipeline that starts by making an image
+    (generate) is sent with no files and makes one item with no input."""
+    inputs = [f for f in upload.files if f.field != ATTACHMENTS]
+    attached = [f for f in upload.files if f.field == ATTACHMENTS]
     if callback_url:
         callback_url = accept_callback_url(rt.settings, callback_url, caller.key is not None)
     specs = pipeline if _is_specs(pipeline) else parse_pipeline(pipeline)
     steps = await anyio.to_thread.run_sync(rt.registry.bind, specs)  # may read the models folder
+    rt.registry.check_inputs(steps, len(inputs), _attachment_names(attached))
     limits = limits_of(rt)
-    infos = [await anyio.to_thread.run_sync(probe, f.path, f.name, limits) for f in upload.files]
-    sizes = [(f.name, i.width, i.height) for f, i in zip(upload.files, infos)]
+    infos = await anyio.to_thread.run_sync(_probe_all, inputs, limits)  # one hand-off
+    sizes = [(f.name, i.width, i.height) for f, i in zip(inputs, infos)]
     for name, width, height in sizes:
         refuse_large_outputs(steps, name, width, height, rt.settings.max_output_pixels)
     await anyio.to_thread.run_sync(refuse_large_ai_inputs, steps, sizes)  # docs/ai.md
+    extras = [await anyio.to_thread.run_sync(probe, f.path, f.name, limits) for f in attached]
     job = _new_job(rt, [s.to_dict() for s in steps], rt.registry.resource_of(steps),
-                   ttl_seconds, source, extra or {}, upload.files, infos)
+                   ttl_seconds, source, extra or {}, inputs, infos)
+    if not inputs:
+        job.items.append(_no_input_item(job, steps[0].name))
+        job.item_count = 1
     job.owner = caller.scope.owner
     if caller.quotas is not None:  # refused before any file is stored
         await anyio.to_thread.run_sync(rt.repo.check_quotas, job, caller.quotas)
-    stored: list[str] = []
-    try:
-        for item, staged in zip(job.items, upload.files):
-            await anyio.to_thread.run_sync(rt.blobs.put_file, item.input_key, staged.path)
-            stored.append(item.input_key)
-        await anyio.to_thread.run_sync(rt.repo.create_job, job, callback_url, base_url,
-                                       caller.quotas)
-    except BaseException:
-        rt.blobs.delete(stored)
-        raise
+    await anyio.to_thread.run_sync(_store, rt, job, inputs, list(zip(attached, extras)),
+                                   callback_url, base_url, caller.quotas)
     log.info("job %s: %d items queued (%s)", job.id, len(job.items), job.resource,
              extra={"job_id": job.id})
     if dispatcher is not None:
@@ -88,6 +89,50 @@ async def submit_job(
             log.warning("job %s: publishing failed; the sweeper will dispatch its items",
                         job.id, exc_info=True, extra={"job_id": job.id})
     return job
+
+
+def _probe_all(files: list[StagedFile], limits: Limits) -> list[ImageInfo]:
+    return [probe(f.path, f.name, limits) for f in files]
+
+
+def _store(rt: Runtime, job: Job, inputs: list[StagedFile],
+           attached: list[tuple[StagedFile, ImageInfo]], callback_url: str | None,
+           base_url: str, quotas: Quotas | None) -> None:
+    """The files into the blob store, then the rows, in one hand-off to a thread; on any
+    failure no file is left."""
+    stored: list[str] = []
+    try:
+        for item, staged in zip(job.items, inputs):
+            rt.blobs.put_file(item.input_key, staged.path)
+            stored.append(item.input_key)
+        for index, (staged, info) in enumerate(attached):
+            key = f"{job.id}/attachments/{index}.{INPUT_FORMATS[info.format][2]}"
+            rt.blobs.put_file(key, staged.path)
+            stored.append(key)
+            job.extra.setdefault("attachments", {})[staged.name] = {
+                "key": key, "format": info.format, "width": info.width, "height": info.height}
+        rt.repo.create_job(job, callback_url, base_url, quotas)
+    except BaseException:
+        rt.blobs.delete(stored)
+        raise
+
+
+ATTACHMENTS = "attachments"
+
+
+def _attachment_names(attached: list[StagedFile]) -> set[str]:
+    names = [f.name for f in attached]
+    doubled = sorted({n for n in names if names.count(n) > 1})
+    if doubled:
+        raise InvalidRequest(f"two attachments are named {doubled[0]!r}: steps name "
+                             "attachments by file name, so each needs its own")
+    return set(names)
+
+
+def _no_input_item(job: Job, name: str) -> Item:
+    """The one item of a job whose first step makes its image: no input file."""
+    return Item(id=str(uuid.uuid4()), job_id=job.id, idx=0, status=Status.queued,
+                input_name=f"{name}.png", queued_at=job.created_at, input_key="", input_meta={})
 
 
 def _is_specs(pipeline: object) -> TypeGuard[list[StepSpec]]:
@@ -110,4 +155,4 @@ def _new_job(rt: Runtime, pipeline: list[dict[str, Any]], resource: str, ttl: in
     ]
     return Job(id=job_id, created_at=now, expires_at=now + timedelta(seconds=ttl),
                pipeline=pipeline, resource=resource, item_count=len(items), source=source,
-               extra=extra, items=items)
+               extra=dict(extra), items=items)

@@ -42,8 +42,12 @@ class ItemOut(BaseModel):
     attempts: int
     error: ErrorInfo | None = None
     timings: Timings
-    input: ImageMeta
+    input: ImageMeta | None = Field(None, description="The uploaded image; null for an item "
+                                    "whose first step makes its image (generate).")
     output: ImageMeta | None = None
+    details: dict[str, Any] | None = Field(
+        None, description="What the steps report about the result, e.g. generate's model, "
+        "seed, steps and prompt_used.")
     result_name: str | None = Field(None, description="Download name of the result.")
     result_url: str | None = None
 
@@ -86,8 +90,9 @@ def item_out(job: Job, item: Item, base: str) -> ItemOut:
         attempts=item.attempts, error=error,
         timings=Timings(queued_at=item.queued_at, started_at=item.started_at,
                         finished_at=item.finished_at, processing_seconds=item.processing_seconds),
-        input=_meta(item.input_meta),  # type: ignore[arg-type]
+        input=_meta(item.input_meta),
         output=_meta(item.result_meta), result_name=item.result_name,
+        details=(item.result_meta or {}).get("details") or None,
         result_url=f"{base}/v1/jobs/{job.id}/items/{item.idx}/result" if has_result else None,
     )
 

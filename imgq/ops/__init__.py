@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgq.ops.base import Registry
@@ -40,14 +41,20 @@ def _fill(registry: Registry, settings: Settings | None = None) -> None:
         for op in module.OPERATIONS:
             registry.add(op)
     # AI operations (docs/ai.md): built with the settings; None reads them from the environment.
-    from imgq.ops import plugins, remove_background, upscale
+    from imgq.ops import generate, plugins, remove_background, style_transfer, upscale
     from imgq.ops.ai_support import AIConfig
 
     config = AIConfig.from_settings(settings) if settings is not None else None
-    for op in (*upscale.operations(config), *remove_background.operations(config)):
+    for op in (*upscale.operations(config), *remove_background.operations(config),
+               *style_transfer.operations(config),
+               *generate.operations(config, _rules_file(settings))):
         registry.add(op)
     for op in plugins.plugin_operations(taken={op.name for op in registry}):
         registry.add(op)
+
+
+def _rules_file(settings: Settings | None) -> Path | None:
+    return Path(settings.ai_prompt_rules) if settings and settings.ai_prompt_rules else None
 
 
 def build_registry(settings: Settings | None = None) -> Registry:

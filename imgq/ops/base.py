@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from imgq.domain.pipeline import StepSpec
-from imgq.errors import InvalidParameters, InvalidPipeline, OutputTooLarge
+from imgq.errors import InvalidParameters, InvalidPipeline, InvalidRequest, OutputTooLarge
 from imgq.ops.image import Image
 
 Resource = Literal["cpu", "gpu"]
@@ -43,6 +43,11 @@ class StepContext(Protocol):
         """Raise Cancelled or TimeLimitExceeded when the item must stop."""
         ...
 
+    def attachment(self, name: str) -> Image:
+        """One of the job's attachments (an extra image sent in the 'attachments' field, such
+        as a style picture or a face), decoded."""
+        ...
+
 
 class NullContext:
     def progress(self, fraction: float, stage: str | None = None) -> None:
@@ -54,6 +59,9 @@ class NullContext:
     def check(self) -> None:
         pass
 
+    def attachment(self, name: str) -> Image:
+        raise InvalidParameters(f"no attachment named {name!r}")
+
 
 class Operation:
     """One image operation. Subclasses set the class attributes and implement `apply`."""
@@ -64,8 +72,16 @@ class Operation:
     resource: ClassVar[Resource] = "cpu"
     #: Set when the operation is offered but cannot run here; the text says why.
     unavailable_reason: ClassVar[str | None] = None
+    #: Parameters whose value is the file name of one of the job's attachments.
+    attachment_params: ClassVar[tuple[str, ...]] = ()
+    #: True when the operation makes an image from nothing (text-to-image): it can only be the
+    #: first step of a job sent with no files, and `create` runs instead of `apply`.
+    makes_image: ClassVar[bool] = False
 
     def apply(self, image: Image, params: Any, ctx: StepContext) -> Image:
+        raise NotImplementedError
+
+    def create(self, params: Any, ctx: StepContext) -> Image:
         raise NotImplementedError
 
     def output_size(self, width: int, height: int, params: Any) -> tuple[int, int]:
@@ -90,6 +106,8 @@ class Operation:
             "resource": self.resource,
             "available": self.unavailable_reason is None,
             "unavailable_reason": self.unavailable_reason,
+            "makes_image": self.makes_image,
+            "attachments": list(self.attachment_params),
             "params": self.params_model.model_json_schema(),
         }
 
@@ -144,6 +162,30 @@ class Registry:
         except ValidationError as exc:
             raise InvalidParameters(_describe(index, op.name, exc), step=index, op=op.name) from None
         return BoundStep(op, params)
+
+    def check_inputs(self, steps: list[BoundStep], files: int, attachments: Collection[str]
+                     ) -> None:
+        """The files a job sends must suit its pipeline: none when it starts by making an
+        image, at least one otherwise, and every attachment a step names."""
+        for index, step in enumerate(steps):
+            if step.op.makes_image and index > 0:
+                raise InvalidPipeline(f"step {index} ({step.name}) makes a new image, so it can "
+                                      "only be the first step")
+            for param in step.op.attachment_params:
+                wanted = getattr(step.params, param, None)
+                if wanted is not None and wanted not in attachments:
+                    raise InvalidParameters(
+                        f"step {index} ({step.name}): {param}: no attachment named {wanted!r}; "
+                        "send that image in the 'attachments' field, with that file name",
+                        step=index, op=step.name)
+        makes = bool(steps) and steps[0].op.makes_image
+        if makes and files:
+            raise InvalidPipeline(f"step 0 ({steps[0].name}) makes a new image from nothing: "
+                                  "send the job with no files")
+        if not makes and not files:
+            raise InvalidRequest("no files: send one or more images in the 'files' field (only "
+                                 "a pipeline that starts by making an image, such as generate, "
+                                 "needs none)")
 
     def restore(self, stored: list[dict[str, Any]]) -> list[BoundStep]:
         """The steps of a stored pipeline, for the worker: no validation, only a check that each

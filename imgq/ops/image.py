@@ -78,6 +78,8 @@ class ImageInfo:
     height: int
     frames: int = 1
     bytes: int = 0
+    #: what the steps report about the result (generate: model, seed, steps, prompt_used)
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def _load(path: Path | str, fmt: str, **options: Any) -> pyvips.Image:
@@ -171,6 +173,8 @@ class Image:
     vips: pyvips.Image
     source_format: str
     encode: EncodeOptions = field(default_factory=EncodeOptions)
+    #: facts a step reports about the result, kept in the item's output metadata
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def width(self) -> int:

@@ -28,9 +28,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "imgq.operations"
 BACKEND_AI_TASKS = {
-    "image_generation": "text-to-image generation",
     "face_swap": "face swapping",
-    "style_transfer": "neural style transfer",
 }
 
 

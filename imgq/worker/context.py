@@ -6,12 +6,14 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pyvips
 
 from imgq.domain.models import Claim
-from imgq.errors import Cancelled, TimeLimitExceeded
+from imgq.errors import Cancelled, InvalidParameters, TimeLimitExceeded
+from imgq.ops.image import Image, decode
 from imgq.store.repository import Repository
 from imgq.worker.hooks import ItemHooks
 
@@ -48,6 +50,8 @@ class ItemContext:
         self._written = self.started  # the claim itself just wrote the lease
         self._polled = self.started
         self._lock = threading.Lock()
+        #: the job's attachments, name -> (local file, format), opened by the worker
+        self.attachments: dict[str, tuple[Path, str]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> ItemContext:
@@ -144,6 +148,12 @@ class ItemContext:
         return TimeLimitExceeded(
             f"the item took longer than its time limit of {self.time_limit:g} s"
         )
+
+    def attachment(self, name: str) -> Image:
+        if name not in self.attachments:
+            raise InvalidParameters(f"the job has no attachment named {name!r}")
+        path, fmt = self.attachments[name]
+        return decode(path, fmt)
 
     def monitor(self, image: pyvips.Image) -> None:
         """Follow libvips' evaluation of the final image: progress, and kill on abort."""

@@ -14,11 +14,11 @@ import contextlib
 import logging
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TypeVar
 
@@ -26,7 +26,7 @@ from imgq.domain.models import Claim
 from imgq.domain.names import with_extension
 from imgq.domain.retry import backoff
 from imgq.errors import Cancelled, DecodeError, ImgqError, InputMissing, InvalidTransition
-from imgq.ops.image import OUTPUT_FORMATS
+from imgq.ops.image import OUTPUT_FORMATS, ImageInfo
 from imgq.store.repository import Finish, cancelled, failed, retry, succeeded, utcnow
 from imgq.worker.classify import classify, storage_trouble
 from imgq.worker.context import ItemContext
@@ -80,6 +80,7 @@ def execute(rt: Runtime, item_id: str) -> Outcome:
         claim = rt.repo.claim(item_id, rt.settings.lease_seconds)
     except Exception as exc:  # the database is down: the message comes back later
         return Outcome("retry", _database_down(rt, exc))
+    _outage["streak"] = 0
     if claim is None:
         log.debug("item %s not claimable (taken, finished or not due)", item_id)
         return Outcome("skipped")
@@ -93,19 +94,22 @@ def execute(rt: Runtime, item_id: str) -> Outcome:
     return _settled(rt, ended, None)
 
 
-def drain(rt: Runtime, resource: str, budget: float = DRAIN_SECONDS) -> Drained:
+def drain(rt: Runtime, resource: str, budget: float = DRAIN_SECONDS,
+          limit: int | None = None) -> Drained:
     """Run the queue's due items in fair order until none is due, one must wait for a retry,
-    or `budget` seconds have passed."""
+    `budget` seconds have passed, or `limit` items have run."""
     lease = rt.settings.lease_seconds
     stop_at = time.monotonic() + budget
     try:
         claim = rt.repo.claim_next(resource, lease)
     except Exception as exc:  # the database is down: look again later
         return Drained(0, True, None, _database_down(rt, exc))
+    _outage["streak"] = 0
     count = 0
     while claim is not None:
         ended = _run(rt, claim)
-        go_on = ended.outcome.status != "retry" and time.monotonic() < stop_at
+        go_on = (ended.outcome.status != "retry" and time.monotonic() < stop_at
+                 and (limit is None or count + 1 < limit))
         try:
             refused, claim = _write(rt, lambda: rt.repo.finish_and_claim(
                 ended.finish, resource if go_on else None, lease))
@@ -121,10 +125,18 @@ def drain(rt: Runtime, resource: str, budget: float = DRAIN_SECONDS) -> Drained:
     return Drained(count, False)
 
 
+_outage = {"streak": 0}  # looks at an unreachable database in a row, by this process
+
+
 def _database_down(rt: Runtime, exc: BaseException) -> float:
-    delay = backoff(1, rt.settings.retry_backoff_seconds, MAX_INFRA_BACKOFF)
-    log.warning("cannot reach the database (%s); trying again in %.1f s", classify(exc).message,
-                delay)
+    """How long to wait before the next look at a database that did not answer: growing with
+    each look in a row (at most a minute), and said in the log once per outage."""
+    cause = exc.__cause__ if isinstance(exc, Unwritten) and exc.__cause__ else exc
+    _outage["streak"] += 1
+    delay = backoff(_outage["streak"], rt.settings.retry_backoff_seconds, MAX_INFRA_BACKOFF)
+    level = logging.WARNING if _outage["streak"] == 1 else logging.DEBUG
+    log.log(level, "cannot reach the database (%s); trying again in %.1f s",
+            classify(cause).message, delay)
     return delay
 
 
@@ -163,13 +175,14 @@ def _run(rt: Runtime, claim: Claim) -> _Ended:
     target = _staging_path(rt, claim)
     with ctx:
         try:
-            with _input(rt, claim) as source:
+            with ExitStack() as files:
+                source = _open_inputs(rt, claim, ctx, files)
                 try:
-                    info = run_pipeline(steps, source, claim.item.input_meta["format"], target,
-                                        ctx)
+                    info = run_pipeline(steps, source, claim.item.input_meta.get("format"),
+                                        target, ctx)
                 except DecodeError as exc:  # "write error" is a full disk as often as a bad file
                     raise storage_trouble(target.parent) or exc from None
-            return _store(rt, claim, ctx, target, info.format, info.__dict__)
+            return _store(rt, claim, ctx, target, info.format, _meta(info))
         except Cancelled:
             return _Ended(cancelled(claim, ctx.elapsed), Outcome("cancelled"))
         except Exception as exc:  # every failure becomes a state, never a crash
@@ -179,12 +192,30 @@ def _run(rt: Runtime, claim: Claim) -> _Ended:
                 target.unlink(missing_ok=True)  # (a read-only disk removes nothing)
 
 
-def _input(rt: Runtime, claim: Claim) -> AbstractContextManager[Path]:
+def _open_inputs(rt: Runtime, claim: Claim, ctx: ItemContext, files: ExitStack) -> Path | None:
+    """The item's input file (None for an item whose first step makes its image) and the
+    job's attachments, local for as long as `files` is open."""
+    for name, attached in claim.job.extra.get("attachments", {}).items():
+        path = files.enter_context(_stored(rt, attached["key"], f"the attachment {name}"))
+        ctx.attachments[name] = (path, attached["format"])
+    if not claim.item.input_key:
+        return None
+    return files.enter_context(_stored(rt, claim.item.input_key, "the uploaded file of this "
+                                                                  "image"))
+
+
+@contextlib.contextmanager
+def _stored(rt: Runtime, key: str, what: str) -> Iterator[Path]:
     try:
-        return rt.blobs.open_local(claim.item.input_key)
+        with rt.blobs.open_local(key) as path:
+            yield path
     except KeyError:
-        raise InputMissing("the uploaded file of this image is no longer in storage; "
-                           "submit it again") from None
+        raise InputMissing(f"{what} is no longer in storage; submit it again") from None
+
+
+def _meta(info: ImageInfo) -> dict[str, object]:
+    """The result's metadata; `details` only when a step reported some."""
+    return {k: v for k, v in info.__dict__.items() if k != "details" or v}
 
 
 def _staging_path(rt: Runtime, claim: Claim) -> Path:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from imgq.errors import ImgqError
+from imgq.errors import DecodeError, ImgqError
 from imgq.ops.access import random_access
 from imgq.ops.base import BoundStep
 from imgq.ops.image import Image, ImageInfo, decode, encode_to_file
@@ -15,12 +16,9 @@ WIDE_MARGIN = 16
 
 
 def run_pipeline(
-    steps: list[BoundStep], source: Path, fmt: str, target: Path, ctx: ItemContext
+    steps: list[BoundStep], source: Path | None, fmt: str | None, target: Path, ctx: ItemContext
 ) -> ImageInfo:
-    image: Image | None = steps[0].op.load(source, fmt, steps[0].params) if steps else None
-    done = 1 if image is not None else 0
-    if image is None:
-        image = decode(source, fmt)
+    image, done = _first_image(steps, source, fmt, ctx)
     read_around = False
     for index, step in enumerate(steps[done:], start=done):
         ctx.check()
@@ -34,8 +32,25 @@ def run_pipeline(
         image = step.op.apply(image, step.params, ctx)
     ctx.check()
     ctx.begin_step(len(steps) - 1, "encoding")
+    details = dict(image.details)
     try:
-        return encode_to_file(image, target, monitor=ctx.monitor)
+        info = encode_to_file(image, target, monitor=ctx.monitor)
     except ImgqError:
         ctx.check()  # a killed computation reports why it was killed
         raise
+    return replace(info, details=details) if details else info
+
+
+def _first_image(steps: list[BoundStep], source: Path | None, fmt: str | None,
+                 ctx: ItemContext) -> tuple[Image, int]:
+    """The image the pipeline starts from and how many steps that took: a step that makes
+    its image (no input file), a step that decodes and applies at once, or a plain decode."""
+    if source is None or fmt is None:
+        if not steps or not steps[0].op.makes_image:
+            raise DecodeError("this item has no input image and its pipeline does not make one")
+        ctx.begin_step(0, steps[0].name)
+        return steps[0].op.create(steps[0].params, ctx), 1
+    image = steps[0].op.load(source, fmt, steps[0].params) if steps else None
+    if image is not None:
+        return image, 1
+    return decode(source, fmt), 0

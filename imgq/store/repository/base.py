@@ -61,7 +61,10 @@ class RepositoryBase:
         rows = conn.execute(
             select(items.c.input_key, items.c.result_key).where(items.c.job_id.in_(job_ids))
         ).all()
-        return [k for row in rows for k in row if k]
+        extras = conn.execute(select(jobs.c.extra).where(jobs.c.id.in_(job_ids))).scalars()
+        attached = [a["key"] for extra in extras
+                    for a in (extra or {}).get("attachments", {}).values()]
+        return [k for row in rows for k in row if k] + attached
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

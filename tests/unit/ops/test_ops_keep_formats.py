@@ -38,10 +38,13 @@ STEPS = {
     "grayscale": "grayscale",
     "encode": "encode:format=png",
     "remove_background": "remove_background",
+    "style_transfer": "style_transfer:style=7",
 }
 #: Operations whose point is to change what these tests check.
 CHANGES_COLOUR = {"grayscale"}
 ADDS_ALPHA = {"remove_background"}
+#: Operations whose result is in colour whatever the input (a grey input comes out RGB).
+MAKES_COLOUR = {"style_transfer"}
 
 
 def _has_alpha(sample: Sample, step: str) -> bool:
@@ -51,6 +54,9 @@ def _has_alpha(sample: Sample, step: str) -> bool:
 def _expected(sample: Sample, step: str) -> tuple[int, str, str]:
     if step.split(":")[0] in ADDS_ALPHA and not sample.alpha:
         return sample.bands + 1, sample.format, sample.interpretation
+    if step.split(":")[0] in MAKES_COLOUR and sample.grey:
+        colour = "rgb16" if sample.sixteen_bit else "srgb"
+        return 3 + int(sample.alpha), sample.format, colour
     if step.split(":")[0] in CHANGES_COLOUR and not sample.grey:
         grey = "grey16" if sample.sixteen_bit else "b-w"
         return 1 + int(sample.alpha), sample.format, grey

@@ -1,0 +1,232 @@
+"""generate (text-to-image) through the real code path: a tiny, randomly initialised Stable
+Diffusion pipeline that the test builds with diffusers and saves into the models folder, run by
+the worker's pipeline runner, through /v1/jobs with no files, and through the Backend AI API."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pyvips
+
+from tests.integration.ai._support import IN_CI
+
+pytestmark = pytest.mark.timeout(600)
+for _package in ("torch", "diffusers", "transformers"):
+    try:
+        __import__(_package)
+    except ImportError:
+        _reason = (f"{_package} is not installed: generate needs the generate extra "
+                   "(pip install 'imgq[generate]'; the dev extra includes it)")
+        if IN_CI:
+            pytest.fail(_reason, pytrace=False)
+        pytest.skip(_reason, allow_module_level=True)
+
+with warnings.catch_warnings():  # starlette prefers httpx2 and warns when it finds httpx
+    warnings.filterwarnings("ignore", message=r".*httpx", category=UserWarning)
+    from fastapi.testclient import TestClient
+
+from imgq.compose import build_app  # noqa: E402
+from imgq.config import Settings, load_settings  # noqa: E402
+from imgq.domain.pipeline import parse_pipeline  # noqa: E402
+from imgq.errors import Cancelled  # noqa: E402
+from imgq.ops import build_registry  # noqa: E402
+from imgq.ops.base import Registry  # noqa: E402
+from imgq.worker.run import run_pipeline  # noqa: E402
+
+
+def build_tiny_pipeline(folder: Path) -> None:
+    """A Stable Diffusion 1.x pipeline with the real components at toy sizes, random weights."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16,
+        norm_num_groups=4, attention_head_dim=2)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=4, sample_size=16)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2}
+    for code in range(ord("a"), ord("z") + 1):
+        vocab[chr(code)] = len(vocab)
+        vocab[chr(code) + "</w>"] = len(vocab)
+    words = folder.parent / "vocabulary"
+    words.mkdir(parents=True, exist_ok=True)
+    (words / "vocab.json").write_text(json.dumps(vocab))
+    (words / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(words / "vocab.json"), str(words / "merges.txt"),
+                              model_max_length=32)
+    text = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=1,
+        pad_token_id=1, projection_dim=16))
+    StableDiffusionPipeline(
+        unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer, scheduler=DDIMScheduler(steps_offset=1, clip_sample=False),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    ).save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    build_tiny_pipeline(root / "generate" / "tiny-sd")
+    return root
+
+
+def settings(data: Path, models: Path | None, **overrides: Any) -> Settings:
+    return load_settings(data_dir=data, ai_models_dir=models, ai_device="cpu", **overrides)
+
+
+class Ctx:
+    def __init__(self, abort_after: int | None = None) -> None:
+        self.stages: list[str] = []
+        self.abort_after = abort_after
+
+    def begin_step(self, index: int, name: str) -> None:
+        pass
+
+    def progress(self, fraction: float, stage: str | None = None) -> None:
+        if stage:
+            self.stages.append(stage)
+
+    def steps_done(self) -> int:
+        return sum(": step " in s for s in self.stages)
+
+    def should_abort(self) -> bool:
+        return self.abort_after is not None and self.steps_done() >= self.abort_after
+
+    def check(self) -> None:
+        if self.should_abort():
+            raise Cancelled()
+
+    def attachment(self, name: str) -> Any:
+        raise AssertionError("generate uses no attachment")
+
+    def monitor(self, image: pyvips.Image) -> None:
+        pass
+
+
+def generated(registry: Registry, pipeline: str, target: Path, ctx: Ctx) -> tuple[np.ndarray,
+                                                                                   dict[str, Any]]:
+    steps = registry.bind(parse_pipeline(pipeline))
+    info = run_pipeline(steps, None, None, target, ctx)  # type: ignore[arg-type]
+    return np.asarray(pyvips.Image.new_from_file(str(target)).numpy()), info.details
+
+
+def test_generate_makes_an_image_from_a_prompt_reproducibly_with_progress_per_step(
+        models_dir: Path, tmp_path: Path) -> None:
+    registry = build_registry(settings(tmp_path, models_dir))
+    pipeline = "generate:prompt=a red fox in the snow,width=72,height=64,steps=3,seed=42"
+    ctx = Ctx()
+    first, details = generated(registry, pipeline, tmp_path / "a.png", ctx)
+    assert first.shape == (64, 72, 3) and first.std() > 1  # a picture, not a flat canvas
+    assert [s.split(" · ")[0] for s in ctx.stages if ": step " in s] == [
+        "generate: step 1/3", "generate: step 2/3", "generate: step 3/3"]
+    assert details["model"] == "tiny-sd" and details["seed"] == 42 and details["steps"] == 3
+    assert details["prompt_used"] == "a red fox in the snow, highly detailed, 8k"
+    assert details["negative_prompt"].startswith("blurry")
+    again, _ = generated(registry, pipeline, tmp_path / "b.png", Ctx())
+    assert np.array_equal(first, again)  # the same seed gives the same image
+    other, _ = generated(registry, pipeline.replace("seed=42", "seed=7"), tmp_path / "c.png",
+                         Ctx())
+    assert not np.array_equal(first, other)
+    plain, plain_details = generated(registry, pipeline + ",refine=false", tmp_path / "d.png",
+                                     Ctx())
+    assert plain_details["prompt_used"] == "a red fox in the snow"
+    assert plain_details["negative_prompt"] == ""
+
+
+def test_cancel_stops_generation_between_steps(models_dir: Path, tmp_path: Path) -> None:
+    registry = build_registry(settings(tmp_path, models_dir))
+    ctx = Ctx(abort_after=1)
+    with pytest.raises(Cancelled):
+        generated(registry, "generate:prompt=a boat,width=64,height=64,steps=5,seed=1",
+                  tmp_path / "x.png", ctx)
+    assert ctx.steps_done() == 1  # steps 2 to 5 never ran
+
+
+def test_without_a_model_generate_is_unavailable_and_says_what_to_install(
+        tmp_path: Path) -> None:
+    registry = build_registry(settings(tmp_path, tmp_path / "no-models"))
+    reason = registry.get("generate").unavailable_reason or ""
+    assert "model_index.json" in reason and str(tmp_path / "no-models" / "generate") in reason
+    assert registry.get("generate").describe()["makes_image"] is True
+
+
+# -- through the API -------------------------------------------------------------------------
+@pytest.fixture
+def client(models_dir: Path, tmp_path: Path) -> Iterator[TestClient]:
+    app, _ = build_app(settings(tmp_path / "data", models_dir, workers=1))
+    with TestClient(app, base_url="http://127.0.0.1") as test_client:  # a loopback Host
+        yield test_client
+
+
+def finished(client: TestClient, url: str, done: Any) -> dict[str, Any]:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        body = client.get(url).json()
+        if done(body):
+            return body  # type: ignore[no-any-return]
+        time.sleep(0.3)
+    raise AssertionError(f"{url} did not finish: {body}")
+
+
+def test_a_job_with_no_files_generates_through_v1_jobs_and_the_backend_ai_api(
+        client: TestClient) -> None:
+    steps = [{"op": "generate", "prompt": "a lighthouse", "width": 64, "height": 64,
+              "steps": 2, "seed": 5}, {"op": "encode", "format": "webp", "lossless": True}]
+    created = client.post("/v1/jobs", data={"pipeline": json.dumps(steps)},
+                          files={"_": (None, b"")})
+    assert created.status_code == 201, created.text
+    assert created.json()["resource"] == "gpu"
+    (item,) = created.json()["items"]
+    assert item["input"] is None and item["name"] == "generate.png"
+    job = finished(client, created.headers["Location"],
+                   lambda body: body["status"] not in ("queued", "running"))
+    assert job["status"] == "succeeded", job
+    (item,) = job["items"]
+    assert item["details"]["seed"] == 5 and item["details"]["model"] == "tiny-sd"
+    assert item["result_name"] == "generate.webp"
+    result = pyvips.Image.new_from_buffer(client.get(item["result_url"]).content, "")
+    assert (result.width, result.height) == (64, 64)
+
+    task = client.post("/api/v1/tasks/create/", data={
+        "prompt": "beautiful sunset over mountains", "task_type": "image_generation",
+        "parameters": json.dumps({"width": 64, "height": 64, "num_inference_steps": 2,
+                                  "guidance_scale": 5.0, "seed": 42})},
+        files={"_": (None, b"")})
+    assert task.status_code == 201, task.text
+    task_id = task.json()["task_id"]
+    finished(client, f"/api/v1/tasks/{task_id}/status/",
+             lambda body: body["status"] in ("SUCCESS", "FAILURE"))
+    body = client.get(f"/api/v1/tasks/{task_id}/result/").json()
+    assert body["result"]["prompt_used"] == "beautiful sunset over mountains, highly detailed, 8k"
+    metadata = body["result"]["metadata"]
+    assert (metadata["model"], metadata["seed"], metadata["steps"]) == ("tiny-sd", 42, 2)
+    png = client.get(body["result"]["image_url"]).content
+    assert pyvips.Image.new_from_buffer(png, "").width == 64
+
+
+def test_files_with_generate_and_no_files_without_it_are_refused(client: TestClient) -> None:
+    photo = pyvips.Image.black(8, 8).pngsave_buffer()
+    with_file = client.post("/v1/jobs", files={"files": ("a.png", photo)},
+                            data={"pipeline": "generate:prompt=x"})
+    assert with_file.status_code == 422
+    assert "send the job with no files" in with_file.json()["error"]["message"]
+    no_file = client.post("/v1/jobs", data={"pipeline": "blur"}, files={"_": (None, b"")})
+    assert no_file.status_code == 400 and "no files" in no_file.json()["error"]["message"]
+    second = client.post("/v1/jobs", files={"files": ("a.png", photo)},
+                         data={"pipeline": "blur|generate:prompt=x"})
+    assert second.status_code == 422 and "only be the first step" in second.text
