@@ -193,4 +193,5 @@ async def delete_job(job_id: str, rt: RuntimeDep, scope: ScopeDep) -> Response:
     await anyio.to_thread.run_sync(lambda: rt.repo.cancel_job(job_id, scope=scope))
     keys = await anyio.to_thread.run_sync(lambda: rt.repo.delete_job(job_id, scope=scope))
     await anyio.to_thread.run_sync(rt.blobs.delete, keys)
+    await anyio.to_thread.run_sync(rt.blobs.delete_under, f"{job_id}/")  # unrecorded ones too
     return Response(status_code=204)
