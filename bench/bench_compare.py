@@ -40,7 +40,13 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import CACHE, _photo_like, machine_note, photos  # noqa: E402
+from bench.common import (  # noqa: E402
+    CACHE,
+    _photo_like,
+    machine_note,
+    photos,
+    process_tree_cpu,
+)
 from bench.bench_fleet import fresh_schema  # noqa: E402
 from tests.acceptance.fleet_support import (  # noqa: E402
     BROKERS,
@@ -113,6 +119,9 @@ class RawPyvips:
         self.pool = multiprocessing.get_context("spawn").Pool(processes, _raw_init)
         self.folder = folder
 
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.pool._pool if p.pid]  # type: ignore[attr-defined]
+
     def run(self, work: Workload) -> float:
         jobs = [(str(p), work.operation, str(self.folder / f"{n}.jpg"))
                 for n, p in enumerate(work.files)]
@@ -128,8 +137,11 @@ class RawPyvips:
 
 # -- imgq ---------------------------------------------------------------------------------------
 class Imgq:
-    def __init__(self, name: str, api: str) -> None:
-        self.name, self.api = name, api
+    def __init__(self, name: str, api: str, fleet: Fleet) -> None:
+        self.name, self.api, self.fleet = name, api, fleet
+
+    def pids(self) -> list[int]:
+        return [p.pid for _, p, _ in self.fleet.processes]
 
     def run(self, work: Workload) -> float:
         shares = [work.files[i::CLIENTS] for i in range(CLIENTS)]
@@ -174,8 +186,11 @@ def _wait(http: httpx.Client, path: str, finished: Callable[[dict], bool]) -> di
 class CeleryDesign:
     name = "FastAPI + Celery + Pillow"
 
-    def __init__(self, api: str) -> None:
-        self.api = api
+    def __init__(self, api: str, processes: list[subprocess.Popen[bytes]]) -> None:
+        self.api, self.processes = api, processes
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
 
     def run(self, work: Workload) -> float:
         shares = [work.files[i::CLIENTS] for i in range(CLIENTS)]
@@ -216,7 +231,7 @@ def services(tmp: Path, processes: int) -> Iterator[list[object]]:
 
         embedded = Fleet({"data_dir": str(tmp / "embedded"), "workers": str(processes)}, logs)
         stack.callback(embedded.stop_all)
-        imgq_embedded = Imgq("imgq embedded", embedded.serve())
+        imgq_embedded = Imgq("imgq embedded", embedded.serve(), embedded)
 
         db = stack.enter_context(fresh_schema())
         queues = {"cpu_queue": f"cpu-{tag}", "gpu_queue": f"gpu-{tag}",
@@ -226,7 +241,7 @@ def services(tmp: Path, processes: int) -> Iterator[list[object]]:
                        "broker_url": BROKERS["redis"], **queues}, logs)
         stack.callback(forget_queues, BROKERS["redis"], list(queues.values()))
         stack.callback(fleet.stop_all)
-        imgq_fleet = Imgq("imgq fleet", fleet.serve())
+        imgq_fleet = Imgq("imgq fleet", fleet.serve(), fleet)
         fleet.worker(processes)
         fleet.beat()
 
@@ -245,7 +260,7 @@ def celery_design(folder: Path, processes: int, logs: Path) -> Iterator[CeleryDe
         for name, args in (
             ("celery-api", ["-m", "uvicorn", "bench.celery_design:app", "--port", str(port),
                             "--log-level", "warning"]),
-            ("celery-worker", ["-m", "celery", "-A", "bench.celery_design", "worker",
+            ("celery-worker", ["-m", "celery", "-A", "bench.celery_design:celery_app", "worker",
                                "--concurrency", str(processes), "--loglevel", "WARNING",
                                "-Q", queue, "--without-gossip", "--without-mingle"]),
         ):
@@ -262,7 +277,7 @@ def celery_design(folder: Path, processes: int, logs: Path) -> Iterator[CeleryDe
                 if time.monotonic() > deadline:
                     raise SystemExit("the Celery design's API did not start") from None
                 time.sleep(0.2)
-        yield CeleryDesign(api)
+        yield CeleryDesign(api, started)
     finally:
         for process in started:
             process.terminate()
@@ -271,8 +286,10 @@ def celery_design(folder: Path, processes: int, logs: Path) -> Iterator[CeleryDe
         forget_queues(BROKERS["redis"], [queue])
 
 
-def run(rounds: int, processes: int) -> None:
+def run(rounds: int, processes: int, only: str | None = None) -> None:
     works = workloads()
+    if only:
+        works = works[:1] if only == "small" else works[1:]
     print(f"bench_compare · {machine_note()} · {processes} processes per system, "
           f"{rounds} interleaved rounds (median)")
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -283,24 +300,32 @@ def run(rounds: int, processes: int) -> None:
                 for system in systems:
                     system.run(work)  # type: ignore[attr-defined]
             times: dict[tuple[str, str], list[float]] = {}
+            cpu: dict[tuple[str, str], list[float]] = {}
             for r in range(rounds):
                 order = systems[r % len(systems):] + systems[:r % len(systems)]
                 for work in works:
                     for system in order:
-                        seconds = system.run(work)  # type: ignore[attr-defined]
-                        times.setdefault((work.name, system.name), []).append(seconds)  # type: ignore[attr-defined]
+                        key = (work.name, system.name)  # type: ignore[attr-defined]
+                        before = process_tree_cpu(system.pids())  # type: ignore[attr-defined]
+                        times.setdefault(key, []).append(system.run(work))  # type: ignore[attr-defined]
+                        used = process_tree_cpu(system.pids()) - before  # type: ignore[attr-defined]
+                        cpu.setdefault(key, []).append(used / len(work.files))
     print(f"load average after: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    report(works, times)
+    report(works, times, cpu)
 
 
-def report(works: list[Workload], times: dict[tuple[str, str], list[float]]) -> None:
+def report(works: list[Workload], times: dict[tuple[str, str], list[float]],
+           cpu: dict[tuple[str, str], list[float]]) -> None:
+    """Items per second (median of the rounds) and CPU per item: every process of the system
+    (API, workers, beat; not the clients, Redis or PostgreSQL)."""
     for work in works:
         rate = {s: len(work.files) / statistics.median(t) for (w, s), t in times.items()
                 if w == work.name}
         print(f"\n{work.name}")
         for system, per_second in rate.items():
             spread = times[(work.name, system)]
-            print(f"  {system:26s} {per_second:7.1f} items/s   "
+            per_item = statistics.median(cpu[(work.name, system)]) * 1000
+            print(f"  {system:26s} {per_second:7.1f} items/s   CPU {per_item:6.1f} ms/item   "
                   f"(runs: {', '.join(f'{s:.2f}' for s in spread)} s)")
         raw, celery = rate["raw pyvips"], rate["FastAPI + Celery + Pillow"]
         for system in ("imgq embedded", "imgq fleet"):
@@ -312,8 +337,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--only", choices=["small", "2mp"], help="run one workload")
     args = parser.parse_args()
-    run(args.rounds, args.processes)
+    run(args.rounds, args.processes, args.only)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Celery's defaults otherwise (early acks, prefetch 4), the result kept in Redis; 
 `AsyncResult`; the result file served by path. Pillow does the work.
 
     uvicorn bench.celery_design:app          # the API
-    celery -A bench.celery_design worker     # the worker
+    celery -A bench.celery_design:celery_app worker     # the worker
 
 Settings by environment: BENCH_CELERY_REDIS (broker and result backend), BENCH_CELERY_DIR
 (upload and output folders), BENCH_CELERY_QUEUE (the queue name, unique per run).

@@ -173,6 +173,10 @@ class Settings(BaseSettings):
         0, "Items a worker process runs before it is replaced by a fresh one (as Celery's "
         "worker_max_tasks_per_child); 0 means never.", "workers", ge=0
     )
+    idempotency_ttl_seconds: float = _setting(
+        86400.0, "How long the answer to a submit with an Idempotency-Key is kept, per key and "
+        "client: a retry within it gets the first job again.", "server", gt=0
+    )
     worker_max_memory_mb: int = _setting(
         0, "Resident memory (MB) above which a worker process is replaced after its item "
         "(as Celery's worker_max_memory_per_child); 0 means no ceiling.", "workers", ge=0

@@ -17,6 +17,7 @@ from imgq.api.access import AccessMiddleware
 from imgq.api.auth import documented_security
 from imgq.api.headers import SecurityHeaders
 from imgq.api.hosts import HostCheck
+from imgq.api.idempotency import IdempotencyMiddleware
 from imgq.api.job_reads import JobReads
 from imgq.api.job_watch import JobWatches
 from imgq.api.routes import events, jobs, limits, meta, metrics, models, previews, web
@@ -27,6 +28,11 @@ from imgq.worker.sweeper import SweepReport, sweep_expiry
 from imgq.worker.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
+
+#: The routes that make jobs, where an Idempotency-Key makes a retry safe: imgq's own and the
+#: older APIs' (docs/compat.md).
+SUBMIT_PATHS = ("/v1/jobs", "/api/jobs/upload", "/api/v1/tasks/create/", "/process-image/",
+                "/process-job", "/upload")
 
 DESCRIPTION = """Asynchronous image processing. Submit images with a pipeline of operations,
 get job ids at once, poll the job, then download each result or a ZIP.
@@ -96,7 +102,8 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
             app.openapi_tags = [*(app.openapi_tags or []), tag]
     failures.install(app)
     openapi_errors.install(app)
-    app.add_middleware(AccessMiddleware, runtime=runtime)  # innermost: keys, rate limits
+    app.add_middleware(IdempotencyMiddleware, runtime=runtime, paths=SUBMIT_PATHS)
+    app.add_middleware(AccessMiddleware, runtime=runtime)  # keys, rate limits
     app.add_middleware(failures.CatchAll)  # the database down while a key is checked: 503
     app.add_middleware(SecurityHeaders)
     app.add_middleware(HostCheck, settings=settings)

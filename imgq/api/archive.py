@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import datetime
 
 import anyio
@@ -13,13 +13,32 @@ from imgq.domain.models import Item
 from imgq.errors import ResultMissing
 
 
-async def open_result(blobs: BlobStore, item: Item) -> tuple[int, Iterator[bytes]]:
+#: Results up to this size are read at once, in the same hand-off to a thread that finds them;
+#: larger ones stream chunk by chunk.
+WHOLE_RESULT_BYTES = 1 << 20
+
+
+async def open_result(
+    blobs: BlobStore, item: Item
+) -> tuple[int, Iterator[bytes] | AsyncIterator[bytes]]:
     """The size and bytes of an item's result; 410 result_missing when its file is gone."""
     try:
-        size = await anyio.to_thread.run_sync(blobs.size, item.result_key or "")
-        return size, await anyio.to_thread.run_sync(blobs.iter_bytes, item.result_key or "")
+        size, whole, chunks = await anyio.to_thread.run_sync(_open, blobs, item.result_key or "")
     except KeyError:
         raise _missing([item]) from None
+    return size, (_once(whole) if whole is not None else chunks)
+
+
+def _open(blobs: BlobStore, key: str) -> tuple[int, bytes | None, Iterator[bytes]]:
+    size = blobs.size(key)
+    chunks = blobs.iter_bytes(key)
+    if size <= WHOLE_RESULT_BYTES:
+        return size, b"".join(chunks), iter(())
+    return size, None, chunks
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 async def require_results(blobs: BlobStore, items: list[Item]) -> None:

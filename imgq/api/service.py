@@ -11,7 +11,7 @@ import anyio
 
 from imgq.api.uploads import StagedFile, Upload
 from imgq.dispatch.base import Dispatcher
-from imgq.domain.access import Principal
+from imgq.domain.access import Principal, Quotas
 from imgq.domain.models import Item, Job
 from imgq.domain.pipeline import StepSpec, parse_pipeline
 from imgq.domain.status import Status
@@ -63,7 +63,7 @@ async def submit_job(
     steps = await anyio.to_thread.run_sync(rt.registry.bind, specs)  # may read the models folder
     rt.registry.check_inputs(steps, len(inputs), _attachment_names(attached))
     limits = limits_of(rt)
-    infos = [await anyio.to_thread.run_sync(probe, f.path, f.name, limits) for f in inputs]
+    infos = await anyio.to_thread.run_sync(_probe_all, inputs, limits)  # one hand-off
     sizes = [(f.name, i.width, i.height) for f, i in zip(inputs, infos)]
     for name, width, height in sizes:
         refuse_large_outputs(steps, name, width, height, rt.settings.max_output_pixels)
@@ -77,22 +77,8 @@ async def submit_job(
     job.owner = caller.scope.owner
     if caller.quotas is not None:  # refused before any file is stored
         await anyio.to_thread.run_sync(rt.repo.check_quotas, job, caller.quotas)
-    stored: list[str] = []
-    try:
-        for item, staged in zip(job.items, inputs):
-            await anyio.to_thread.run_sync(rt.blobs.put_file, item.input_key, staged.path)
-            stored.append(item.input_key)
-        for index, (staged, info) in enumerate(zip(attached, extras)):
-            key = f"{job.id}/attachments/{index}.{INPUT_FORMATS[info.format][2]}"
-            await anyio.to_thread.run_sync(rt.blobs.put_file, key, staged.path)
-            stored.append(key)
-            job.extra.setdefault("attachments", {})[staged.name] = {
-                "key": key, "format": info.format, "width": info.width, "height": info.height}
-        await anyio.to_thread.run_sync(rt.repo.create_job, job, callback_url, base_url,
-                                       caller.quotas)
-    except BaseException:
-        rt.blobs.delete(stored)
-        raise
+    await anyio.to_thread.run_sync(_store, rt, job, inputs, list(zip(attached, extras)),
+                                   callback_url, base_url, caller.quotas)
     log.info("job %s: %d items queued (%s)", job.id, len(job.items), job.resource,
              extra={"job_id": job.id})
     if dispatcher is not None:
@@ -103,6 +89,32 @@ async def submit_job(
             log.warning("job %s: publishing failed; the sweeper will dispatch its items",
                         job.id, exc_info=True, extra={"job_id": job.id})
     return job
+
+
+def _probe_all(files: list[StagedFile], limits: Limits) -> list[ImageInfo]:
+    return [probe(f.path, f.name, limits) for f in files]
+
+
+def _store(rt: Runtime, job: Job, inputs: list[StagedFile],
+           attached: list[tuple[StagedFile, ImageInfo]], callback_url: str | None,
+           base_url: str, quotas: Quotas | None) -> None:
+    """The files into the blob store, then the rows, in one hand-off to a thread; on any
+    failure no file is left."""
+    stored: list[str] = []
+    try:
+        for item, staged in zip(job.items, inputs):
+            rt.blobs.put_file(item.input_key, staged.path)
+            stored.append(item.input_key)
+        for index, (staged, info) in enumerate(attached):
+            key = f"{job.id}/attachments/{index}.{INPUT_FORMATS[info.format][2]}"
+            rt.blobs.put_file(key, staged.path)
+            stored.append(key)
+            job.extra.setdefault("attachments", {})[staged.name] = {
+                "key": key, "format": info.format, "width": info.width, "height": info.height}
+        rt.repo.create_job(job, callback_url, base_url, quotas)
+    except BaseException:
+        rt.blobs.delete(stored)
+        raise
 
 
 ATTACHMENTS = "attachments"

@@ -46,6 +46,17 @@ class BlobStore(ABC):
         """Delete blobs; missing keys are ignored."""
 
     @abstractmethod
+    def listing(self, prefix: str) -> list[tuple[str, float]]:
+        """Every blob whose key starts with `prefix` (a job's id and a slash): its key and
+        when it was last written (Unix time)."""
+
+    def delete_under(self, prefix: str) -> int:
+        """Delete every blob under `prefix`, recorded or not; return how many."""
+        found = [key for key, _ in self.listing(prefix)]
+        self.delete(found)
+        return len(found)
+
+    @abstractmethod
     def ping(self) -> None:
         """Raise when the store cannot be reached or written."""
 

@@ -84,6 +84,19 @@ class LocalBlobStore(BlobStore):
             self._folders.discard(path.parent)
             _prune_empty(path.parent, self.root)
 
+    def listing(self, prefix: str) -> list[tuple[str, float]]:
+        folder = self._path(prefix.rstrip("/"))
+        if not folder.is_dir():
+            return []
+        found = []
+        for path in folder.rglob("*"):
+            try:
+                if path.is_file():
+                    found.append((path.relative_to(self.root).as_posix(), path.stat().st_mtime))
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+        return found
+
     def ping(self) -> None:
         fd, name = tempfile.mkstemp(dir=self.tmp)
         os.close(fd)

@@ -106,6 +106,13 @@ class S3BlobStore(BlobStore):
             self.client.delete_objects(Bucket=self.bucket, Delete={
                 "Objects": [{"Key": k} for k in batch], "Quiet": True})
 
+    def listing(self, prefix: str) -> list[tuple[str, float]]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(prefix.rstrip("/")) + "/")
+        return [(obj["Key"][strip:], obj["LastModified"].timestamp())
+                for page in pages for obj in page.get("Contents", [])]
+
     def ping(self) -> None:
         probe = self._key("imgq-ping")
         self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"")

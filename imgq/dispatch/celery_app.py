@@ -24,8 +24,10 @@ from celery import Celery, signals
 
 from imgq.config import Settings, get_settings
 from imgq.dispatch.base import Dispatcher, queue_for, resource_of
+from imgq.dispatch.pool import HARD_MARGIN
 from imgq.dispatch.sweeper import FleetSweeper
-from imgq.worker.execute import drain
+from imgq.worker.context import allow_hard_stop
+from imgq.worker.execute import DRAIN_SECONDS, drain
 from imgq.worker.runtime import Runtime, tune_libvips
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,11 @@ class CeleryDispatcher(Dispatcher):
                 "pending": self._pending.qsize()}
 
 
+def drain_limit(settings: Settings) -> float:
+    """The longest one drain task may take: its budget, then one item to its time limit."""
+    return DRAIN_SECONDS + settings.item_time_limit_seconds + settings.kill_grace_seconds
+
+
 def make_celery(settings: Settings) -> Celery:
     app = Celery("imgq", broker=settings.broker_url, set_as_current=False)
     app.conf.update(
@@ -102,6 +109,12 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=True,  # for Flower
+        # A step that ignores the time limit is killed with its child process, which Celery
+        # replaces (the item's own watchdog ends the child first: IMGQ_KILL_GRACE_SECONDS).
+        task_soft_time_limit=drain_limit(settings),
+        task_time_limit=drain_limit(settings) + HARD_MARGIN,
+        worker_max_tasks_per_child=settings.worker_max_items or None,
+        worker_max_memory_per_child=settings.worker_max_memory_mb * 1000 or None,  # KiB
         beat_schedule={
             "imgq-sweep-queue": {
                 "task": SWEEP_QUEUE, "schedule": settings.queue_sweep_interval_seconds,
@@ -171,6 +184,7 @@ def _sweeper(app: Celery) -> Any:
 def _build_runtime(**_: Any) -> None:
     """Each prefork child builds its Runtime once, after the fork (no shared connections)."""
     _state.clear()
+    allow_hard_stop()
     app = _state_app.get("app")
     if app is not None:
         _runtime(app)

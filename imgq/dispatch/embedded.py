@@ -11,13 +11,12 @@ import functools
 import logging
 import queue
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from imgq.config import Settings
 from imgq.dispatch.base import Dispatcher
-from imgq.dispatch.pool import new_pool, run_queue
+from imgq.dispatch.pool import WorkerPool
 from imgq.worker.execute import Drained
 
 log = logging.getLogger(__name__)
@@ -33,7 +32,6 @@ class _Wake:
 class _Done:
     resource: str
     started: int  # the submit sequence number when the drain started
-    pool: ProcessPoolExecutor
     future: Future[Drained]
 
 
@@ -41,7 +39,7 @@ class EmbeddedDispatcher(Dispatcher):
     def __init__(self, settings: Settings, workers: int | None = None) -> None:
         self.settings = settings
         self.workers = workers or settings.worker_count
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
         self._events: queue.Queue[_Wake | _Done | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._timers: set[threading.Timer] = set()
@@ -51,7 +49,7 @@ class EmbeddedDispatcher(Dispatcher):
         self._last_wake: dict[str, int] = {}
 
     def start(self) -> None:
-        self._pool = new_pool(self.settings, self.workers)
+        self._pool = WorkerPool(self.settings, self.workers)
         self._thread = threading.Thread(target=self._schedule, name="embedded-dispatch",
                                         daemon=True)
         self._thread.start()
@@ -89,14 +87,8 @@ class EmbeddedDispatcher(Dispatcher):
 
     def _finished(self, done: _Done) -> bool:
         """Handle a finished drain; True when another drain should follow it."""
-        try:
+        try:  # a process that died gives an empty drain (the pool replaced it alone)
             drained = done.future.result()
-        except BrokenProcessPool:
-            # A worker process died (killed, or a native crash). Its item keeps its lease and
-            # the sweeper requeues it when the lease runs out; the queue's other items go on.
-            log.error("a worker process died while running items; restarting the pool")
-            self._replace_pool(done.pool)
-            return True
         except Exception:
             log.exception("unexpected error in a worker process")
             return False
@@ -108,31 +100,12 @@ class EmbeddedDispatcher(Dispatcher):
     def _start_drain(self, resource: str) -> None:
         if self._pool is None or self._active >= self.workers:
             return
-        pool = self._pool
-        try:
-            future = pool.submit(run_queue, resource)
-        except (BrokenProcessPool, RuntimeError):
-            pool = self._replace_pool(pool)
-            try:
-                future = pool.submit(run_queue, resource)
-            except (BrokenProcessPool, RuntimeError):
-                log.exception("cannot start worker processes; the sweeper will dispatch again")
-                return
+        future = self._pool.drain(resource)
         self._active += 1
-        future.add_done_callback(functools.partial(self._report, resource, self._seq, pool))
+        future.add_done_callback(functools.partial(self._report, resource, self._seq))
 
-    def _report(self, resource: str, started: int, pool: ProcessPoolExecutor,
-                future: Future[Drained]) -> None:
-        self._events.put(_Done(resource, started, pool, future))
-
-    def _replace_pool(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
-        """A new pool in place of `broken`, once: the other drains of a broken pool find it
-        already replaced."""
-        if self._pool is None or self._pool is not broken:
-            return self._pool or broken
-        self._pool = new_pool(self.settings, self.workers)
-        broken.shutdown(wait=False, cancel_futures=True)
-        return self._pool
+    def _report(self, resource: str, started: int, future: Future[Drained]) -> None:
+        self._events.put(_Done(resource, started, future))
 
     def stop(self) -> None:
         with self._lock:
@@ -144,7 +117,7 @@ class EmbeddedDispatcher(Dispatcher):
             self._thread = None
         pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.stop(wait=self.settings.kill_grace_seconds + 2)
 
     def describe(self) -> dict[str, object]:
         return {"kind": "embedded", "workers": self.workers, "inflight": self._active}

@@ -16,8 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Coroutine
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
 from typing import Any
 
 import nats
@@ -30,7 +29,7 @@ from nats.js.errors import NotFoundError
 
 from imgq.config import Settings, redact
 from imgq.dispatch.base import Dispatcher, queue_for, resource_of
-from imgq.dispatch.pool import new_pool, run_queue
+from imgq.dispatch.pool import WorkerPool
 from imgq.dispatch.sweeper import FleetSweeper
 from imgq.worker.runtime import Runtime
 
@@ -155,7 +154,7 @@ class NatsWorker:
         self.settings, self.queues, self.concurrency = settings, queues, concurrency
         self.stopping = asyncio.Event()
         self.slots = asyncio.Semaphore(concurrency)
-        self.pool = new_pool(settings, concurrency)
+        self.pool = WorkerPool(settings, concurrency)
         self.running: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -180,7 +179,7 @@ class NatsWorker:
             await asyncio.wait(self.running)
         await nc.flush()
         await nc.close()  # not drain(): the pull subscriptions' pending fetches never drain
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.stop(wait=self.settings.kill_grace_seconds + 2)
 
     async def _pull(self, sub: Any, resource: str) -> None:
         while not self.stopping.is_set():
@@ -204,21 +203,13 @@ class NatsWorker:
         message is published per item, so the items a drain leaves keep theirs."""
         item_id = msg.data.decode()
         try:
-            pool = self.pool
-            future = asyncio.get_running_loop().run_in_executor(pool, run_queue, resource)
+            future = asyncio.wrap_future(self.pool.drain(resource))
             while True:  # keep the message ours while the item runs
                 done, _ = await asyncio.wait({future}, timeout=self.settings.nats_ack_wait_seconds / 3)
                 if done:
                     break
                 await msg.in_progress()
             drained = future.result()
-        except BrokenProcessPool:
-            # The process died with the item: leave the message unacked (redelivered after
-            # the ack wait) and the item's lease to the sweeper.
-            log.error("a worker process died while running item %s; restarting the pool",
-                      item_id, extra={"item_id": item_id})
-            self._replace_pool(pool)
-            return
         except Exception:
             log.exception("item %s: unexpected error", item_id, extra={"item_id": item_id})
             return
@@ -228,11 +219,6 @@ class NatsWorker:
             await msg.nak(delay=drained.retry_in)
         else:
             await msg.ack()
-
-    def _replace_pool(self, broken: ProcessPoolExecutor) -> None:
-        if self.pool is broken:  # once, however many of its items saw it break
-            self.pool = new_pool(self.settings, self.concurrency)
-            broken.shutdown(wait=False, cancel_futures=True)
 
 
 def run_worker(settings: Settings, queues: list[str], concurrency: int | None) -> None:

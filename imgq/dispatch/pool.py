@@ -2,38 +2,143 @@
 
 Processes, not threads: image work must never block the server's event loop, and a worker
 that crashes (a bad image can take down a native decoder) must not take the server with it.
+
+The pool is pebble's `ProcessPool`: a process that dies (killed, crashed, or ended by its own
+watchdog because a step ignored a cancel or the time limit, see `imgq.worker.context`) is
+replaced alone, and the drains of the other processes go on. The item the dead process held
+keeps its lease; the sweeper requeues it without spending an attempt. Processes also leave to
+be replaced after IMGQ_WORKER_MAX_ITEMS items or above IMGQ_WORKER_MAX_MEMORY_MB, between two
+items, so no item in hand is ever lost to a recycle.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+import os
+import signal
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from pebble import ProcessExpired, ProcessPool
 
 from imgq.config import Settings
 from imgq.logs import setup_logging
-from imgq.worker.execute import Drained, drain
+from imgq.worker.context import EXIT_STOPPED, allow_hard_stop
+from imgq.worker.execute import DRAIN_SECONDS, Drained, drain
 from imgq.worker.runtime import Runtime, tune_libvips
 
+log = logging.getLogger(__name__)
+
+#: Exit status of a worker process that left to be replaced (item count or memory ceiling).
+EXIT_RECYCLE = 71
+#: Seconds past the longest a drain may take after which the pool kills its process itself
+#: (the process's own watchdog should have ended it long before).
+HARD_MARGIN = 10.0
+
 _runtime: Runtime | None = None  # this worker process's Runtime, made once by init_worker
+_items_run = 0  # by this worker process
 
 
 def init_worker(settings: Settings, threads: int) -> None:
     global _runtime
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
     setup_logging(settings.log_level, settings.log_format)
     tune_libvips(threads)
+    allow_hard_stop()
     _runtime = Runtime.from_settings(settings)
 
 
 def run_queue(resource: str) -> Drained:
     """Run the queue's due items in this worker process, in fair order (see `drain`)."""
+    global _items_run
     if _runtime is None:
         raise RuntimeError("worker process not initialised")
-    return drain(_runtime, resource)
+    settings = _runtime.settings
+    _leave_if_spent(settings)
+    limit = settings.worker_max_items - _items_run if settings.worker_max_items else None
+    drained = drain(_runtime, resource, limit=limit)
+    _items_run += drained.items
+    return drained
 
 
-def new_pool(settings: Settings, processes: int) -> ProcessPoolExecutor:
+def resident_mb() -> float:
+    """This process's resident memory now, in MB (Linux; 0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def _leave_if_spent(settings: Settings) -> None:
+    """After its items, before claiming another: leave to be replaced by a fresh process
+    (as Celery's worker_max_tasks_per_child and worker_max_memory_per_child)."""
+    if not _items_run:
+        return
+    reason = ""
+    if settings.worker_max_items and _items_run >= settings.worker_max_items:
+        reason = f"it ran {_items_run} items (IMGQ_WORKER_MAX_ITEMS)"
+    elif settings.worker_max_memory_mb and (rss := resident_mb()) > settings.worker_max_memory_mb:
+        reason = f"it uses {rss:.0f} MB (IMGQ_WORKER_MAX_MEMORY_MB={settings.worker_max_memory_mb})"
+    if reason:
+        log.info("worker process %d is replaced: %s", os.getpid(), reason)
+        logging.shutdown()
+        os._exit(EXIT_RECYCLE)
+
+
+class WorkerPool:
     """`processes` spawned workers sharing the cores: libvips gets cores / processes threads."""
-    threads = max(1, (multiprocessing.cpu_count() or 1) // processes)
-    return ProcessPoolExecutor(max_workers=processes,
-                               mp_context=multiprocessing.get_context("spawn"),
-                               initializer=init_worker, initargs=(settings, threads))
+
+    def __init__(self, settings: Settings, processes: int) -> None:
+        self.settings = settings
+        threads = max(1, (multiprocessing.cpu_count() or 1) // processes)
+        self._pool = ProcessPool(max_workers=processes, initializer=init_worker,
+                                 initargs=(settings, threads),
+                                 context=multiprocessing.get_context("spawn"))
+
+    def drain(self, resource: str) -> Future[Drained]:
+        """Run a drain of the queue in a worker process; the future always gets a Drained
+        (an empty one when the process died: the queue's items are looked at again)."""
+        s = self.settings
+        limit = DRAIN_SECONDS + s.item_time_limit_seconds + s.kill_grace_seconds + HARD_MARGIN
+        done: Future[Drained] = Future()
+        running = self._pool.schedule(run_queue, args=(resource,), timeout=limit)
+        running.add_done_callback(lambda f: done.set_result(self._drained(f)))
+        return done
+
+    def _drained(self, running: Future[Drained]) -> Drained:
+        try:
+            return running.result()
+        except ProcessExpired as exc:
+            _log_exit(exc.exitcode)
+        except FutureTimeout:
+            log.error("a worker process ran past its time limit and was killed; its item is "
+                      "requeued when its lease runs out")
+        except Exception:
+            log.exception("unexpected error in a worker process")
+        return Drained(0, True)
+
+    def stop(self, wait: float) -> None:
+        """Let running items finish for up to `wait` seconds, then end what is left (its
+        items keep their leases and are requeued without spending an attempt)."""
+        self._pool.close()  # type: ignore[no-untyped-call]
+        try:
+            self._pool.join(timeout=wait)
+        except TimeoutError:
+            log.warning("stopping worker processes with items still running; they are "
+                        "requeued when their leases run out")
+            self._pool.stop()  # type: ignore[no-untyped-call]
+            self._pool.join(timeout=10)
+
+
+def _log_exit(exitcode: int | None) -> None:
+    if exitcode == EXIT_RECYCLE:
+        log.debug("a worker process left to be replaced")
+    elif exitcode == EXIT_STOPPED:
+        log.info("a worker process ended a step that would not stop; a new one replaces it")
+    else:
+        how = f"signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit {exitcode}"
+        log.error("a worker process died (%s); a new one replaces it, and its item is "
+                  "requeued when its lease runs out", how)

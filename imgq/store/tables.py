@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -168,4 +169,22 @@ daily_usage = Table(
     Column("owner", String(80), primary_key=True),
     Column("day", String(10), primary_key=True),
     Column("submitted", Integer, nullable=False, default=0),
+)
+
+# Idempotency-Key of a submit (POST /v1/jobs and the older APIs' submit routes): the first
+# answer, kept for IMGQ_IDEMPOTENCY_TTL_SECONDS per key and client, is the answer to a retry.
+# A row without a status is a request still being processed.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("client", String(80), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=True),
+    Column("status_code", Integer, nullable=True),
+    Column("content_type", String(100), nullable=True),
+    Column("location", Text, nullable=True),
+    Column("body", LargeBinary, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Index("ix_idempotency_keys_expires_at", "expires_at"),
 )

@@ -80,6 +80,7 @@ def execute(rt: Runtime, item_id: str) -> Outcome:
         claim = rt.repo.claim(item_id, rt.settings.lease_seconds)
     except Exception as exc:  # the database is down: the message comes back later
         return Outcome("retry", _database_down(rt, exc))
+    _outage["streak"] = 0
     if claim is None:
         log.debug("item %s not claimable (taken, finished or not due)", item_id)
         return Outcome("skipped")
@@ -93,19 +94,22 @@ def execute(rt: Runtime, item_id: str) -> Outcome:
     return _settled(rt, ended, None)
 
 
-def drain(rt: Runtime, resource: str, budget: float = DRAIN_SECONDS) -> Drained:
+def drain(rt: Runtime, resource: str, budget: float = DRAIN_SECONDS,
+          limit: int | None = None) -> Drained:
     """Run the queue's due items in fair order until none is due, one must wait for a retry,
-    or `budget` seconds have passed."""
+    `budget` seconds have passed, or `limit` items have run."""
     lease = rt.settings.lease_seconds
     stop_at = time.monotonic() + budget
     try:
         claim = rt.repo.claim_next(resource, lease)
     except Exception as exc:  # the database is down: look again later
         return Drained(0, True, None, _database_down(rt, exc))
+    _outage["streak"] = 0
     count = 0
     while claim is not None:
         ended = _run(rt, claim)
-        go_on = ended.outcome.status != "retry" and time.monotonic() < stop_at
+        go_on = (ended.outcome.status != "retry" and time.monotonic() < stop_at
+                 and (limit is None or count + 1 < limit))
         try:
             refused, claim = _write(rt, lambda: rt.repo.finish_and_claim(
                 ended.finish, resource if go_on else None, lease))
@@ -121,10 +125,18 @@ def drain(rt: Runtime, resource: str, budget: float = DRAIN_SECONDS) -> Drained:
     return Drained(count, False)
 
 
+_outage = {"streak": 0}  # looks at an unreachable database in a row, by this process
+
+
 def _database_down(rt: Runtime, exc: BaseException) -> float:
-    delay = backoff(1, rt.settings.retry_backoff_seconds, MAX_INFRA_BACKOFF)
-    log.warning("cannot reach the database (%s); trying again in %.1f s", classify(exc).message,
-                delay)
+    """How long to wait before the next look at a database that did not answer: growing with
+    each look in a row (at most a minute), and said in the log once per outage."""
+    cause = exc.__cause__ if isinstance(exc, Unwritten) and exc.__cause__ else exc
+    _outage["streak"] += 1
+    delay = backoff(_outage["streak"], rt.settings.retry_backoff_seconds, MAX_INFRA_BACKOFF)
+    level = logging.WARNING if _outage["streak"] == 1 else logging.DEBUG
+    log.log(level, "cannot reach the database (%s); trying again in %.1f s",
+            classify(cause).message, delay)
     return delay
 
 

@@ -43,6 +43,14 @@ def test_another_key_finds_nothing_on_any_route_of_any_api_and_no_key_gets_401(
     admin = create_key(server, "ops", "--admin", database_url=database_url)
     made = make_jobs(server, auth(alice))
 
+    # a status Alice just read is kept in memory for pollers; it is still hers alone
+    seen = server.client.get(f"/v1/jobs/{made.v1}", headers=auth(alice))
+    assert seen.status_code == 200 and seen.headers["etag"]
+    for headers in (auth(bob), {**auth(bob), "If-None-Match": seen.headers["etag"]}):
+        assert server.client.get(f"/v1/jobs/{made.v1}", headers=headers).status_code == 404
+        listed = server.client.get(f"/v1/jobs?ids={made.v1}", headers=headers)
+        assert listed.status_code == 200 and listed.json()["jobs"] == []
+
     for method, path in routes(made):
         nobody = _call(server, method, path, {})
         assert nobody.status_code == 401, (method, path, nobody.text)

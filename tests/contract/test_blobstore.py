@@ -86,6 +86,23 @@ def test_delete_ignores_missing_keys(store: BlobStore, tmp_path: Path) -> None:
     assert not store.exists("d/1")
 
 
+def test_listing_finds_every_blob_under_a_job_and_delete_under_removes_them(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    before = time.time() - 5
+    for key in ("job1/inputs/0.png", "job1/results/0-aa.png", "job1/results/0-bb.png",
+                "job10/inputs/0.png", "job2/results/0-cc.png"):
+        store.put_file(key, _file(tmp_path, key.encode(), key.replace("/", "_")))
+    found = dict(store.listing("job1/"))
+    assert set(found) == {"job1/inputs/0.png", "job1/results/0-aa.png", "job1/results/0-bb.png"}
+    assert all(before < written < time.time() + 5 for written in found.values())
+    assert [k for k, _ in store.listing("job1/results")] != []
+    assert store.listing("nothing-here/") == []
+    assert store.delete_under("job1/") == 3
+    assert store.listing("job1/") == []
+    assert store.exists("job10/inputs/0.png") and store.exists("job2/results/0-cc.png")
+
+
 @pytest.mark.parametrize("key", ["../x", "/abs", "a/../b", "a//b", "", "a\x00b", ".hidden"])
 def test_path_like_keys_are_refused(store: BlobStore, tmp_path: Path, key: str) -> None:
     with pytest.raises(ValueError):

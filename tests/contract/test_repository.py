@@ -267,3 +267,26 @@ def test_a_job_read_carries_a_version_that_grows_with_each_change(repo: Reposito
     assert after_claim > version
     assert repo.job_version(job.id, scope=SYSTEM) == after_claim
     assert [v for _, v in repo.get_jobs_versioned([job.id, "missing"], scope=SYSTEM)] == [after_claim]
+
+
+def test_an_owners_many_jobs_queue_behind_each_other_not_before_another_owner(
+        repo: Repository) -> None:
+    batches = [make_job(5) for _ in range(4)]  # A: 20 items as four jobs
+    for job in batches:
+        job.owner = "key:a"
+        repo.create_job(job)
+    first = repo.claim_next("cpu", 30)
+    single = make_job(1)
+    single.owner = "key:b"
+    repo.create_job(single)
+    later = make_job(2)  # A again, after B
+    later.owner = "key:a"
+    repo.create_job(later)
+    order = []
+    while (claim := repo.claim_next("cpu", 30)) is not None:
+        order.append(claim.item.id)
+    a_items = [i.id for job in batches for i in job.items]
+    assert first is not None and first.item.id == a_items[0]
+    assert order.index(single.items[0].id) <= 1  # B does not wait for A's 19 other items
+    assert [i for i in order if i in a_items] == a_items[1:]  # A's jobs in the order sent
+    assert order[-2:] == [i.id for i in later.items]  # A's later job behind its earlier ones

@@ -28,6 +28,7 @@ from imgq.store.repository import utcnow
 from imgq.worker.classify import classify
 from imgq.worker.execute import execute
 from imgq.worker.runtime import Runtime
+from imgq.worker.sweeper import sweep, sweep_orphans
 from tests.conftest import IN_CI
 
 
@@ -236,3 +237,28 @@ def test_s3_trouble_is_the_servers_and_is_retried() -> None:
     slow = ClientError({"Error": {"Code": "SlowDown", "Message": "x"}}, "PutObject")
     assert isinstance(classify(slow), StorageUnavailable) and "SlowDown" in classify(slow).message
     assert classify(EndpointConnectionError(endpoint_url="http://s3")).infrastructure
+
+
+def test_results_no_item_recorded_are_swept_and_a_deleted_job_leaves_no_file(
+    tmp_path: Path
+) -> None:
+    rt = runtime_on(tmp_path)
+    item = submit(rt, noise_png(32), [{"op": "grayscale"}])
+    assert execute(rt, item.id).status == "succeeded"
+    done = rt.repo.get_item(item.id)
+    root = tmp_path / "blobs"
+    # What a worker killed between storing and recording leaves: a result nobody recorded.
+    stray = root / item.job_id / "results" / "0-deadbeef.png"
+    stray.write_bytes(b"x")
+    fresh = root / item.job_id / "results" / "0-cafecafe.png"  # being recorded right now
+    fresh.write_bytes(b"y")
+    old = time.time() - 3600
+    os.utime(stray, (old, old))
+    assert sweep_orphans(rt) == 1
+    assert not stray.exists() and fresh.exists()
+    assert (root / (done.result_key or "")).exists(), "the recorded result stays"
+
+    report = sweep(rt)  # the job has expired (expires_at is its creation)
+    assert report.expired_jobs == [item.job_id]
+    assert not (root / item.job_id).exists(), "every file under the job is gone"
+    rt.close()

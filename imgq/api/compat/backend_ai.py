@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from imgq.api.compat import common
 from imgq.api.deps import base_url
 from imgq.api.service import ATTACHMENTS
-from imgq.api.uploads import Upload
+from imgq.api.uploads import Upload, UploadLimits, read_body
 from imgq.domain.models import Item, Job
 from imgq.domain.pipeline import MAX_DEPTH, load_json
 from imgq.domain.status import Status
@@ -221,7 +221,8 @@ async def _receive(request: Request) -> Upload:
     if kind not in ("application/json", "application/x-www-form-urlencoded"):
         return await common.receive(request, {"image", *ATTACHED}, max_files=1 + len(ATTACHED))
     body = bytearray()
-    async for chunk in request.stream():
+    limits = UploadLimits.from_settings(common.runtime(request).settings)
+    async for chunk in read_body(request, limits):  # 408 for a body that stalls
         body += chunk
         if len(body) > MAX_FORM_BYTES:
             raise invalid({"non_field_errors": [f"the body is over {MAX_FORM_BYTES} bytes"]})

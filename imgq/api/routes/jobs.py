@@ -157,6 +157,7 @@ async def get_result(job_id: str, index: int, rt: RuntimeDep, scope: ScopeDep) -
     return StreamingResponse(chunks, media_type=media, headers=headers)
 
 
+
 @router.get(
     "/{job_id}/archive", summary="Download every finished result as one ZIP",
     responses={200: {"content": {"application/zip": {}}}, **errors(404, 409, 410)},
@@ -192,4 +193,5 @@ async def delete_job(job_id: str, rt: RuntimeDep, scope: ScopeDep) -> Response:
     await anyio.to_thread.run_sync(lambda: rt.repo.cancel_job(job_id, scope=scope))
     keys = await anyio.to_thread.run_sync(lambda: rt.repo.delete_job(job_id, scope=scope))
     await anyio.to_thread.run_sync(rt.blobs.delete, keys)
+    await anyio.to_thread.run_sync(rt.blobs.delete_under, f"{job_id}/")  # unrecorded ones too
     return Response(status_code=204)

@@ -20,6 +20,7 @@ from imgq.store.repository.claims import (
 )
 from imgq.store.repository.compat_tasks import CompatTaskStore
 from imgq.store.repository.events import EventStore
+from imgq.store.repository.idempotency import IN_PROGRESS, Answer, IdempotencyStore
 from imgq.store.repository.jobs import JobStore
 from imgq.store.repository.keys import KeyStore
 from imgq.store.repository.outbox import (
@@ -34,9 +35,10 @@ from imgq.store.repository.usage import UsageStore
 
 
 class Repository(JobStore, ClaimStore, SweepStore, EventStore, WebhookOutbox, CompatTaskStore,
-                 KeyStore, UsageStore):
-    """Jobs, claims, sweeps, events, the webhook outbox, the older APIs' task ids, API keys and quotas."""
+                 KeyStore, UsageStore, IdempotencyStore):
+    """Jobs, claims, sweeps, events, the webhook outbox, the older APIs' task ids, API keys,
+    quotas and Idempotency-Key answers."""
 
 
-__all__ = ["WEBHOOK_DELIVERED", "WEBHOOK_FAILED", "WEBHOOK_PENDING", "Beat", "Delivery",
+__all__ = ["IN_PROGRESS", "WEBHOOK_DELIVERED", "Answer", "WEBHOOK_FAILED", "WEBHOOK_PENDING", "Beat", "Delivery",
            "Finish", "Repository", "cancelled", "failed", "retry", "succeeded", "utcnow"]

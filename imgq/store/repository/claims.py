@@ -71,6 +71,32 @@ CLAIM_ONE = (update(items).where(items.c.id == bindparam("item_id"), *_CLAIMABLE
              .values(**_CLAIM_VALUES).returning(*items.c))
 JOB_BY_ID = select(jobs).where(jobs.c.id == bindparam("job_id"))
 
+# How an item ends, one UPDATE per target state, built once: only the claim's holder may
+# write it (same id, same token, a state the target may come from). Parameters are named
+# "v_<column>" (a bound name may not be a column the statement sets).
+_ENDS = {
+    Status.succeeded: ("result_key", "result_name", "result_meta", "processing_seconds",
+                       "progress", "stage"),
+    Status.failed: ("error_code", "error_message", "processing_seconds", "stage"),
+    Status.cancelled: ("error_code", "error_message", "processing_seconds", "stage"),
+    Status.queued: ("not_before", "error_code", "error_message", "claim_token", "stage",
+                    "progress"),
+}
+FINISH = {
+    target: update(items).where(
+        items.c.id == bindparam("v_id"), items.c.claim_token == bindparam("v_token"),
+        items.c.status.in_(values_of(allowed_from(target))),
+    ).values(status=target.value, **{
+        c: bindparam(f"v_{c}", type_=items.c[c].type)
+        for c in (*columns, "finished_at", "lease_until")})
+    for target, columns in _ENDS.items()
+}
+# A retry also counts against the image's attempts when it is the image's fault.
+FINISH[Status.queued] = FINISH[Status.queued].values(
+    failures=items.c.failures + bindparam("v_failures", type_=items.c.failures.type))
+_SETS = {target: {*columns, "finished_at", "lease_until", *(
+    ("failures",) if target == Status.queued else ())} for target, columns in _ENDS.items()}
+
 
 class ClaimStore(RepositoryBase):
     def claim(self, item_id: str, lease_seconds: float) -> Claim | None:
@@ -171,10 +197,11 @@ class ClaimStore(RepositoryBase):
     def _apply_finish(self, conn: Connection, finish: Finish) -> str | None:
         claim = finish.claim
         values = {"finished_at": utcnow(), "lease_until": None, **finish.values}
-        done = conn.execute(
-            update(items).where(*owned_by(claim, allowed_from(finish.target)))
-            .values(status=finish.target.value, **values)
-        ).rowcount
+        if not values.keys() <= _SETS[finish.target]:  # a column the statement would drop
+            raise ValueError(f"{finish.target.value} cannot set {values.keys() - _SETS[finish.target]}")
+        params = {f"v_{k}": v for k, v in values.items()}
+        done = conn.execute(FINISH[finish.target],
+                            {**params, "v_id": claim.item.id, "v_token": claim.token}).rowcount
         if done:
             return None
         current = conn.execute(
@@ -214,4 +241,4 @@ def retry(claim: Claim, delay_seconds: float, code: str, message: str,
     return Finish(claim, Status.queued, {
         "not_before": not_before, "error_code": code, "error_message": message[:2000],
         "claim_token": None, "stage": f"retrying in {delay_seconds:.0f} s", "progress": 0,
-        "finished_at": None, "failures": items.c.failures + (1 if spend else 0)})
+        "finished_at": None, "failures": 1 if spend else 0})  # added to the count

@@ -30,6 +30,12 @@ QUEUE_HEAD = (select(func.min(items.c.fair_key))
               .where(items.c.status == Status.queued.value,
                      jobs.c.resource == bindparam("resource")))
 
+# The highest fair key of an owner's queued items in a queue: where its next items go after.
+OWNER_LAST = (select(func.max(items.c.fair_key))
+              .select_from(items.join(jobs, jobs.c.id == items.c.job_id))
+              .where(items.c.status == Status.queued.value, items.c.owner == bindparam("owner"),
+                     jobs.c.resource == bindparam("resource")))
+
 
 class JobStore(RepositoryBase):
     def create_job(self, job: Job, callback_url: str | None = None, base_url: str = "",
@@ -58,11 +64,16 @@ class JobStore(RepositoryBase):
         """Where the job's items go in their queue's fair order: at the queue's head (the
         lowest key still queued), or after the owner's own queued items if those reach
         further. So an owner with one item waits for a few items, not for another's batch,
-        and an owner's later jobs queue behind its earlier ones.
-
-        Until jobs carry their owner, each job is its own owner."""
+        and an owner's later jobs queue behind its earlier ones. A job without an owner is
+        its own."""
         head = conn.execute(QUEUE_HEAD, {"resource": job.resource}).scalar()
-        return int(head or 0)
+        start = int(head or 0)
+        if job.owner is not None:
+            last = conn.execute(OWNER_LAST, {"resource": job.resource, "owner": job.owner}
+                                ).scalar()
+            if last is not None:
+                start = max(start, int(last) + 1)
+        return start
 
     def get_job(self, job_id: str, *, scope: Scope) -> Job:
         found = self.get_jobs([job_id], scope=scope)

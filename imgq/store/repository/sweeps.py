@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Text, and_, case, cast, func, or_, select, update
@@ -79,6 +79,21 @@ class SweepStore(RepositoryBase):
                     )
                 )
         return ids
+
+    def recent_results(self, since: datetime) -> dict[str, set[str]]:
+        """Jobs with an item that ended since `since` (and files still kept): the result keys
+        their items recorded, so that stored results nobody recorded can be found."""
+        recent = (select(items.c.job_id).where(items.c.finished_at >= since)
+                  .distinct().scalar_subquery())
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(items.c.job_id, items.c.result_key).join(jobs, jobs.c.id == items.c.job_id)
+                .where(items.c.job_id.in_(recent), jobs.c.data_removed.is_(False))
+            ).all()
+        found: dict[str, set[str]] = {}
+        for row in rows:
+            found.setdefault(row.job_id, set()).update([row.result_key] if row.result_key else [])
+        return found
 
     def expired_jobs(self, limit: int = 100) -> list[str]:
         """Jobs past their expiry whose items have all finished and whose files remain."""
