@@ -54,16 +54,19 @@ class Serve:
                     "IMGQ_LOG_LEVEL": "WARNING"})
         env.update({f"IMGQ_{k.upper()}": str(v) for k, v in settings.items()})
         imgq = Path(sys.executable).with_name("imgq")
+        self.log = (self.data / "serve.log").open("wb")
         self.process = subprocess.Popen([str(imgq), "serve"], env=env, start_new_session=True,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                        stdout=self.log, stderr=subprocess.STDOUT)
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-        for _ in range(300):
+        end = time.monotonic() + 120
+        while time.monotonic() < end and self.process.poll() is None:
             try:
                 if self.client.get("/healthz").status_code == 200:
                     return
             except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError("imgq serve did not start")
+                time.sleep(0.2)
+        raise RuntimeError("imgq serve did not start: "
+                           + (self.data / "serve.log").read_text()[-2000:])
 
     def submit(self, image: bytes, pipeline: str) -> str:
         response = self.client.post("/v1/jobs", files={"files": ("big.jpg", image)},

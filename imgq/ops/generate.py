@@ -101,7 +101,7 @@ def _step_hook(ctx: StepContext) -> Callable[[int, int, float], None]:
             raise TimeLimitExceeded(
                 f"generating would take about {per_step * total:.0f} s here ({per_step:.1f} s "
                 f"per step × {total} steps), more than the item's time limit allows; ask for "
-                "fewer steps or a smaller image, or run it on a GPU worker or a remote endpoint")
+                "fewer steps or a smaller image, or run it on a GPU worker")
         ctx.check()
 
     return hook

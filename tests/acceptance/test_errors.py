@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import service_missing
 from tests.fixtures.encoded import png_bytes
 from tests.fixtures.server import Server, free_port
 
@@ -148,7 +149,8 @@ def test_a_full_and_a_read_only_disk_answer_503_naming_the_cause(
 def _postgres_bin(name: str) -> str:
     found = shutil.which(name)
     if found is None:
-        pytest.skip(f"{name} not found: PostgreSQL's server binaries are needed")
+        service_missing("PostgreSQL's server binaries", f"{name} is not on PATH")
+    assert found is not None
     return found
 
 

@@ -97,7 +97,7 @@ def test_a_bad_file_shows_its_error_while_the_good_ones_finish(page: Any, server
     wait_status(page, 2, "succeeded")
     wait_status(page, 1, "failed")
     error = card(page, 1).locator(".item-error")
-    assert error.is_visible() and "cannot process the image" in error.inner_text()
+    assert error.is_visible() and "truncated or corrupt" in error.inner_text()  # the input is blamed
     assert card(page, 1).locator(".download").is_hidden()
     assert page.locator(".job .job-status").inner_text() == "Partly done"
     page.wait_for_function("""() => [...document.querySelectorAll('.compare img, .thumb')]

@@ -39,43 +39,7 @@ from imgq.errors import Cancelled  # noqa: E402
 from imgq.ops import build_registry  # noqa: E402
 from imgq.ops.base import Registry  # noqa: E402
 from imgq.worker.run import run_pipeline  # noqa: E402
-
-
-def build_tiny_pipeline(folder: Path) -> None:
-    """A Stable Diffusion 1.x pipeline with the real components at toy sizes, random weights."""
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4,
-        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16,
-        norm_num_groups=4, attention_head_dim=2)
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=4, sample_size=16)
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2}
-    for code in range(ord("a"), ord("z") + 1):
-        vocab[chr(code)] = len(vocab)
-        vocab[chr(code) + "</w>"] = len(vocab)
-    words = folder.parent / "vocabulary"
-    words.mkdir(parents=True, exist_ok=True)
-    (words / "vocab.json").write_text(json.dumps(vocab))
-    (words / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(words / "vocab.json"), str(words / "merges.txt"),
-                              model_max_length=32)
-    text = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=1,
-        pad_token_id=1, projection_dim=16))
-    StableDiffusionPipeline(
-        unet=unet, vae=vae, text_encoder=text, tokenizer=tokenizer, scheduler=DDIMScheduler(steps_offset=1, clip_sample=False),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    ).save_pretrained(folder)
+from tests.fixtures.tiny_diffusion import build_tiny_pipeline  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +92,10 @@ def generated(registry: Registry, pipeline: str, target: Path, ctx: Ctx) -> tupl
 def test_generate_makes_an_image_from_a_prompt_reproducibly_with_progress_per_step(
         models_dir: Path, tmp_path: Path) -> None:
     registry = build_registry(settings(tmp_path, models_dir))
-    pipeline = "generate:prompt=a red fox in the snow,width=72,height=64,steps=3,seed=42"
+    pipeline = "generate:prompt=a red fox in the snow,width=80,height=64,steps=3,seed=42"
     ctx = Ctx()
     first, details = generated(registry, pipeline, tmp_path / "a.png", ctx)
-    assert first.shape == (64, 72, 3) and first.std() > 1  # a picture, not a flat canvas
+    assert first.shape == (64, 80, 3) and first.std() > 1  # a picture, not a flat canvas
     assert [s.split(" · ")[0] for s in ctx.stages if ": step " in s] == [
         "generate: step 1/3", "generate: step 2/3", "generate: step 3/3"]
     assert details["model"] == "tiny-sd" and details["seed"] == 42 and details["steps"] == 3

@@ -7,7 +7,7 @@ answers 404 {"error": "Task not found"}. The task id is the imgq job id.
 
 Each task type runs an imgq operation: image_enhancement → upscale, background_removal →
 remove_background, style_transfer → style_transfer (shipped models), image_generation →
-generate and face_swap → face_swap (models the operator installs, or a remote endpoint).
+generate (a checkpoint the operator installs) and face_swap → face_swap (a plug-in).
 image_generation takes no image: its job is one item with no input. style_transfer may take a
 `style_image` file and face_swap takes the face to put in as `source_image`; both become the
 job's attachments. An operation that is not installed is refused when the task is created,
@@ -56,7 +56,7 @@ OPERATIONS = {
 }
 SHIPPED = frozenset({"upscale", "remove_background", "style_transfer"})
 #: operations imgq has, run with model files the operator installs (docs/ai.md)
-OPERATOR_MODELS = frozenset({"generate", "face_swap"})
+OPERATOR_MODELS = frozenset({"generate"})
 NEEDS_IMAGE = frozenset(OPERATIONS) - {"image_generation"}
 MAX_FORM_BYTES = 256 * 1024  # a JSON or url-encoded body (no image)
 #: extra image fields -> the step parameter that names them (as job attachments)
@@ -95,7 +95,8 @@ router = common.compat_router(TAG, render_error)
 OPENAPI_TAG = common.tag_info(
     TAG, "Backend AI (Django REST + Celery)",
     "Create an AI task (image_enhancement, background_removal, style_transfer; image_generation "
-    "and face_swap with the models the operator installs), poll its status, read its result, "
+    "with a model the operator installs; face_swap with a plug-in), poll its status, read its "
+    "result, "
     "cancel it. Switch off with IMGQ_COMPAT_BACKEND_AI=false.")
 CREATE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["prompt", "task_type"],
@@ -167,8 +168,8 @@ def _missing_model(task_type: str, operation: str, reason: str) -> ShapedError:
         return ShapedError(503, {"error": "Model not installed", "details": {
             "task_type": task_type, "operation": operation, "reason": reason, "how_to_fix": fix}})
     if operation in OPERATOR_MODELS:
-        fix = (f"imgq runs {task_type} with model files the server's operator installs, or on a "
-               f"remote endpoint: {reason}. docs/ai.md says which files and where; "
+        fix = (f"imgq runs {task_type} with model files the server's operator installs: "
+               f"{reason}. docs/ai.md says which files and where; "
                "GET /v1/operations lists what is installed")
         return ShapedError(400, {"error": "Model not installed", "details": {
             "task_type": task_type, "operation": operation, "reason": reason, "how_to_fix": fix}})

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 from fastapi import APIRouter
 
+from imgq.ai.cpu_nets import unavailable_reason
 from imgq.ai.descriptors import SHIPPED, ModelDescriptor
 from imgq.api.deps import RuntimeDep
 from imgq.ai.costs import seconds_per_megapixel
@@ -49,7 +50,8 @@ def cost(descriptor: ModelDescriptor, config: AIConfig) -> dict[str, Any] | None
 
 def shipped(config: AIConfig) -> list[dict[str, Any]]:
     return [{**d.public(), "size": _size(d), "available": installed(d),
-             "cost": cost(d, config)} for d in SHIPPED]
+             "unavailable_reason": unavailable_reason(d), "cost": cost(d, config)}
+            for d in SHIPPED]
 
 
 def user_models(folder: Path | None) -> list[dict[str, Any]]:
