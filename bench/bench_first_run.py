@@ -3,7 +3,7 @@
 Clones the repository (default: the one this script is in) into a temporary folder, runs the
 README's first command there (`scripts/serve.sh`, which makes a fresh .venv and installs imgq
 with the AI runtime, with whatever pip cache and package index this machine has), waits until
-the server answers, submits a 640×480 JPEG with the page's "Upscale 4× Standard" preset
+the server answers, submits a 640×480 JPEG with the page's "Upscale 4×, Photos · sharp" preset
 (`upscale:scale=4`, Real-ESRGAN ×4plus), waits for it and downloads it. Prints each phase's
 seconds, the total (the target: 3 minutes), the size of .venv, and checks the download: its
 name (photo480@4x.jpg) and its size (2560×1920).

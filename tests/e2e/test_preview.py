@@ -71,7 +71,7 @@ def test_the_page_shows_the_ai_time_before_uploading(page: Any, tmp_path: Path) 
     small = write_picture(tmp_path / "small.png", 160, 120, seed=3)
     with running_server(tmp_path / "data", "--no-workers", IMGQ_AI_COSTS_FILE=str(costs),
                         IMGQ_AI_DEVICE="cpu") as server:
-        _choose(page, server, [photo, small], "upscale-4-standard")
+        _choose(page, server, [photo, small], "upscale-4-sharp")
         one = per_pixel * covered_pixels(640, 480, x4plus)
         two = per_pixel * covered_pixels(160, 120, x4plus)
         estimate = page.locator("#estimate")
@@ -86,7 +86,7 @@ def test_the_page_shows_the_ai_time_before_uploading(page: Any, tmp_path: Path) 
 
         page.click("label[for=preset-grayscale]")  # no AI step: no estimate
         estimate.wait_for(state="hidden")
-        page.click("label[for=preset-upscale-4-standard]")
+        page.click("label[for=preset-upscale-4-sharp]")
         estimate.wait_for(state="visible")
         page.click("#submit")  # the job shows the same figure while it waits
         page.wait_for_url(re.compile(r"/jobs\?ids="))
