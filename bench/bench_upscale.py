@@ -1,8 +1,9 @@
 """Upscaling throughput: imgq's runtime against a reference loop written like RealESRGANer.
 
-Prints, in one run: low-res megapixels per second for both on the same weights and input, the
-ratio, the agreement of their outputs, the model load times, and (on CUDA) the achieved FLOP/s
-and the peak GPU memory per tile size.
+Prints, in one run: low-res megapixels per second for both on the same weights and input (imgq
+on the model's own CPU runtime, OpenVINO or ncnn, unless --runtime says otherwise), the ratio,
+the agreement of their outputs, the model load times, and (on CUDA) the achieved FLOP/s and the
+peak GPU memory per tile size.
 
     python bench/bench_upscale.py                      # CPU here; CUDA when present
     python bench/bench_upscale.py --size 1024 --ref-tile 512 --device cuda
@@ -28,8 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from imgq.ai.cpu_nets import choose_runtime  # noqa: E402
 from imgq.ai.descriptors import SHIPPED  # noqa: E402
-from imgq.ai.loading import CACHE, build_spandrel_model, get_model  # noqa: E402
+from imgq.ai.catalog import get_model  # noqa: E402
+from imgq.ai.loading import CACHE, build_spandrel_model  # noqa: E402
 from imgq.ai.upscale import upscale_array  # noqa: E402
 
 
@@ -122,10 +125,13 @@ def bench_throughput(args: argparse.Namespace, device: torch.device) -> None:
     mpx = args.size * args.size / 1e6
     ref_model = build_spandrel_model(descriptor).model
     reference = ReferenceRealESRGANer(ref_model, descriptor.scale, args.ref_tile, 10, 10, device)
-    ours = lambda: upscale_array(image, args.model, device=str(device), tile=args.tile)  # noqa: E731
+    ours = lambda: upscale_array(image, args.model, device=str(device), tile=args.tile,  # noqa: E731
+                                 runtime=args.runtime)
+    runtime = "torch" if device.type == "cuda" or args.runtime == "torch" else (
+        choose_runtime(descriptor, args.runtime))
     warm = test_image(48)
     reference.enhance(warm)
-    upscale_array(warm, args.model, device=str(device))
+    upscale_array(warm, args.model, device=str(device), runtime=args.runtime)
     ref_s = our_s = float("inf")
     for _ in range(args.repeat):  # alternate, so a busy machine slows both alike
         seconds, ref_out = timed(lambda: reference.enhance(image), 1, device)
@@ -137,7 +143,7 @@ def bench_throughput(args: argparse.Namespace, device: torch.device) -> None:
           f"device {device_name(device)}, torch threads {torch.get_num_threads()}")
     print(f"reference (RealESRGANer loop, tile {args.ref_tile}, pad 10, pre-pad 10): "
           f"{ref_s:8.2f} s  {mpx / ref_s:8.4f} MP/s")
-    print(f"imgq upscale_array (tile {args.tile or 'auto'}):{'':17}"
+    print(f"imgq upscale_array ({runtime}, tile {args.tile or 'auto'}):{'':6}"
           f"{our_s:8.2f} s  {mpx / our_s:8.4f} MP/s")
     print(f"speed-up: {ref_s / our_s:.2f}×   outputs differ by mean {difference.mean():.3f}, "
           f"p99.9 {np.percentile(difference, 99.9):.0f} levels of 255")
@@ -185,6 +191,8 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=None, help="imgq tile (default: auto)")
     parser.add_argument("--ref-tile", type=int, default=None, help="reference tile size")
     parser.add_argument("--repeat", type=int, default=None)
+    parser.add_argument("--runtime", default="auto", help="imgq's runtime: auto (the model's "
+                        "fastest installed CPU runtime; torch on CUDA), torch, openvino, ncnn")
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))

@@ -1,7 +1,7 @@
 """The AI model runtime: descriptors, weight loading, device choice, tiled inference.
 
 Importing ``imgq.ai`` imports neither torch nor onnxruntime; the names below load their module
-on first use, so a server without the AI extra can still list models.
+on first use, so a server without a model runtime can still list models.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ _EXPORTS = {
     "upscale_array": "imgq.ai.upscale",
     "remove_background": "imgq.ai.background",
     "scan_models_dir": "imgq.ai.models_dir",
-    "get_model": "imgq.ai.loading",
+    "get_model": "imgq.ai.catalog",
     "estimate_cpu_seconds": "imgq.ai.estimate",
 }
 
@@ -24,7 +24,7 @@ __all__ = sorted(_EXPORTS) + ["torch_available"]
 
 
 def torch_available() -> bool:
-    """Whether the AI extra (torch) is installed, checked without importing it."""
+    """Whether the torch extra is installed, checked without importing it."""
     return importlib.util.find_spec("torch") is not None
 
 

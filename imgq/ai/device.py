@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -97,6 +98,12 @@ def torch_dtype(precision: str) -> torch.dtype:
 
 
 def cpu_threads() -> int:
-    import torch
+    """The CPU threads a model run uses: torch's count once torch is loaded, else the cores
+    this process may use (what the other runtimes get)."""
+    if "torch" in sys.modules:
+        import torch
 
-    return max(1, torch.get_num_threads() or os.cpu_count() or 1)
+        return max(1, torch.get_num_threads() or os.cpu_count() or 1)
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)

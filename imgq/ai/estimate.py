@@ -55,9 +55,9 @@ def calibrate(descriptor: ModelDescriptor, side: int = 48) -> float:
     """Time one small tile on this CPU and remember the throughput for this model."""
     import torch
 
-    from imgq.ai.loading import get_model
+    from imgq.ai.loading import load_model
 
-    loaded = get_model(descriptor.name, torch.device("cpu"), "fp32")
+    loaded = load_model(descriptor, torch.device("cpu"), "fp32")
     side = max(side, descriptor.min_size)
     sample = torch.rand(1, 3, side, side)
     if loaded.channels_last:

@@ -1,16 +1,23 @@
-"""What happens to one batch of tiles on the device, and how results reach the host."""
+"""What happens to one batch of tiles on the torch device, and how results reach the host.
+
+Nothing here waits for the device: a non-finite reduced-precision output is recorded in a flag
+on the device and read once, after the last tile (``TileTransform.nonfinite``); the host copies
+run on their own stream into pinned buffers that are kept for the next run (``PinnedPool``).
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from imgq.ai.upscale import LUMA
+from imgq.ai.layout import LUMA, ImageLayout
 
 if TYPE_CHECKING:
     import torch
 
-    from imgq.ai.upscale import ImageLayout, Upscaler
+    from imgq.ai.loading import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +41,25 @@ def release_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def run_module(loaded: LoadedModel, rgb: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    x = rgb.to(loaded.dtype)
+    if loaded.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return loaded.module(x)  # type: ignore[no-any-return]
+
+
 class TileTransform:
     """(B, C, h, w) raw tiles → (B, C, h·s, w·s) float in 0..1 at the requested scale."""
 
-    def __init__(self, upscaler: Upscaler, layout: ImageLayout) -> None:
-        self.upscaler = upscaler
-        self.layout = layout
-        wrap = upscaler.opts.wrap_forward
+    def __init__(self, loaded: LoadedModel, layout: ImageLayout, scale: int,
+                 wrap: Callable[[Callable[[torch.Tensor], torch.Tensor]],
+                                Callable[[torch.Tensor], torch.Tensor]] | None = None) -> None:
+        self.loaded, self.layout, self.scale = loaded, layout, scale
+        self.model_scale = loaded.descriptor.scale
         self.forward = wrap(self._model_forward) if wrap else self._model_forward
+        self.nonfinite: torch.Tensor | None = None  # device flag, read once after the run
 
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:
         import torch
@@ -60,46 +78,62 @@ class TileTransform:
     def _model_forward(self, rgb: torch.Tensor) -> torch.Tensor:
         import torch
 
-        loaded = self.upscaler.loaded
-        out = self._run(loaded, rgb)
-        if loaded.precision != "fp32" and not bool(torch.isfinite(out).all()):
-            out = self._run(self.upscaler.fp32_fallback(), rgb)
+        out = run_module(self.loaded, rgb)
+        if self.loaded.precision != "fp32":
+            bad = ~torch.isfinite(out).all()
+            self.nonfinite = bad if self.nonfinite is None else self.nonfinite | bad
         return out.float()
 
-    @staticmethod
-    def _run(loaded: object, rgb: torch.Tensor) -> torch.Tensor:
-        import torch
-
-        from imgq.ai.loading import LoadedModel
-
-        assert isinstance(loaded, LoadedModel)
-        x = rgb.to(loaded.dtype)
-        if loaded.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return loaded.module(x)  # type: ignore[no-any-return]
+    def saw_nonfinite(self) -> bool:
+        """One device→host read for the whole run."""
+        return self.nonfinite is not None and bool(self.nonfinite)
 
     def _resize(self, out: torch.Tensor) -> torch.Tensor:
         import torch.nn.functional as F
 
-        model_scale = self.upscaler.descriptor.scale
-        if self.upscaler.scale == model_scale:
+        if self.scale == self.model_scale:
             return out
         h, w = out.shape[-2:]
-        size = (h // model_scale * self.upscaler.scale, w // model_scale * self.upscaler.scale)
+        size = (h // self.model_scale * self.scale, w // self.model_scale * self.scale)
         return F.interpolate(out, size=size, mode="bicubic", antialias=True, align_corners=False)
 
     def _upscale_alpha(self, alpha: torch.Tensor) -> torch.Tensor:
         import torch.nn.functional as F
 
-        s = self.upscaler.scale
-        up = F.interpolate(alpha, scale_factor=s, mode="bicubic", align_corners=False)
+        up = F.interpolate(alpha, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return up.clamp(0, 1)
+
+
+class PinnedPool:
+    """Page-locked host buffers kept between runs: pinning is slow (a system call per page), so
+    a buffer is pinned once and reused by every later run that fits in it."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+        self._lock = threading.Lock()
+
+    def take(self, purpose: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        import torch
+
+        count = 1
+        for side in shape:
+            count *= side
+        nbytes = count * torch.empty((), dtype=dtype).element_size()
+        with self._lock:
+            buffer = self._buffers.get(purpose)
+            if buffer is None or buffer.numel() < nbytes:
+                buffer = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+                self._buffers[purpose] = buffer
+        return buffer[:nbytes].view(dtype).view(shape)
+
+
+PINNED = PinnedPool()
 
 
 class HostWriter:
     """Receives finished bands of the output, quantises them on the device, and copies them to
-    a (pinned, on CUDA) host buffer; on CUDA the copies run on their own stream so they overlap
-    with the next band's compute."""
+    a host buffer (pinned and reused, on CUDA, where the copies run on their own stream so they
+    overlap with the next tiles' compute)."""
 
     def __init__(self, device: torch.device, shape: tuple[int, int, int],
                  dtype: torch.dtype) -> None:
@@ -107,12 +141,13 @@ class HostWriter:
 
         self.device, self.dtype = device, dtype
         cuda = device.type == "cuda"
-        self.buffer = torch.empty(shape, dtype=dtype, pin_memory=cuda)
+        self.buffer = PINNED.take("output", shape, dtype) if cuda else torch.empty(shape,
+                                                                                   dtype=dtype)
         self.stream = torch.cuda.Stream(device) if cuda else None  # type: ignore[no-untyped-call]
         self.row = 0
         self._keep: list[torch.Tensor] = []
 
-    def write(self, band: torch.Tensor) -> torch.Tensor:
+    def write(self, band: torch.Tensor) -> None:
         import torch
 
         quantised = self._quantise(band).permute(1, 2, 0).contiguous()
@@ -121,12 +156,11 @@ class HostWriter:
         self.row += rows
         if self.stream is None:
             target.copy_(quantised)
-            return target
+            return
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self.stream):
             target.copy_(quantised, non_blocking=True)
         self._keep.append(quantised)  # must outlive the asynchronous copy
-        return target
 
     def _quantise(self, band: torch.Tensor) -> torch.Tensor:
         import torch

@@ -1,8 +1,9 @@
 """Weights from files on disk only, into spandrel architectures, cached per process.
 
-Two kinds of file are read: ``.safetensors`` (no code at all) and ``.pth``/``.ckpt`` through
-spandrel's restricted unpickler, which accepts only tensors and ordered dicts. There is no
-unrestricted ``torch.load`` anywhere in imgq, and TorchScript ``.pt`` files are refused.
+Two kinds of file are read, through spandrel's public ``ModelLoader``: ``.safetensors`` (no
+code at all) and ``.pth``/``.ckpt`` through its restricted unpickler, which accepts only tensors
+and ordered dicts. There is no unrestricted ``torch.load`` anywhere in imgq, and TorchScript
+``.pt`` files are refused. The shipped ncnn files are converted by imgq.ai.ncnn_convert.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imgq.ai._spandrel import import_spandrel
-from imgq.ai.descriptors import SHIPPED, ModelDescriptor
+from imgq.ai.descriptors import ModelDescriptor
 from imgq.ai.device import choose_precision, resolve_device, torch_dtype
 from imgq.ai.errors import ModelLoadError, UnsupportedModel
 from imgq.ai.ncnn_convert import convert_files
@@ -36,29 +37,26 @@ TOKEN_ARCHITECTURES = {"DAT", "SwinIR", "Swin2SR", "HAT", "ATD", "DRCT", "GRL", 
 
 
 def load_state_dict(path: Path) -> dict[str, Any]:
-    """Read a weight file safely and canonicalise its keys the way spandrel expects."""
+    """Read a weight file safely, with spandrel's ModelLoader: ``.safetensors`` (no code), or
+    ``.pth``/``.ckpt`` through its restricted unpickler (tensors and plain containers only).
+    Keys come back canonicalised the way spandrel's architectures expect them."""
     import torch
-    from safetensors.torch import load_file
 
     spandrel = import_spandrel()
     suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        state = load_file(str(path), device="cpu")
-    elif suffix in (".pth", ".ckpt"):
-        from spandrel.__helpers.unpickler import RestrictedUnpickle
-
-        try:
-            state = torch.load(path, map_location="cpu", pickle_module=RestrictedUnpickle,
-                               weights_only=False)
-        except RuntimeError as exc:
-            if "explicit pickle_module" not in str(exc):  # TORCH_FORCE_WEIGHTS_ONLY_LOAD is set
-                raise
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    else:
+    if suffix not in WEIGHT_SUFFIXES:  # ModelLoader would also take TorchScript .pt: refused
         raise UnsupportedModel(f"unsupported weight file type {suffix!r}: use .safetensors or .pth")
+    loader = spandrel.ModelLoader("cpu")
+    try:
+        state = loader.load_state_dict_from_file(path)
+    except RuntimeError as exc:
+        if "explicit pickle_module" not in str(exc):  # TORCH_FORCE_WEIGHTS_ONLY_LOAD is set
+            raise
+        state = dict(spandrel.canonicalize_state_dict(
+            torch.load(path, map_location="cpu", weights_only=True)))
     if not isinstance(state, dict):
         raise UnsupportedModel("the file does not hold a state dict")
-    return dict(spandrel.canonicalize_state_dict(state))
+    return dict(state)
 
 
 def spandrel_model(state: dict[str, Any]) -> Any:
@@ -157,24 +155,11 @@ class ModelCache:
 CACHE = ModelCache()
 
 
-def find_descriptor(name: str | None, models_dir: Path | str | None = None) -> ModelDescriptor:
-    """A shipped model by name, or a runnable model from the models folder."""
-    if name is None or name in SHIPPED:
-        return SHIPPED.get(name)
-    if models_dir is not None:
-        from imgq.ai.models_dir import user_descriptor
-
-        found = user_descriptor(Path(models_dir), name)
-        if found is not None:
-            return found
-    return SHIPPED.get(name)  # raises ModelNotFound with the known names
-
-
-def get_model(name: str | None, device: str | torch.device = "auto", precision: str = "fp32",
-              models_dir: Path | str | None = None, compile_model: bool = False) -> LoadedModel:
+def load_model(descriptor: ModelDescriptor, device: str | torch.device = "auto",
+               precision: str = "fp32", compile_model: bool = False) -> LoadedModel:
+    """A ready-to-run PyTorch module of the model, from the per-process cache."""
     import torch
 
-    descriptor = find_descriptor(name, models_dir)
     resolved = device if isinstance(device, torch.device) else resolve_device(device)
     if precision == "auto":
         precision = choose_precision(descriptor, resolved)

@@ -6,6 +6,7 @@ error, so one bad download never stops the service.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 from dataclasses import dataclass
@@ -79,6 +80,9 @@ def inspect_file(path: Path) -> ModelEntry:
                                             "use .safetensors or .pth")
     if name in SHIPPED:
         return ModelEntry(name, path, error=f"the name {name!r} is taken by a shipped model")
+    if not all(importlib.util.find_spec(p) for p in ("torch", "spandrel", "safetensors")):
+        return ModelEntry(name, path, error="models from the folder run on PyTorch, which is "
+                                            "not installed: pip install 'imgq[torch]' (docs/ai.md)")
     try:
         model = spandrel_model(load_state_dict(path))
     except Exception as exc:  # noqa: BLE001 - any failure of a user's file is reported, not raised

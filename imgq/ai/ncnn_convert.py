@@ -11,22 +11,19 @@ PReLUs in between. Every byte of the file must be consumed, which the reader ass
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from imgq.ai.errors import ModelLoadError
+from imgq.ai.ncnn_graph import BinReader, GraphLayer, parse_graph
 
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
 
-PARAM_MAGIC = 7767517
-TAG_FP16 = 0x01306B47
-TAG_FP32 = 0
 # Layers that carry no weights in the .bin; anything else is refused rather than misread.
 WEIGHTLESS = {"Input", "Split", "Concat", "Eltwise", "BinaryOp", "Interp", "PixelShuffle",
               "ReLU", "Sigmoid", "Crop", "Padding"}
@@ -34,85 +31,29 @@ RRDB_CONVS_PER_BLOCK = 15
 RRDB_TAIL = ("conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last")
 
 
-@dataclass
-class NcnnLayer:
-    kind: str
-    name: str
-    params: dict[int, str] = field(default_factory=dict)
-
-    def int_param(self, key: int, default: int = 0) -> int:
-        return int(self.params.get(key, default))
-
-
-def parse_param(text: str) -> list[NcnnLayer]:
-    lines = [line.split() for line in text.splitlines() if line.strip()]
-    if not lines or int(lines[0][0]) != PARAM_MAGIC:
-        raise ModelLoadError("not an ncnn .param file (bad magic number)")
-    layer_count = int(lines[1][0])
-    layers = []
-    for parts in lines[2:2 + layer_count]:
-        kind, name, n_in, n_out = parts[0], parts[1], int(parts[2]), int(parts[3])
-        pairs = (p.split("=", 1) for p in parts[4 + n_in + n_out:])
-        layers.append(NcnnLayer(kind, name, {int(k): v for k, v in pairs}))
-    if len(layers) != layer_count:
-        raise ModelLoadError(f"ncnn .param declares {layer_count} layers, has {len(layers)}")
-    return layers
-
-
-class _BinReader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.offset = 0
-
-    def _take(self, size: int) -> bytes:
-        if self.offset + size > len(self.data):
-            raise ModelLoadError("ncnn .bin file is shorter than its .param describes")
-        chunk = self.data[self.offset:self.offset + size]
-        self.offset += size
-        return chunk
-
-    def raw_fp32(self, count: int) -> np.ndarray:
-        return np.frombuffer(self._take(4 * count), dtype="<f4").copy()
-
-    def tagged(self, count: int) -> np.ndarray:
-        tag = int.from_bytes(self._take(4), "little")
-        if tag == TAG_FP16:
-            values = np.frombuffer(self._take(2 * count), dtype="<f2").astype(np.float32)
-            self._take((-2 * count) % 4)  # padding to a 4-byte boundary
-            return values
-        if tag == TAG_FP32:
-            return self.raw_fp32(count)
-        raise ModelLoadError(f"unsupported ncnn weight storage tag {tag:#x}")
-
-    def assert_consumed(self) -> None:
-        if self.offset != len(self.data):
-            raise ModelLoadError(
-                f"ncnn .bin has {len(self.data) - self.offset} unread bytes: layout mismatch")
-
-
-def read_weights(layers: list[NcnnLayer], data: bytes) -> list[tuple[str, dict[str, np.ndarray]]]:
+def read_weights(layers: list[GraphLayer], data: bytes) -> list[tuple[str, dict[str, np.ndarray]]]:
     """Return, in order, ('conv'|'prelu', arrays) for every weighted layer; all bytes used."""
-    reader = _BinReader(data)
+    reader = BinReader(data)
     weighted: list[tuple[str, dict[str, np.ndarray]]] = []
     for layer in layers:
         if layer.kind == "Convolution":
             weighted.append(("conv", _read_conv(layer, reader)))
         elif layer.kind == "PReLU":
-            weighted.append(("prelu", {"weight": reader.raw_fp32(layer.int_param(0, 1))}))
+            weighted.append(("prelu", {"weight": reader.raw_fp32(layer.integer(0, 1))}))
         elif layer.kind not in WEIGHTLESS:
             raise ModelLoadError(f"unsupported ncnn layer type {layer.kind!r}")
     reader.assert_consumed()
     return weighted
 
 
-def _read_conv(layer: NcnnLayer, reader: _BinReader) -> dict[str, np.ndarray]:
-    out_ch, kernel = layer.int_param(0), layer.int_param(1)
-    size = layer.int_param(6)
+def _read_conv(layer: GraphLayer, reader: BinReader) -> dict[str, np.ndarray]:
+    out_ch, kernel = layer.integer(0), layer.integer(1)
+    size = layer.integer(6)
     in_ch = size // (out_ch * kernel * kernel)
     if in_ch * out_ch * kernel * kernel != size:
         raise ModelLoadError(f"ncnn layer {layer.name}: weight size does not factor")
     arrays = {"weight": reader.tagged(size).reshape(out_ch, in_ch, kernel, kernel)}
-    if layer.int_param(5):
+    if layer.integer(5):
         arrays["bias"] = reader.raw_fp32(out_ch)
     return arrays
 
@@ -146,7 +87,7 @@ def to_state_dict(weighted: list[tuple[str, dict[str, np.ndarray]]],
 
 
 def convert_files(param_path: Path, bin_path: Path, architecture: str) -> dict[str, Any]:
-    layers = parse_param(param_path.read_text())
+    layers = parse_graph(param_path.read_text())
     weighted = read_weights(layers, bin_path.read_bytes())
     logger.debug("converted ncnn model", extra={"param": str(param_path), "tensors": len(weighted)})
     return to_state_dict(weighted, architecture)

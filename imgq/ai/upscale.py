@@ -1,59 +1,48 @@
-"""Super-resolution of numpy images with any loaded model: the public entry point.
+"""Super-resolution of numpy images with any model: the public entry point.
+
+Where a model runs: on a CUDA GPU with PyTorch when one is there and the model has a PyTorch
+form; otherwise on the CPU with the fastest installed runtime that runs it exactly, as
+bench/bench_runtimes.py measured (``ModelDescriptor.cpu_runtimes``): OpenVINO or ncnn for the
+shipped ncnn files (no torch needed), PyTorch for DAT light and the models folder.
 
 Per tile the model runs on RGB; a ×4 model asked for ×2 or ×3 is followed by an antialiased
-bicubic downscale of that tile on the device (torch's ``antialias=True``, the same filter family
-Pillow uses for its high-quality reductions); the overlap blending hides the tile borders of
-that filter too. Alpha is upscaled separately with bicubic interpolation in the same tiled pass:
-running it through the model as a grey image would triple the cost for an edge quality nobody
-sees in a mask. Grayscale images run as grey RGB and come back as luma.
+bicubic downscale of that tile; the overlap blending hides the tile borders of that filter too.
+Alpha is upscaled separately with bicubic interpolation in the same tiled pass: running it
+through the model as a grey image would triple the cost for an edge quality nobody sees in a
+mask. Grayscale images run as grey RGB and come back as luma.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
-from imgq.ai.device import choose_precision, free_memory, resolve_device
-from imgq.ai.errors import OutOfMemory
+from imgq.ai.array_upscale import ArrayTiledRun, ArrayTileTransform, pad_to
+from imgq.ai.catalog import find_descriptor
+from imgq.ai.cpu_nets import NETS, choose_runtime, runtime_installed, usable_cores
+from imgq.ai.descriptors import ModelDescriptor
+from imgq.ai.errors import AIUnavailable, DeviceUnavailable
 from imgq.ai.estimate import estimate_cpu_seconds
-from imgq.ai.loading import LoadedModel, find_descriptor, get_model
-from imgq.ai.tiling import Progress, ProgressReporter, ShouldAbort, TiledRun, TilePlan
+from imgq.ai.layout import ImageLayout
+from imgq.ai.options import DEFAULT_OVERLAP, MIN_TILE, UpscaleOptions
+from imgq.ai.tiling import Progress, ProgressReporter, ShouldAbort, TilePlan
+from imgq.ai.torch_upscale import TorchUpscaler
 from imgq.errors import InvalidParameters
-
-if TYPE_CHECKING:
-    import torch
 
 logger = logging.getLogger(__name__)
 
-MIN_TILE = 32
-MAX_TILE_GPU = 1024
-# On CPU the time per pixel grows once a tile's activations outgrow the L3 cache (measured on a
-# 2-core EPYC: 99 µs/px at 128 px, 106 at 192, 128 at 256 for RRDBNet), so CPU tiles stay small.
-MAX_TILE_CPU = 192
-DEFAULT_OVERLAP = 24
-LUMA = (0.299, 0.587, 0.114)
-Wrap = Callable[[Callable[["torch.Tensor"], "torch.Tensor"]], Callable[["torch.Tensor"], "torch.Tensor"]]
+__all__ = ["DEFAULT_OVERLAP", "UpscaleOptions", "Upscaler", "upscale_array", "uses_torch"]
+
+# The numpy path keeps tiles small for the same cache reason as torch on CPU.
+MAX_TILE_ARRAY = 192
 
 
-@dataclass
-class UpscaleOptions:
-    model: str | None = None
-    scale: int | None = None
-    tile: int | None = None
-    overlap: int = DEFAULT_OVERLAP
-    device: str = "auto"
-    precision: str = "auto"
-    models_dir: Path | str | None = None
-    cpu_memory_budget: int | None = None
-    compile_model: bool = False
-    batch: int | None = None
-    wrap_forward: Wrap | None = None  # test hook: wraps the model call (e.g. to inject an OOM)
+class Runner(Protocol):
+    def run(self, arr: np.ndarray, progress: Progress | None = None,
+            should_abort: ShouldAbort | None = None) -> np.ndarray: ...
 
 
 def upscale_array(arr: np.ndarray, model: str | None = None, scale: int | None = None,
@@ -68,173 +57,81 @@ def upscale_array(arr: np.ndarray, model: str | None = None, scale: int | None =
     return Upscaler(opts).run(arr, progress, should_abort)
 
 
-class Upscaler:
-    def __init__(self, opts: UpscaleOptions) -> None:
-        self.opts = opts
-        self.device = resolve_device(opts.device)
-        descriptor = find_descriptor(opts.model, opts.models_dir)
-        precision = choose_precision(descriptor, self.device, opts.precision)
-        self.loaded = get_model(opts.model, self.device, precision, opts.models_dir,
-                                opts.compile_model)
-        self.descriptor = self.loaded.descriptor
-        self.scale = opts.scale or self.descriptor.scale
-        if not 1 <= self.scale <= self.descriptor.scale:
-            raise InvalidParameters(f"model {self.descriptor.name} upscales ×2..×"
-                                    f"{self.descriptor.scale}; ×{self.scale} was asked")
+def Upscaler(opts: UpscaleOptions) -> Runner:  # noqa: N802 - reads as the class it stands for
+    """The runner for these options: PyTorch (GPU, or a model only torch runs) or the numpy
+    path on the model's fastest installed CPU runtime."""
+    descriptor = find_descriptor(opts.model, opts.models_dir)
+    scale = opts.scale or descriptor.scale
+    if not 1 <= scale <= descriptor.scale:
+        raise InvalidParameters(f"model {descriptor.name} upscales ×2..×{descriptor.scale}; "
+                                f"×{scale} was asked")
+    if uses_torch(descriptor, opts):
+        return TorchUpscaler(opts, descriptor, scale)
+    return ArrayUpscaler(opts, descriptor, scale)
+
+
+def uses_torch(descriptor: ModelDescriptor, opts: UpscaleOptions) -> bool:
+    """PyTorch when asked for, on a GPU, or when torch is the model's runtime here."""
+    if opts.runtime == "torch":
+        return True
+    if opts.runtime != "auto":
+        return False
+    device = (opts.device or "auto").strip().lower()
+    wants_gpu = device.startswith("cuda") or (device == "auto" and _cuda_available())
+    if wants_gpu and descriptor.torch_form:
+        return True
+    if device.startswith("cuda"):
+        raise DeviceUnavailable(f"model {descriptor.name} has no GPU form in imgq; it runs on "
+                                "the CPU (set the device to auto or cpu)")
+    return choose_runtime(descriptor) == "torch"
+
+
+def _cuda_available() -> bool:
+    if not runtime_installed("torch"):
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+class ArrayUpscaler:
+    """The numpy tiled path on OpenVINO or ncnn (no torch)."""
+
+    def __init__(self, opts: UpscaleOptions, descriptor: ModelDescriptor, scale: int) -> None:
+        if (opts.device or "auto").strip().lower() not in ("auto", "cpu"):
+            raise DeviceUnavailable(f"model {descriptor.name} runs on the CPU here")
+        self.opts, self.descriptor, self.scale = opts, descriptor, scale
+        self.runtime = choose_runtime(descriptor, opts.runtime)
+        if self.runtime == "torch":
+            raise AIUnavailable(f"model {descriptor.name} runs on torch here")
+        self.threads = opts.threads or usable_cores()
+        self.forward = NETS.get(descriptor, self.runtime, self.threads)
 
     def run(self, arr: np.ndarray, progress: Progress | None = None,
             should_abort: ShouldAbort | None = None) -> np.ndarray:
-        import torch
-
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
         layout = ImageLayout.of(arr)
-        image = layout.to_device(arr, self.device)
-        image, (h, w) = self._pad(image)
-        tile = self.opts.tile or self.auto_tile(h, w)
-        with torch.inference_mode():
-            out = self._run_with_oom_retry(image, layout, tile, progress, should_abort)
-        return layout.from_host(out[: layout.height * self.scale, : layout.width * self.scale])
-
-    def _pad(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        import torch.nn.functional as F
-
         d = self.descriptor
-        _, h, w = image.shape
-        th = max(h + (-h) % d.size_alignment, d.min_size)
-        tw = max(w + (-w) % d.size_alignment, d.min_size)
-        if (th, tw) == (h, w):
-            return image, (h, w)
-        padded = F.pad(image[None].float(), (0, tw - w, 0, th - h), mode="replicate")[0]
-        return padded.to(image.dtype), (th, tw)
+        image = np.ascontiguousarray(layout.hwc(arr).transpose(2, 0, 1))
+        h = max(layout.height + (-layout.height) % d.size_alignment, d.min_size)
+        w = max(layout.width + (-layout.width) % d.size_alignment, d.min_size)
+        image = pad_to(image, h, w)
+        tile = self._tile(h, w)
+        plan = TilePlan.make(h, w, tile, self.opts.overlap, self.scale, d.size_alignment)
+        transform = ArrayTileTransform(self.forward, layout, d.scale, self.scale)
+        reporter = ProgressReporter(plan.count, progress, should_abort)
+        reporter.announce(estimate_cpu_seconds(layout.width, layout.height, d, self.threads))
+        out = ArrayTiledRun(plan, transform).run(image, reporter)
+        return layout.finish(out[: layout.height * self.scale, : layout.width * self.scale])
 
-    def auto_tile(self, h: int, w: int) -> int:
-        budget = free_memory(self.device, self.opts.cpu_memory_budget)
-        per_pixel = self.descriptor.memory_per_pixel * self.loaded.dtype.itemsize / 4
-        per_pixel *= self.descriptor.scale**2 / 16 + 0.5  # hi-res activations dominate
-        side = int(math.sqrt(budget / per_pixel))
-        cap = MAX_TILE_GPU if self.device.type == "cuda" else MAX_TILE_CPU
-        return self._align(min(side, cap, max(h, w)))
-
-    def _align(self, tile: int) -> int:
+    def _tile(self, h: int, w: int) -> int:
         d = self.descriptor
+        tile = self.opts.tile or min(MAX_TILE_ARRAY, max(h, w))
         tile = max(tile, MIN_TILE, d.min_size)
         return tile - tile % d.size_alignment if tile % d.size_alignment else tile
 
-    def _batch(self, plan: TilePlan) -> int:
-        if self.opts.batch:
-            return self.opts.batch
-        if self.device.type != "cuda":
-            return 1  # a CPU already fills its cores with one tile
-        per_tile = (plan.tile_h * plan.tile_w * self.descriptor.memory_per_pixel
-                    * self.loaded.dtype.itemsize / 4)
-        fits = int(free_memory(self.device) // max(per_tile, 1))
-        # cuDNN kernels index with 32 bits: keep hi-res feature maps under 2**31 elements.
-        index_cap = 2**31 // max(1, plan.tile_h * plan.tile_w * 64 * self.descriptor.scale**2)
-        return max(1, min(fits, index_cap, len(plan.xs), 8))
 
-    def _run_with_oom_retry(self, image: torch.Tensor, layout: ImageLayout, tile: int,
-                            progress: Progress | None, should_abort: ShouldAbort | None
-                            ) -> torch.Tensor:
-        from imgq.ai.inference import is_out_of_memory, release_memory
-
-        while True:
-            try:
-                return self._run_once(image, layout, tile, progress, should_abort)
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                release_memory(self.device)
-                if tile // 2 < max(MIN_TILE, self.descriptor.min_size):
-                    raise OutOfMemory(f"out of memory even with {tile} px tiles") from exc
-                logger.warning("out of memory, halving the tile",
-                               extra={"model": self.descriptor.name, "tile": tile})
-                tile = self._align(tile // 2)
-
-    def _run_once(self, image: torch.Tensor, layout: ImageLayout, tile: int,
-                  progress: Progress | None, should_abort: ShouldAbort | None) -> torch.Tensor:
-        from imgq.ai.inference import HostWriter, TileTransform
-
-        _, h, w = image.shape
-        plan = TilePlan.make(h, w, tile, self.opts.overlap, self.scale,
-                             self.descriptor.size_alignment)
-        transform = TileTransform(self, layout)
-        writer = HostWriter(self.device, (h * self.scale, w * self.scale, layout.out_channels),
-                            layout.host_dtype)
-        run = TiledRun(plan, transform, layout.out_channels, writer.write, self._batch(plan))
-        reporter = ProgressReporter(plan.count, progress, should_abort)
-        if self.device.type == "cpu":
-            reporter.announce(estimate_cpu_seconds(w, h, self.descriptor))
-        run.run(image, reporter)
-        return writer.result()
-
-    def fp32_fallback(self) -> LoadedModel:
-        logger.warning("non-finite output in reduced precision, falling back to fp32",
-                       extra={"model": self.descriptor.name, "precision": self.loaded.precision})
-        self.loaded = get_model(self.descriptor.name, self.device, "fp32", self.opts.models_dir,
-                                self.opts.compile_model)
-        return self.loaded
-
-
-@dataclass(frozen=True)
-class ImageLayout:
-    """How the caller's array maps to the model's RGB input, and back."""
-
-    height: int
-    width: int
-    channels: int  # 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA
-    squeeze: bool  # the input was (H, W)
-    dtype: np.dtype
-    maximum: float
-
-    @classmethod
-    def of(cls, arr: np.ndarray) -> ImageLayout:
-        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
-            raise InvalidParameters(f"unsupported image shape {arr.shape}")
-        if arr.dtype == np.uint8:
-            maximum = 255.0
-        elif arr.dtype == np.uint16:
-            maximum = 65535.0
-        elif np.issubdtype(arr.dtype, np.floating):
-            maximum = 1.0
-        else:
-            raise InvalidParameters(f"unsupported pixel type {arr.dtype}")
-        channels = 1 if arr.ndim == 2 else arr.shape[2]
-        return cls(arr.shape[0], arr.shape[1], channels, arr.ndim == 2, arr.dtype, maximum)
-
-    @property
-    def colour(self) -> int:
-        return 3 if self.channels >= 3 else 1
-
-    @property
-    def has_alpha(self) -> bool:
-        return self.channels in (2, 4)
-
-    @property
-    def out_channels(self) -> int:
-        return self.channels
-
-    @property
-    def host_dtype(self) -> torch.dtype:
-        import torch
-
-        return torch.uint8 if self.dtype == np.uint8 else torch.float32
-
-    def to_device(self, arr: np.ndarray, device: torch.device) -> torch.Tensor:
-        import torch
-
-        hwc = arr[:, :, None] if arr.ndim == 2 else arr
-        host = hwc if hwc.dtype == np.uint8 else hwc.astype(np.float32)
-        tensor = torch.from_numpy(np.ascontiguousarray(host)).permute(2, 0, 1)
-        if device.type == "cuda":
-            # Whole low-res image in one pinned, asynchronous copy: it is small next to the output.
-            return tensor.contiguous().pin_memory().to(device, non_blocking=True)
-        return tensor
-
-    def from_host(self, out: torch.Tensor) -> np.ndarray:
-        array = out.numpy()
-        if self.dtype == np.uint16:
-            array = np.rint(array * 65535.0).clip(0, 65535).astype(np.uint16)
-        elif self.dtype != np.uint8:
-            array = array.astype(self.dtype, copy=False)
-        return array[:, :, 0] if self.squeeze else np.ascontiguousarray(array)
+def tile_count(height: int, width: int, tile: int, overlap: int = DEFAULT_OVERLAP) -> int:
+    """How many tiles an image needs (for estimates): ceil per axis, like the plan."""
+    per_axis = [1 if side <= tile else math.ceil((side - overlap) / (tile - overlap))
+                for side in (height, width)]
+    return per_axis[0] * per_axis[1]

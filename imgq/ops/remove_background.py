@@ -61,7 +61,7 @@ class RemoveBackground(Operation):
     def __init__(self, config: AIConfig | None = None) -> None:
         self._config = config
         missing = missing_packages("onnxruntime")
-        problem = ("onnxruntime is not installed; install imgq's AI extra (see docs/ai.md)"
+        problem = ("onnxruntime is not installed (it comes with imgq: pip install onnxruntime)"
                    if missing else _weights_problem())
         self.unavailable_reason = problem  # type: ignore[misc]
 

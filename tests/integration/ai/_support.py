@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-NO_TORCH = ("torch is not installed: the AI tests need the AI extra "
-            "(pip install -r requirements/ai.txt, then requirements/ai-nodeps.txt with --no-deps)")
+NO_TORCH = ("torch is not installed: these AI tests need the torch extra "
+            "(scripts/setup.sh --torch, or see docs/ai.md)")
 
 
 def require_torch(*also: str) -> None:

@@ -20,7 +20,8 @@ from safetensors.torch import save_file  # noqa: E402
 from imgq.ai._spandrel import import_spandrel  # noqa: E402
 from imgq.ai.errors import ModelNotFound  # noqa: E402
 from imgq.ai.descriptors import SHIPPED  # noqa: E402
-from imgq.ai.loading import ModelCache, get_model  # noqa: E402
+from imgq.ai.catalog import get_model  # noqa: E402
+from imgq.ai.loading import ModelCache  # noqa: E402
 from imgq.ai.models_dir import scan_models_dir  # noqa: E402
 from imgq.ai.upscale import upscale_array  # noqa: E402
 

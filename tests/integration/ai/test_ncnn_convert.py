@@ -15,8 +15,9 @@ import torch  # noqa: E402
 
 from imgq.ai.descriptors import SHIPPED  # noqa: E402
 from imgq.ai.errors import ModelLoadError  # noqa: E402
-from imgq.ai.loading import get_model  # noqa: E402
-from imgq.ai.ncnn_convert import parse_param, read_weights, rrdb_keys  # noqa: E402
+from imgq.ai.catalog import get_model  # noqa: E402
+from imgq.ai.ncnn_convert import read_weights, rrdb_keys
+from imgq.ai.ncnn_graph import parse_graph  # noqa: E402
 
 import ncnn  # noqa: E402  (test-only: the reference implementation)
 
@@ -51,7 +52,7 @@ def test_converted_model_equals_ncnn_cpu_output(name: str) -> None:
 
 def test_every_byte_of_the_bin_file_is_used() -> None:
     stem = SHIPPED.get("realesr-animevideov3").source.location()
-    layers = parse_param(stem.with_suffix(".param").read_text())
+    layers = parse_graph(stem.with_suffix(".param").read_text())
     data = stem.with_suffix(".bin").read_bytes()
     weighted = read_weights(layers, data)
     assert [kind for kind, _ in weighted[:3]] == ["conv", "prelu", "conv"]

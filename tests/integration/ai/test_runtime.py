@@ -21,9 +21,14 @@ from imgq.ai.estimate import calibrate, describe_estimate, estimate_cpu_seconds 
 
 def test_every_shipped_model_has_its_weights_installed() -> None:
     assert SHIPPED.get().name == "realesrgan-x4plus"
-    assert set(SHIPPED.names("sr")) == {"realesrgan-x4plus", "realesrgan-x4plus-anime",
-                                        "realesr-animevideov3", "dat-light-x2", "dat-light-x3",
-                                        "dat-light-x4"}
+    names = set(SHIPPED.names("sr"))
+    assert {"realesrgan-x4plus", "realesrgan-x4plus-anime", "realesr-animevideov3",
+            "dat-light-x2", "dat-light-x3", "dat-light-x4"} <= names
+    cugan = {n for n in names if n.startswith("realcugan")}
+    assert {"realcugan-x2", "realcugan-x3", "realcugan-x4", "realcugan-x2-denoise1",
+            "realcugan-x2-denoise3", "realcugan-x4-conservative", "realcugan-pro-x3"} <= cugan
+    assert len(cugan) == 17 and len(names) == 6 + 17
+    assert all(SHIPPED.get(n).good_for for n in names)
     for descriptor in SHIPPED:
         location = descriptor.source.location()
         if descriptor.source.format == "ncnn":

@@ -28,8 +28,8 @@ def test_tiles_are_equal_cover_the_axis_and_overlap_enough(length: int, tile: in
 def test_blend_weights_sum_to_one_everywhere() -> None:
     plan = TilePlan.make(90, 70, 32, 12, 2)
     assert plan.count == len(plan.ys) * len(plan.xs) > 4
-    torch.testing.assert_close(plan.totals(plan.wy, plan.ys, 90), torch.ones(180))
-    torch.testing.assert_close(plan.totals(plan.wx, plan.xs, 70), torch.ones(140))
+    np.testing.assert_allclose(plan.totals(plan.wy, plan.ys, 90), np.ones(180), atol=1e-6)
+    np.testing.assert_allclose(plan.totals(plan.wx, plan.xs, 70), np.ones(140), atol=1e-6)
 
 
 def seam_band_mask(plan: TilePlan, shape: tuple[int, int], width: int) -> np.ndarray:
@@ -72,3 +72,30 @@ def test_realesrgan_tiled_equals_untiled_within_tolerance_and_seams_are_invisibl
     assert difference.mean() < 0.6
     assert np.percentile(difference, 99.9) < 10
     assert difference[seams].mean() < 1.0
+
+
+def test_fixed_tiles_keep_their_size_and_still_cover_the_axis() -> None:
+    for length in (300, 513, 1000):
+        size, starts = axis_tiles(length, 256, 24, fixed=True)
+        assert size == 256 and starts[0] == 0 and starts[-1] + size == length
+        assert all(b - a <= 256 - 24 for a, b in zip(starts, starts[1:], strict=False))
+
+
+def test_batches_across_tile_rows_give_the_same_image_as_one_tile_at_a_time() -> None:
+    image = scene(70, 62, seed=5)
+    one = upscale_array(image, "realesr-animevideov3", tile=32, overlap=8, device="cpu",
+                        runtime="torch", batch=1)
+    shapes: list[tuple[int, ...]] = []
+
+    def record(forward):
+        def wrapped(batch: torch.Tensor) -> torch.Tensor:
+            shapes.append(tuple(batch.shape))
+            return forward(batch)
+        return wrapped
+
+    # 3 tiles per row and batches of 4: every batch but the first spans two rows
+    many = upscale_array(image, "realesr-animevideov3", tile=32, overlap=8, device="cpu",
+                         runtime="torch", batch=4, wrap_forward=record)
+    assert TilePlan.make(70, 62, 32, 8, 4).count == 9
+    assert [s[0] for s in shapes] == [4, 4, 1]
+    assert np.abs(one.astype(np.int16) - many.astype(np.int16)).max() <= 1

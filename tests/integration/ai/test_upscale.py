@@ -15,6 +15,7 @@ require_torch()
 import torch  # noqa: E402
 
 from imgq.ai.errors import InferenceAborted, OutOfMemory  # noqa: E402
+from imgq.ai.torch_upscale import TorchUpscaler  # noqa: E402
 from imgq.ai.upscale import Upscaler, UpscaleOptions, upscale_array  # noqa: E402
 from imgq.errors import InvalidParameters  # noqa: E402
 
@@ -34,8 +35,10 @@ def rgb(h: int = 20, w: int = 24) -> np.ndarray:
     (lambda: rgb().astype(np.uint16) * 257, (80, 96, 3), np.uint16),
     (lambda: rgb().astype(np.float32) / 255, (80, 96, 3), np.float32),
 ])
-def test_output_keeps_the_input_mode_at_four_times_the_size(make, expected_shape, dtype) -> None:
-    out = upscale_array(make(), FAST, device="cpu")
+@pytest.mark.parametrize("runtime", ["openvino", "ncnn", "torch"])
+def test_output_keeps_the_input_mode_at_four_times_the_size(make, expected_shape, dtype,
+                                                            runtime) -> None:
+    out = upscale_array(make(), FAST, device="cpu", runtime=runtime)
     assert out.shape == expected_shape
     assert out.dtype == dtype
 
@@ -47,10 +50,11 @@ def test_sixteen_bit_output_uses_the_full_sixteen_bit_range() -> None:
     assert (out16 % 257 != 0).any()  # real 16-bit values, not 8-bit ones scaled up
 
 
-def test_alpha_plane_is_upscaled_separately_and_kept() -> None:
+@pytest.mark.parametrize("runtime", ["openvino", "torch"])
+def test_alpha_plane_is_upscaled_separately_and_kept(runtime: str) -> None:
     alpha = np.zeros((20, 24), np.uint8)
     alpha[:, 12:] = 255
-    out = upscale_array(np.dstack([rgb(), alpha]), FAST, device="cpu")
+    out = upscale_array(np.dstack([rgb(), alpha]), FAST, device="cpu", runtime=runtime)
     assert (out[:, :40, 3] == 0).all() and (out[:, 56:, 3] == 255).all()
 
 
@@ -97,8 +101,9 @@ def test_out_of_memory_halves_the_tile_and_the_result_is_unchanged() -> None:
         return wrapped
 
     image = rgb(40, 48)
-    out = upscale_array(image, FAST, tile=128, device="cpu", wrap_forward=fail_above_32)
-    reference = upscale_array(image, FAST, tile=32, device="cpu")
+    out = upscale_array(image, FAST, tile=128, device="cpu", wrap_forward=fail_above_32,
+                        runtime="torch")
+    reference = upscale_array(image, FAST, tile=32, device="cpu", runtime="torch")
     assert seen[0] == 48 and seen[1] > 32 and max(seen[2:]) <= 32
     assert np.array_equal(out, reference)
 
@@ -110,7 +115,8 @@ def test_out_of_memory_at_the_smallest_tile_is_a_clear_error() -> None:
         return wrapped
 
     with pytest.raises(OutOfMemory, match="32 px"):
-        upscale_array(rgb(40, 48), FAST, tile=64, device="cpu", wrap_forward=always_fail)
+        upscale_array(rgb(40, 48), FAST, tile=64, device="cpu", wrap_forward=always_fail,
+                      runtime="torch")
 
 
 def test_progress_reports_each_tile_with_time_left() -> None:
@@ -136,16 +142,19 @@ def test_cancel_is_checked_between_tiles() -> None:
     with pytest.raises(InferenceAborted, match="tile 2/4"):
         upscale_array(rgb(40, 48), FAST, tile=32, overlap=8, device="cpu",
                       progress=lambda fraction, _: done.append(fraction),
-                      should_abort=lambda: len(done) >= 3, wrap_forward=counting)
+                      should_abort=lambda: len(done) >= 3, wrap_forward=counting,
+                      runtime="torch")
     assert len(calls) == 2
 
 
 def test_non_finite_half_precision_output_falls_back_to_fp32() -> None:
-    upscaler = Upscaler(UpscaleOptions(model=FAST, device="cpu", precision="bf16"))
+    upscaler = Upscaler(UpscaleOptions(model=FAST, device="cpu", precision="bf16",
+                                       runtime="torch"))
+    assert isinstance(upscaler, TorchUpscaler)
     assert upscaler.loaded.precision == "bf16"
     nan_module = lambda x: torch.full((x.shape[0], 3, x.shape[2] * 4, x.shape[3] * 4), torch.nan)  # noqa: E731
     upscaler.loaded = dataclasses.replace(upscaler.loaded, module=nan_module)
     out = upscaler.run(rgb())
-    expected = upscale_array(rgb(), FAST, device="cpu")
+    expected = upscale_array(rgb(), FAST, device="cpu", runtime="torch")
     assert upscaler.loaded.precision == "fp32"
     assert np.array_equal(out, expected)

@@ -7,9 +7,15 @@ const $ = (sel) => document.querySelector(sel);
 const state = { files: [], limits: null, ops: new Map(), steps: [], preset: null };
 
 // -- presets -------------------------------------------------------------------------------
-function upscaleStep(scale, detailed) {
-  // "Standard"/"Detailed" map onto whatever choice the upscale operation offers: a parameter
-  // with those values, else a model choice (Real-ESRGAN standard; SwinIR, HAT or DAT detailed).
+// What each upscale preset is for, and how to find its model among the operation's choices:
+// a parameter with that value (a "standard"/"detailed" switch), else a model name.
+const UPSCALE_KINDS = [
+  { id: "sharp", word: "standard", hint: "Photos · sharp", model: () => /^realesrgan-x4plus$|esrgan/i },
+  { id: "faithful", word: "detailed", hint: "Photos · faithful, natural faces", model: () => /dat|swin|hat/i },
+  { id: "illustration", word: null, hint: "Drawings, anime", model: (scale) => new RegExp(`^realcugan-x${scale}$`) },
+];
+
+function upscaleStep(scale, kind) {
   const op = state.ops.get("upscale");
   const props = (op && op.params.properties) || {};
   const step = { op: "upscale" };
@@ -18,17 +24,13 @@ function upscaleStep(scale, detailed) {
     || (raw.anyOf || []).map((p) => p.enum || enumOf(op.params, p.$ref)).find(Boolean) || null;
   for (const [name, raw] of Object.entries(props)) {
     const choices = choicesOf(raw);
-    const want = choices && choices.find((c) => String(c).toLowerCase() === (detailed ? "detailed" : "standard"));
-    if (want !== undefined && want !== null) { step[name] = want; return step; }
+    const want = kind.word && choices && choices.find((c) => String(c).toLowerCase() === kind.word);
+    if (want !== undefined && want !== null && want !== false) { step[name] = want; return step; }
   }
   const models = props.model ? choicesOf(props.model) : null;
-  if (models) {
-    const pick = models.find((m) => (detailed ? /swin|hat|dat/i : /esrgan/i).test(String(m)));
-    if (pick) step.model = pick;
-    else if (detailed) return null;
-  } else if (detailed) {
-    return null; // no way to ask for a more detailed model
-  }
+  const pick = models && models.find((m) => kind.model(scale).test(String(m)));
+  if (pick) step.model = pick;
+  else if (kind.id !== "sharp" || models) return null;
   return step;
 }
 
@@ -44,10 +46,10 @@ function presets() {
   if (has("upscale")) {
     const items = [];
     for (const scale of [2, 4]) {
-      for (const detailed of [false, true]) {
-        const step = upscaleStep(scale, detailed);
-        if (step) items.push({ id: `upscale-${scale}-${detailed ? "detailed" : "standard"}`,
-          label: `Upscale ${scale}×`, hint: detailed ? "Detailed" : "Standard", steps: [step] });
+      for (const kind of UPSCALE_KINDS) {
+        const step = upscaleStep(scale, kind);
+        if (step) items.push({ id: `upscale-${scale}-${kind.id}`, label: `Upscale ${scale}×`,
+          hint: kind.hint, steps: [step] });
       }
     }
     groups.push({ title: "Upscale with AI", items });
