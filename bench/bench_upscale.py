@@ -156,8 +156,8 @@ def bench_throughput(args: argparse.Namespace, device: torch.device) -> None:
 def bench_load_times(device: torch.device) -> None:
     print("model load time (weights from disk to a ready module, cold cache):")
     for descriptor in SHIPPED:
-        if descriptor.purpose != "sr":
-            continue
+        if descriptor.purpose != "sr" or not descriptor.torch_form:
+            continue  # Real-CUGAN has no PyTorch form
         CACHE.clear()
         started = time.perf_counter()
         get_model(descriptor.name, device, "fp16" if device.type == "cuda" and
