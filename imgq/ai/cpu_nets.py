@@ -11,7 +11,8 @@ import importlib.util
 import logging
 import os
 import threading
-from collections import OrderedDict
+
+from cachetools import LRUCache
 
 from imgq.ai.array_upscale import ArrayForward
 from imgq.ai.descriptors import ModelDescriptor
@@ -83,20 +84,15 @@ class NetCache:
     """A small per-process LRU of ready networks keyed by (model, runtime, threads)."""
 
     def __init__(self, size: int = 3) -> None:
-        self.size = size
-        self._nets: OrderedDict[tuple[str, str, int], ArrayForward] = OrderedDict()
+        self._nets: LRUCache[tuple[str, str, int], ArrayForward] = LRUCache(size)
         self._lock = threading.Lock()
 
     def get(self, descriptor: ModelDescriptor, runtime: str, threads: int) -> ArrayForward:
         key = (descriptor.name, runtime, threads)
         with self._lock:  # one load at a time: two threads never build the same net twice
-            if key in self._nets:
-                self._nets.move_to_end(key)
-                return self._nets[key]
-            forward = build_forward(descriptor, runtime, threads)
-            self._nets[key] = forward
-            while len(self._nets) > self.size:
-                self._nets.popitem(last=False)
+            forward = self._nets.get(key)
+            if forward is None:
+                forward = self._nets[key] = build_forward(descriptor, runtime, threads)
             return forward
 
     def clear(self) -> None:

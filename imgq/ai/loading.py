@@ -12,10 +12,11 @@ import logging
 import threading
 import time
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from cachetools import LRUCache
 
 from imgq.ai._spandrel import import_spandrel
 from imgq.ai.descriptors import ModelDescriptor
@@ -113,26 +114,28 @@ def prepare_module(module: torch.nn.Module, device: torch.device, precision: str
     return module
 
 
+class _Evicting(LRUCache[tuple[str, str, str, bool], "LoadedModel"]):
+    def popitem(self) -> tuple[tuple[str, str, str, bool], LoadedModel]:
+        key, model = super().popitem()
+        logger.info("model evicted from cache", extra={"model": key[0]})
+        return key, model
+
+
 class ModelCache:
     """A small per-process LRU of ready-to-run models keyed by (model, device, precision)."""
 
     def __init__(self, size: int = 3) -> None:
-        self.size = size
-        self._models: OrderedDict[tuple[str, str, str, bool], LoadedModel] = OrderedDict()
+        self._models: _Evicting = _Evicting(size)
         self._lock = threading.Lock()
 
     def get(self, descriptor: ModelDescriptor, device: torch.device, precision: str,
             compile_model: bool = False) -> LoadedModel:
         key = (descriptor.name, str(device), precision, compile_model)
         with self._lock:  # one load at a time: two workers never load the same model twice
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-            loaded = self._load(descriptor, device, precision, compile_model)
-            self._models[key] = loaded
-            while len(self._models) > self.size:
-                evicted, _ = self._models.popitem(last=False)
-                logger.info("model evicted from cache", extra={"model": evicted[0]})
+            loaded = self._models.get(key)
+            if loaded is None:
+                loaded = self._models[key] = self._load(descriptor, device, precision,
+                                                        compile_model)
             return loaded
 
     def _load(self, descriptor: ModelDescriptor, device: torch.device, precision: str,

@@ -9,9 +9,7 @@ the older APIs (which render the same errors in their own shapes).
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,62 +18,27 @@ from sqlalchemy import exc as sa
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imgq.errors import (
-    DatabaseUnavailable,
-    ImgqError,
-    InvalidRequest,
-    NotFound,
-    StorageFull,
-    StorageReadOnly,
-    StorageUnavailable,
-)
+from imgq.errors import ImgqError, InvalidRequest, NotFound
+from imgq.worker.classify import infrastructure_cause
 
 log = logging.getLogger(__name__)
 
-_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large",
                400: "invalid_request", 415: "unsupported_media_type"}
 
 
 def public_error(exc: BaseException) -> ImgqError | None:
-    """The client-facing error for `exc`, or None when it is an unexpected bug."""
+    """The client-facing error for `exc`, or None when it is an unexpected bug. The server's
+    trouble is named by the one classification the workers use too (`infrastructure_cause`)."""
     if isinstance(exc, ImgqError):
         return exc
-    if isinstance(exc, (sa.OperationalError, sa.InterfaceError, sa.DisconnectionError,
-                        sa.TimeoutError)) or (isinstance(exc, sa.DBAPIError)
-                                              and exc.connection_invalidated):
-        return _database_error(exc)
     if isinstance(exc, sa.DataError):  # e.g. a NUL character in an id, on PostgreSQL
         return InvalidRequest("a value in the request cannot be used (a control character?)")
-    if isinstance(exc, OSError):
-        return storage_error(exc)
-    if type(exc).__module__.startswith(("botocore", "boto3", "s3transfer")):
-        return StorageUnavailable(f"file storage cannot be reached ({type(exc).__name__}); "
-                                  "try again shortly")
     if isinstance(exc, RecursionError):
         return InvalidRequest("the request is nested too deeply")
     if isinstance(exc, OverflowError):
         return InvalidRequest("a number in the request is too large")
-    return None
-
-
-def storage_error(exc: OSError) -> ImgqError:
-    """A failed file operation, named by cause (no paths: they are the server's business)."""
-    if exc.errno in _FULL:
-        return StorageFull("file storage is full; try again later")
-    if exc.errno == errno.EROFS:
-        return StorageReadOnly("file storage is read-only; try again later")
-    reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
-    return StorageUnavailable(f"file storage failed ({reason}); try again shortly")
-
-
-def _database_error(exc: BaseException) -> ImgqError:
-    text = str(getattr(exc, "orig", exc)).lower()
-    if "disk is full" in text or "no space" in text:
-        return StorageFull("the database's disk is full; try again later")
-    if "readonly" in text or "read-only" in text:
-        return StorageReadOnly("the database is read-only; try again later")
-    return DatabaseUnavailable()
+    return infrastructure_cause(exc)
 
 
 def error_response(err: ImgqError) -> JSONResponse:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import anyio
+from cachetools import LRUCache
 
 from imgq.domain.access import Scope
 from imgq.domain.models import Job
@@ -39,7 +39,7 @@ class JobReads:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.ttl = rt.settings.status_cache_seconds
-        self._kept: OrderedDict[tuple[str, str], tuple[Snapshot, float, int]] = OrderedDict()
+        self._kept: LRUCache[tuple[str, str], tuple[Snapshot, float, int]] = LRUCache(MAX_ENTRIES)
 
     async def one(self, job_id: str, base: str, scope: Scope) -> Snapshot:
         found = await self.many([job_id], base, scope)
@@ -70,9 +70,6 @@ class JobReads:
     def _keep(self, found: Snapshot, base: str, now: float, writes: int) -> Snapshot:
         if self.ttl > 0:
             self._kept[(found.job.id, base)] = (found, now, writes)
-            self._kept.move_to_end((found.job.id, base))
-            while len(self._kept) > MAX_ENTRIES:
-                self._kept.popitem(last=False)
         return found
 
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pyvips
+from cachetools import LRUCache
 
 from imgq.api.budget import MemoryBudget, SingleFlight
 from imgq.errors import DecodeError, Gone, ImageTooLarge
@@ -36,22 +36,16 @@ class _Cache:
     """A small LRU of rendered previews; blob keys never change their bytes, so no expiry."""
 
     def __init__(self, size: int) -> None:
-        self.size = size
-        self._data: OrderedDict[Key, bytes] = OrderedDict()
+        self._data: LRUCache[Key, bytes] = LRUCache(size)
         self._lock = threading.Lock()
 
     def get(self, key: Key) -> bytes | None:
         with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
-        return None
+            return self._data.get(key)
 
     def put(self, key: Key, value: bytes) -> None:
         with self._lock:
             self._data[key] = value
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
 
 
 

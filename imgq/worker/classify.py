@@ -24,6 +24,8 @@ from imgq.errors import (
     DatabaseUnavailable,
     ImgqError,
     OutOfMemory,
+    StorageFull,
+    StorageReadOnly,
     StorageUnavailable,
     TimeLimitExceeded,
     Unavailable,
@@ -43,13 +45,13 @@ except ImportError:  # pragma: no cover
 
 #: OSError numbers that say the storage is in trouble, not the image.
 _STORAGE_ERRNOS = {
-    errno.ENOSPC: "the storage is full",
-    errno.EDQUOT: "the storage quota is exhausted",
-    errno.EROFS: "the storage is read-only",
-    errno.EIO: "the storage reported an input/output error",
-    errno.EACCES: "the storage refused access",
-    errno.EPERM: "the storage refused access",
-    errno.ESTALE: "the storage's file handle went stale",
+    errno.ENOSPC: "file storage is full",
+    errno.EDQUOT: "file storage's quota is exhausted",
+    errno.EROFS: "file storage is read-only",
+    errno.EIO: "file storage reported an input/output error",
+    errno.EACCES: "file storage refused access",
+    errno.EPERM: "file storage refused access",
+    errno.ESTALE: "file storage's file handle went stale",
 }
 
 #: How much free space a write probe needs before storage counts as healthy.
@@ -61,28 +63,41 @@ def classify(exc: BaseException) -> ImgqError:
     whether it is the server's trouble."""
     if isinstance(exc, ImgqError):
         return exc
-    if isinstance(exc, sa_exc.DBAPIError | sa_exc.TimeoutError | sa_exc.DisconnectionError):
-        return _database(exc)
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", "?"))
-        return StorageUnavailable(f"the file storage answered {code}; retrying")
-    if isinstance(exc, BotoCoreError):
-        return StorageUnavailable(f"the file storage could not be reached "
-                                  f"({type(exc).__name__}); retrying")
+    cause = infrastructure_cause(exc)
+    if cause is not None:
+        return cause
     if isinstance(exc, SoftTimeLimitExceeded):
         return TimeLimitExceeded()
     if isinstance(exc, MemoryError):
         return OutOfMemory("the worker ran out of memory processing this image")
-    if isinstance(exc, OSError):
-        return _os_error(exc)
     return ImgqError("internal error while processing the image; see the server log")
 
 
-def _database(exc: BaseException) -> ImgqError:
+def infrastructure_cause(exc: BaseException) -> Unavailable | None:
+    """The server's trouble behind `exc`, named by its cause (the database, file storage, a
+    full or read-only disk, a service out of reach); None when it is not the server's. The API
+    answers these with a 503, the worker retries them without spending an attempt."""
+    if isinstance(exc, sa_exc.DBAPIError | sa_exc.TimeoutError | sa_exc.DisconnectionError):
+        return _database(exc)
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", "?"))
+        return StorageUnavailable(f"file storage answered {code}")
+    if isinstance(exc, BotoCoreError):
+        return StorageUnavailable(f"file storage could not be reached ({type(exc).__name__})")
+    if isinstance(exc, OSError):
+        return _os_error(exc)
+    return None
+
+
+def _database(exc: BaseException) -> Unavailable | None:
     if isinstance(exc, sa_exc.DBAPIError) and not _is_connection_trouble(exc):
-        return ImgqError("internal error while recording the item; see the server log")
-    return DatabaseUnavailable(f"the database could not be reached "
-                               f"({type(exc).__name__}); retrying")
+        return None  # a constraint or a bad value: not the server being down
+    text = str(getattr(exc, "orig", exc)).lower()
+    if "disk is full" in text or "no space" in text:
+        return StorageFull("the database's disk is full")
+    if "readonly" in text or "read-only" in text:
+        return StorageReadOnly("the database is read-only")
+    return DatabaseUnavailable(f"the database could not be reached ({type(exc).__name__})")
 
 
 def _is_connection_trouble(exc: sa_exc.DBAPIError) -> bool:
@@ -92,14 +107,18 @@ def _is_connection_trouble(exc: sa_exc.DBAPIError) -> bool:
         exc, sa_exc.OperationalError | sa_exc.InterfaceError)
 
 
-def _os_error(exc: OSError) -> ImgqError:
+def _os_error(exc: OSError) -> Unavailable:
     if isinstance(exc, ConnectionError | TimeoutError):
-        return Unavailable(f"a service could not be reached ({type(exc).__name__}); retrying")
+        return Unavailable(f"a service could not be reached ({type(exc).__name__})")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(f"{_STORAGE_ERRNOS[exc.errno]}")
+    if exc.errno == errno.EROFS:
+        return StorageReadOnly(f"{_STORAGE_ERRNOS[exc.errno]}")
     reason = _STORAGE_ERRNOS.get(exc.errno or 0)
     if reason is not None:
-        return StorageUnavailable(f"{reason}; retrying")
-    return StorageUnavailable(f"a file operation failed ({errno.errorcode.get(exc.errno or 0, type(exc).__name__)}); "
-                              "retrying")
+        return StorageUnavailable(reason)
+    name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    return StorageUnavailable(f"a file operation failed ({name})")
 
 
 def storage_trouble(folder: Path | None) -> StorageUnavailable | None:

@@ -8,10 +8,7 @@ import io
 import os
 import re
 import select
-import shutil
 import socket
-import subprocess
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import service_missing
 from tests.fixtures.encoded import png_bytes
-from tests.fixtures.server import Server, free_port
+from tests.fixtures.outages import OwnPostgres, own_postgres, remount, small_filesystem
+from tests.fixtures.server import Server
 
 NESTED = "[" * 20_000
 UPLOAD_ROUTES = [("/v1/jobs", "files"), ("/upload", "file"), ("/process-image/", "file"),
@@ -115,17 +112,9 @@ def test_a_disk_below_the_free_space_floor_refuses_uploads_and_is_not_ready(
 # -- real faults: a full and a read-only filesystem, a database that stops ----------------------
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 3 MB tmpfs (needs root and mount; skipped with the reason otherwise)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small filesystem here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+    """A 3 MB tmpfs of the test's own (needs root and mount)."""
+    with small_filesystem(tmp_path / "disk", "3m") as disk:
+        yield disk
 
 
 def test_a_full_and_a_read_only_disk_answer_503_naming_the_cause(
@@ -136,58 +125,27 @@ def test_a_full_and_a_read_only_disk_answer_503_naming_the_cause(
     error = error_of(server.submit([("big.png", b"\x89PNG\r\n\x1a\n" + big)], "grayscale"), 503)
     assert error["code"] == "storage_full", error
     assert list((small_disk / ".tmp").iterdir()) == [], "the cut-off upload was left staged"
-    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    remount(small_disk, read_only=True)
     response = server.submit([("a.png", png_bytes())], "grayscale")
     assert error_of(response, 503)["code"] == "storage_read_only"
     assert int(response.headers["Retry-After"]) > 0
     assert server.client.get("/readyz").status_code == 503
-    subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    remount(small_disk, read_only=False)
     job = server.wait_finished(server.submit_ok([("a.png", png_bytes())], "grayscale")["id"])
     assert job["status"] == "succeeded"
 
 
-def _postgres_bin(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        service_missing("PostgreSQL's server binaries", f"{name} is not on PATH")
-    assert found is not None
-    return found
-
-
 @pytest.fixture
-def own_postgres() -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
-    """A PostgreSQL of our own on a free port: (url, stop, start)."""
-    folder = Path(tempfile.mkdtemp(prefix="imgq-pg-"))  # pytest's tmp_path is root's alone
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_user:
-        shutil.chown(folder, "postgres")
-    port = free_port()
-    initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
-    subprocess.run([*as_user, initdb, "-D", str(folder / "data"), "-U", "postgres",
-                    "--auth=trust"], check=True, capture_output=True)
-
-    def start() -> None:
-        subprocess.run([*as_user, pg_ctl, "-D", str(folder / "data"), "-w", "-l",
-                        str(folder / "log"), "-o", f"-p {port} -k {folder} -h 127.0.0.1",
-                        "start"], check=True, capture_output=True)
-
-    def stop() -> None:
-        subprocess.run([*as_user, pg_ctl, "-D", str(folder / "data"), "-m", "immediate",
-                        "stop"], check=False, capture_output=True)
-
-    start()
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres", stop, start
-    finally:
-        stop()
-        shutil.rmtree(folder, ignore_errors=True)
+def own_database() -> Iterator[OwnPostgres]:
+    with own_postgres() as db:
+        yield db
 
 
 def test_a_database_that_stops_is_a_503_not_a_500_and_work_resumes(
-    serve: Callable[..., Server], own_postgres: tuple[str, Callable[[], None], Callable[[], None]],
+    serve: Callable[..., Server], own_database: OwnPostgres,
 ) -> None:
-    url, stop, start = own_postgres
-    server = serve(workers=1, database_url=url)
+    stop, start = own_database.stop, own_database.start
+    server = serve(workers=1, database_url=own_database.url)
     job = server.wait_finished(server.submit_ok([("a.png", png_bytes())], "grayscale")["id"])
     stop()
     for response in (server.client.get(f"/v1/jobs/{job['id']}"),

@@ -121,7 +121,7 @@ def test_full_storage_is_retried_and_the_image_succeeds_once_space_returns(
     assert outcome.status == "retry"
     during = rt.repo.get_item(item.id)
     assert during.status == Status.queued
-    assert during.error_code == "storage_unavailable"
+    assert during.error_code == "storage_full"
     assert "full" in (during.error_message or "") and "decode" not in (during.error_message or "")
     assert during.failures == 0, "a full disk is not the image's fault"
     for _ in range(3):  # more tries than max_attempts: none spends an attempt
@@ -149,7 +149,7 @@ def test_read_only_storage_is_retried_at_once_not_after_a_lease(
     assert outcome.status == "retry" and time.monotonic() - started < 2.0
     during = rt.repo.get_item(item.id)
     assert (during.status, during.error_code, during.failures) == (
-        Status.queued, "storage_unavailable", 0)
+        Status.queued, "storage_read_only", 0)
     assert "read-only" in (during.error_message or "")
 
     subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)

@@ -1,8 +1,8 @@
 """The dependency direction (README, "Development"), checked on imgq's own import graph.
 
 The layers themselves are import-linter contracts in pyproject.toml; what import-linter has no
-contract for (another package's private modules) is checked here with grimp, the graph library
-import-linter is built on. Imports inside functions count like any other.
+contract for (cycles, another package's private modules) is checked here with grimp, the graph
+library import-linter is built on. Imports inside functions count like any other.
 """
 
 from __future__ import annotations
@@ -42,3 +42,49 @@ def test_no_module_imports_another_packages_private_module() -> None:
             if module != owner and not module.startswith(owner + "."):
                 offending.append(f"{module} -> {imported}")
     assert offending == []
+
+def test_no_import_cycle_between_modules() -> None:
+    graph = _graph()
+    cycles = [component for component in _strongly_connected(graph) if len(component) > 1]
+    assert cycles == []
+
+
+def _strongly_connected(graph: grimp.ImportGraph) -> list[list[str]]:
+    """Tarjan's algorithm, iterative (the graph has hundreds of modules)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph.modules):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.find_modules_directly_imported_by(root))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.find_modules_directly_imported_by(child)))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                found.append(sorted(component))
+    return found

@@ -30,7 +30,7 @@ from imgq.errors import ImgqError, InvalidRequest, NotFound
 from imgq.ops.base import Registry
 
 SOURCE = "compat:image-queue-demo"
-SYSTEM = "seed002"  # the key of its rows in compat_tasks, kept so that stored task ids stay valid
+SYSTEM = "queue_demo"  # the key of its rows in compat_tasks
 TAG = "compat: Image Queue Demo"
 #: imgq item state -> the old system's status word. It had no word for a failure (its worker left a
 #: failed task "pending" for ever); imgq says "failed" rather than keep a client waiting.
