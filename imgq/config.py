@@ -205,8 +205,9 @@ class Settings(BaseSettings):
         255, "Longest original file name kept, in UTF-8 bytes (longer ones are shortened, "
         "keeping the extension).", "limits", ge=16, le=1024)
     max_output_pixels: int = _setting(
-        100_000_000, "Pixels (width × height) any step of a pipeline may make; a pipeline "
-        "that would make more is refused when submitted.", "limits", ge=1)
+        256_000_000, "Pixels (width × height) any step of a pipeline may make; a pipeline "
+        "that would make more is refused when submitted. The default lets a ×4 upscale of "
+        "the largest input (IMGQ_MAX_PIXELS) through.", "limits", ge=1)
     max_form_bytes: int = _setting(
         1024 * 1024, "Bytes of all the non-file fields of one upload together (their "
         "headers included).", "limits", ge=1024)

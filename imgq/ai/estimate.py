@@ -9,8 +9,6 @@ small tile (``calibrate``), which the worker can do once at start-up.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 
 from imgq.ai.descriptors import ModelDescriptor
 
@@ -24,18 +22,12 @@ ATTENTION_ARCHITECTURES = {"DAT", "SwinIR", "Swin2SR", "HAT", "ATD", "DRCT", "GR
 TILE_OVERHEAD = 1.3  # overlap recomputation plus cache effects of real tile sizes
 FALLBACK_FLOPS_PER_PIXEL = 36e6  # unknown user model: assume an RRDBNet
 
-_calibrated: dict[str, float] = {}
-_lock = threading.Lock()
-
-
 def family(descriptor: ModelDescriptor) -> str:
     return "attention" if descriptor.architecture in ATTENTION_ARCHITECTURES else "conv"
 
 
 def cpu_throughput(descriptor: ModelDescriptor, threads: int | None = None) -> float:
     """FLOP/s this process can expect for the model on CPU."""
-    if descriptor.name in _calibrated:
-        return _calibrated[descriptor.name]
     if threads is None:
         from imgq.ai.device import cpu_threads
 
@@ -49,30 +41,6 @@ def estimate_cpu_seconds(width: int, height: int, descriptor: ModelDescriptor,
     flops = descriptor.flops_per_pixel or FALLBACK_FLOPS_PER_PIXEL
     pixels = width * height
     return pixels * flops * TILE_OVERHEAD / cpu_throughput(descriptor, threads)
-
-
-def calibrate(descriptor: ModelDescriptor, side: int = 48) -> float:
-    """Time one small tile on this CPU and remember the throughput for this model."""
-    import torch
-
-    from imgq.ai.loading import load_model
-
-    loaded = load_model(descriptor, torch.device("cpu"), "fp32")
-    side = max(side, descriptor.min_size)
-    sample = torch.rand(1, 3, side, side)
-    if loaded.channels_last:
-        sample = sample.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        loaded.module(sample[:, :, : side // 2, : side // 2])  # warm-up
-        started = time.perf_counter()
-        loaded.module(sample)
-        seconds = time.perf_counter() - started
-    flops = (descriptor.flops_per_pixel or FALLBACK_FLOPS_PER_PIXEL) * side * side
-    with _lock:
-        _calibrated[descriptor.name] = flops / max(seconds, 1e-9)
-    logger.info("calibrated CPU throughput", extra={
-        "model": descriptor.name, "gflops": round(_calibrated[descriptor.name] / 1e9, 1)})
-    return _calibrated[descriptor.name]
 
 
 def describe_estimate(seconds: float) -> str:

@@ -122,6 +122,7 @@ def test_a_duplicate_message_does_nothing(rt: Runtime) -> None:
 
 
 def test_a_transient_error_is_retried_after_a_backoff(rt: Runtime) -> None:
+    rt.settings = rt.settings.model_copy(update={"retry_backoff_seconds": 1.0})
     Flaky.failures = 1
     job = submit(rt, [{"op": "flaky"}])
     first = execute(rt, job.items[0].id)
