@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from imgq.ai.descriptors import SHIPPED
-from imgq.ai.errors import AIUnavailable
+from imgq.ai.onnx import onnx_session
 from imgq.errors import InvalidParameters
 
 logger = logging.getLogger(__name__)
@@ -38,20 +38,7 @@ def session(model: str = "u2netp", gpu: bool = False) -> Any:
 
 
 def _new_session(model: str, gpu: bool) -> Any:
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise AIUnavailable("background removal needs onnxruntime") from exc
-    path = SHIPPED.get(model).source.location()
-    providers = ["CPUExecutionProvider"]
-    if gpu and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    # Idle onnxruntime threads spin by default and steal the cores torch needs in the same worker.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    return onnx_session(SHIPPED.get(model).source.location(), gpu, "background removal")
 
 
 def _resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from imgq.ai.descriptors import package_dir
-from imgq.ai.errors import AIUnavailable
+from imgq.ai.onnx import onnx_session
 from imgq.errors import InvalidParameters
 
 log = logging.getLogger(__name__)
@@ -61,18 +61,7 @@ def session(name: str, gpu: bool = False) -> Any:
 
 
 def _new_session(name: str, gpu: bool) -> Any:
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise AIUnavailable("style transfer needs onnxruntime") from exc
-    providers = ["CPUExecutionProvider"]
-    if gpu and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return ort.InferenceSession(str(model_path(name)), sess_options=options, providers=providers)
+    return onnx_session(model_path(name), gpu, "style transfer")
 
 
 def parse_style(spec: int | str) -> np.ndarray:
