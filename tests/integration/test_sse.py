@@ -54,8 +54,10 @@ def read_events(server: Server, job_id: str, headers: dict[str, str] | None = No
 
 def test_events_come_in_order_and_end_with_one_final_event(server: Server,
                                                            tmp_path: Path) -> None:
-    files = [write_picture(tmp_path / f"p{i}.png", 900, 900, seed=i) for i in range(3)]
-    job_id = submit(server, files, "blur:radius=6|sharpen")
+    # Each item takes long enough (a wide blur of 2 MP) that, with one worker, the later items
+    # are still waiting when the stream opens, however quickly the worker drains.
+    files = [write_picture(tmp_path / f"p{i}.png", 1600, 1300, seed=i) for i in range(3)]
+    job_id = submit(server, files, "blur:radius=20|sharpen")
     events = read_events(server, job_id)
 
     assert [e.event for e in events].count("done") == 1
