@@ -171,7 +171,7 @@ def test_a_pipeline_whose_output_would_be_too_large_is_refused_at_submit(
     assert error["code"] == "output_too_large", error
     assert "step 0 (resize)" in error["message"] and "65535×65535" in error["message"], error
     error = error_of(server.submit([("a.png", png_bytes(400, 300))],
-                                   "resize:width=9000,enlarge=true|rotate:angle=45"), 413)
+                                   "resize:width=14000,enlarge=true|rotate:angle=45"), 413)
     assert "step 1 (rotate)" in error["message"], error
     assert server.jobs_total() == 0 and server.stored_files() == []
 
