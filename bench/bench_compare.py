@@ -233,14 +233,7 @@ def services(tmp: Path, processes: int) -> Iterator[list[object]]:
         stack.callback(embedded.stop_all)
         imgq_embedded = Imgq("imgq embedded", embedded.serve(), embedded)
 
-        db = stack.enter_context(fresh_schema())
-        queues = {"cpu_queue": f"cpu-{tag}", "gpu_queue": f"gpu-{tag}",
-                  "sweep_queue": f"sweep-{tag}"}
-        fleet = Fleet({"data_dir": str(tmp / "fleet"), "database_url": db,
-                       "storage_url": (tmp / "fleet-blobs").as_uri(),
-                       "broker_url": BROKERS["redis"], **queues}, logs)
-        stack.callback(forget_queues, BROKERS["redis"], list(queues.values()))
-        stack.callback(fleet.stop_all)
+        fleet = redis_postgres_fleet(stack, tmp, logs, tag)
         imgq_fleet = Imgq("imgq fleet", fleet.serve(), fleet)
         fleet.worker(processes)
         fleet.beat()
@@ -340,6 +333,19 @@ def main() -> None:
     parser.add_argument("--only", choices=["small", "2mp"], help="run one workload")
     args = parser.parse_args()
     run(args.rounds, args.processes, args.only)
+
+
+def redis_postgres_fleet(stack: ExitStack, tmp: Path, logs: Path, tag: str) -> Fleet:
+    """imgq's fleet on Redis and a fresh PostgreSQL schema, with its own queue names; all of
+    it stopped and removed when `stack` closes."""
+    db = stack.enter_context(fresh_schema())
+    queues = {"cpu_queue": f"cpu-{tag}", "gpu_queue": f"gpu-{tag}", "sweep_queue": f"sweep-{tag}"}
+    fleet = Fleet({"data_dir": str(tmp / "fleet"), "database_url": db,
+                   "storage_url": (tmp / "fleet-blobs").as_uri(),
+                   "broker_url": BROKERS["redis"], **queues}, logs)
+    stack.callback(forget_queues, BROKERS["redis"], list(queues.values()))
+    stack.callback(fleet.stop_all)
+    return fleet
 
 
 if __name__ == "__main__":

@@ -32,10 +32,9 @@ from urllib.parse import urlparse
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.bench_compare import celery_design  # noqa: E402
-from bench.bench_fleet import fresh_schema  # noqa: E402
+from bench.bench_compare import celery_design, redis_postgres_fleet  # noqa: E402
 from bench.common import machine_note, photos  # noqa: E402
-from tests.acceptance.fleet_support import BROKERS, Fleet, forget_queues  # noqa: E402
+from tests.acceptance.fleet_support import Fleet  # noqa: E402
 
 TIMEOUT = 2.0
 PIPELINE = "blur:radius=2|encode:format=jpeg,quality=85"
@@ -180,14 +179,7 @@ def run(rates: list[int], seconds: float) -> None:
         measure(ImgqTarget("imgq embedded", embedded.serve()), rates, seconds)
         embedded.stop_all()
 
-        db = stack.enter_context(fresh_schema())
-        queues = {"cpu_queue": f"cpu-{tag}", "gpu_queue": f"gpu-{tag}",
-                  "sweep_queue": f"sweep-{tag}"}
-        fleet = Fleet({"data_dir": str(tmp / "fleet"), "database_url": db,
-                       "storage_url": (tmp / "fleet-blobs").as_uri(),
-                       "broker_url": BROKERS["redis"], **queues}, logs)
-        stack.callback(forget_queues, BROKERS["redis"], list(queues.values()))
-        stack.callback(fleet.stop_all)
+        fleet = redis_postgres_fleet(stack, tmp, logs, tag)
         api = fleet.serve()
         fleet.worker(2)
         fleet.beat()
