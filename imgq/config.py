@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from limits import parse_many
+from limits.errors import ConfigurationError
+from limits.storage import Storage, storage_from_string
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -127,8 +129,13 @@ class Settings(BaseSettings):
         "access", ge=0)
     anonymous_rate_limit: str = _setting(
         "120/minute", "Writes (submit, cancel, delete) per client address without keys "
-        "(IMGQ_AUTH=none), counted by each API server, in the "
+        "(IMGQ_AUTH=none), counted where IMGQ_RATE_LIMIT_STORAGE_URL says, in the "
         "`limits` notation, e.g. 60/minute or 10/second;1000/day; empty: no limit.", "access")
+    rate_limit_storage_url: str = _setting(
+        "", "Where the anonymous rate limit is counted, as a `limits` storage URL: empty counts "
+        "in each API server's memory; `redis://host:6379/0` counts once for a fleet of API "
+        "servers. If that storage cannot be reached, writes are let through and a warning is "
+        "logged.", "access")
     trust_loopback_clients: bool = _setting(
         True, "Clients on this machine (loopback) are not rate limited in the keyless mode.",
         "access")
@@ -352,6 +359,12 @@ class Settings(BaseSettings):
         1, "Worker processes of `imgq serve` that run AI (gpu) steps, apart from those that "
         "run classic steps, so that neither waits for the other. Each uses the cores ÷ this "
         "many CPU threads.", "ai", ge=1)
+    ai_items_in_flight: int = _setting(
+        0, "Items one AI worker process runs at the same time, in threads sharing its loaded "
+        "models: their tiles of one shape go through a model in shared batches, and one item's "
+        "decoding, encoding and storage overlap another's model work. 0 means auto: 4 when "
+        "models run on CUDA, 1 on the CPU (where one item already fills the cores).", "ai",
+        ge=0, le=64)
     ai_measure_on_start: bool = _setting(
         True, "Measure each installed upscaling model on this machine's CPU once (about a "
         "second of work each, remembered in IMGQ_AI_COSTS_FILE) when the AI workers of "
@@ -365,6 +378,18 @@ class Settings(BaseSettings):
         "", "JSON file of the prompt refinement rules of generate (quality terms, style terms "
         "by keyword, default negative prompt); empty means the built-in rules (docs/ai.md).",
         "ai")
+
+    @field_validator("rate_limit_storage_url")
+    @classmethod
+    def _check_rate_storage(cls, value: str) -> str:
+        if value.strip():
+            try:
+                usable = isinstance(storage_from_string(value.strip()), Storage)
+            except (ConfigurationError, ValueError) as exc:
+                raise ValueError(f"{redact(value)!r}: {exc}") from None
+            if not usable:
+                raise ValueError(f"{redact(value)!r}: use the synchronous form (no async+)")
+        return value.strip()
 
     @field_validator("anonymous_rate_limit")
     @classmethod

@@ -44,6 +44,7 @@ class AIConfig:
     max_pixels_gpu: int = 4_000_000
     costs_file: Path | None = None  # None: costs.default_path()
     threads: int = 1  # CPU threads of an AI worker process
+    items_in_flight: int = 0  # items one AI worker process runs at once; 0: auto
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AIConfig:
@@ -51,7 +52,7 @@ class AIConfig:
                    precision=settings.ai_precision, compile=settings.ai_compile,
                    tile=settings.ai_tile_pixels, max_pixels_cpu=settings.ai_max_pixels,
                    max_pixels_gpu=settings.ai_max_pixels_gpu, costs_file=settings.ai_costs_file,
-                   threads=settings.ai_threads)
+                   threads=settings.ai_threads, items_in_flight=settings.ai_items_in_flight)
 
     def costs(self) -> CostBook:
         """This machine's measured model costs."""
@@ -69,6 +70,12 @@ class AIConfig:
         if spec != "auto":
             return spec.startswith("cuda")
         return _cuda_present()
+
+    def in_flight(self) -> int:
+        """Items an AI worker process runs at once: as set, or 4 on CUDA and 1 on the CPU."""
+        if self.items_in_flight:
+            return self.items_in_flight
+        return 4 if self.runs_on_cuda() else 1
 
     def max_pixels(self) -> int:
         return self.max_pixels_gpu if self.runs_on_cuda() else self.max_pixels_cpu

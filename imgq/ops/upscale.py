@@ -185,7 +185,8 @@ class Upscale(Operation):
             upscaler = Upscaler(UpscaleOptions(
                 model=params.model, scale=params.scale, tile=params.tile or config.tile or None,
                 device=config.device, precision=config.precision, models_dir=config.models_dir,
-                compile_model=config.compile, threads=config.threads,
+                compile_model=config.compile, share_batches=config.in_flight() > 1,
+                threads=config.threads,
                 estimated_seconds=self.estimate(params, image.width, image.height).seconds))
             # What the estimate stands for: the image's way into the model and back out.
             started = time.perf_counter()
