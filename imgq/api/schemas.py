@@ -35,6 +35,9 @@ class OperationOut(BaseModel):
     resource: str
     available: bool
     unavailable_reason: str | None = None
+    remote: dict[str, str] = Field(
+        default_factory=dict, description="Models of this operation served by a remote "
+        "endpoint the operator configured: model name → where (kind, host, remote model).")
     params: dict[str, Any] = Field(description="JSON schema of the parameters.")
 
 
