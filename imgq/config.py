@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from limits import parse_many
+from limits.errors import ConfigurationError
+from limits.storage import Storage, storage_from_string
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -193,8 +195,13 @@ class Settings(BaseSettings):
         "access", ge=0)
     anonymous_rate_limit: str = _setting(
         "120/minute", "Writes (submit, cancel, delete) per client address without keys "
-        "(IMGQ_AUTH=none), counted by each API server, in the "
+        "(IMGQ_AUTH=none), counted where IMGQ_RATE_LIMIT_STORAGE_URL says, in the "
         "`limits` notation, e.g. 60/minute or 10/second;1000/day; empty: no limit.", "access")
+    rate_limit_storage_url: str = _setting(
+        "", "Where the anonymous rate limit is counted, as a `limits` storage URL: empty counts "
+        "in each API server's memory; `redis://host:6379/0` counts once for a fleet of API "
+        "servers. If that storage cannot be reached, writes are let through and a warning is "
+        "logged.", "access")
     trust_loopback_clients: bool = _setting(
         True, "Clients on this machine (loopback) are not rate limited in the keyless mode.",
         "access")
@@ -498,6 +505,18 @@ class Settings(BaseSettings):
                     f"{endpoint.operation}, which has no model parameter to choose between "
                     "them; keep one")
         return self
+
+    @field_validator("rate_limit_storage_url")
+    @classmethod
+    def _check_rate_storage(cls, value: str) -> str:
+        if value.strip():
+            try:
+                usable = isinstance(storage_from_string(value.strip()), Storage)
+            except (ConfigurationError, ValueError) as exc:
+                raise ValueError(f"{redact(value)!r}: {exc}") from None
+            if not usable:
+                raise ValueError(f"{redact(value)!r}: use the synchronous form (no async+)")
+        return value.strip()
 
     @field_validator("anonymous_rate_limit")
     @classmethod

@@ -212,7 +212,7 @@ DEFAULT_INPUT: dict[str, dict[str, Any]] = {
     "upscale": {"image": "{image}", "scale": "{scale}"},
     "remove_background": {"image": "{image}"},
     "style_transfer": {"image": "{image}"},
-    "face_swap": {"input_image": "{image}", "swap_image": "{source}"},
+    "face_swap": {"input_image": "{image}", "swap_image": "{source_face}"},
     "generate": {"prompt": "{prompt}", "negative_prompt": "{negative_prompt}",
                  "width": "{width}", "height": "{height}", "num_inference_steps": "{steps}",
                  "guidance_scale": "{guidance}", "seed": "{seed}"},

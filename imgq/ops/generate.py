@@ -1,5 +1,5 @@
 """generate: text-to-image with a Stable Diffusion checkpoint the operator installs
-(imgq/ai/generate.py), as the first step of a job sent with no files.
+(imgq/ai/generate.py: a diffusers folder or a single .safetensors file), as the first step of a job sent with no files.
 
 The prompt is refined by rules (imgq/ops/prompts.py) unless `refine` is false; the result's
 details carry the model, seed, steps, guidance and the prompt actually used. Progress is
@@ -38,10 +38,12 @@ class GenerateParams(Params):
     guidance: float = Field(7.5, ge=0.0, le=30.0, description="Classifier-free guidance scale.")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Random seed; chosen and "
                              "reported in the result's details when not given.")
-    model: str | None = Field(None, max_length=200, description="A checkpoint folder in "
-                              "<models dir>/generate/, or a model served by a remote endpoint "
-                              "(GET /v1/operations lists them under remote); the first local "
-                              "one by name when not given, else the first remote one.")
+    model: str | None = Field(None, max_length=200, description="A checkpoint in "
+                              "<models dir>/generate/ (a folder's name, or a .safetensors "
+                              "file's name without the extension), or a model served by a "
+                              "remote endpoint (GET /v1/operations lists them under remote); "
+                              "the first local one by name when not given, else the first "
+                              "remote one.")
     refine: bool = Field(True, description="Add quality and style terms and the default "
                          "negative prompt by the prompt rules (IMGQ_AI_PROMPT_RULES).")
 
@@ -51,9 +53,10 @@ def _problem(config: AIConfig) -> str | None:
     if missing:
         return (f"text-to-image needs {', '.join(missing)}: pip install 'imgq[generate]' "
                 "(torch, diffusers, transformers), then restart")
-    from imgq.ai.generate import checkpoints, no_model_message
+    from imgq.ai.generate import no_model_message, scan
 
-    return None if checkpoints(config.models_dir) else no_model_message(config.models_dir)
+    installed, unusable = scan(config.models_dir)
+    return None if installed else no_model_message(config.models_dir, unusable)
 
 
 class Generate(Operation):
