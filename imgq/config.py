@@ -425,6 +425,12 @@ class Settings(BaseSettings):
         1, "Worker processes of `imgq serve` that run AI (gpu) steps, apart from those that "
         "run classic steps, so that neither waits for the other. Each uses the cores ÷ this "
         "many CPU threads.", "ai", ge=1)
+    ai_items_in_flight: int = _setting(
+        0, "Items one AI worker process runs at the same time, in threads sharing its loaded "
+        "models: their tiles of one shape go through a model in shared batches, and one item's "
+        "decoding, encoding and storage overlap another's model work. 0 means auto: 4 when "
+        "models run on CUDA, 1 on the CPU (where one item already fills the cores).", "ai",
+        ge=0, le=64)
     ai_measure_on_start: bool = _setting(
         True, "Measure each installed upscaling model on this machine's CPU once (about a "
         "second of work each, remembered in IMGQ_AI_COSTS_FILE) when the AI workers of "

@@ -47,6 +47,7 @@ class AIConfig:
     max_pixels_gpu: int = 4_000_000
     costs_file: Path | None = None  # None: costs.default_path()
     threads: int = 1  # CPU threads of an AI worker process
+    items_in_flight: int = 0  # items one AI worker process runs at once; 0: auto
     #: models served by a remote endpoint (IMGQ_AI_REMOTE_ENDPOINTS), and their tokens
     remote: Mapping[str, RemoteEndpoint] = field(default_factory=dict)
     remote_tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -58,7 +59,8 @@ class AIConfig:
                    precision=settings.ai_precision, compile=settings.ai_compile,
                    tile=settings.ai_tile_pixels, max_pixels_cpu=settings.ai_max_pixels,
                    max_pixels_gpu=settings.ai_max_pixels_gpu, costs_file=settings.ai_costs_file,
-                   threads=settings.ai_threads, remote=dict(settings.ai_remote_endpoints),
+                   threads=settings.ai_threads, items_in_flight=settings.ai_items_in_flight,
+                   remote=dict(settings.ai_remote_endpoints),
                    remote_tokens=settings.remote_tokens(),
                    remote_options=RemoteOptions(
                        timeout_seconds=settings.ai_remote_timeout_seconds,
@@ -86,6 +88,12 @@ class AIConfig:
         if spec != "auto":
             return spec.startswith("cuda")
         return _cuda_present()
+
+    def in_flight(self) -> int:
+        """Items an AI worker process runs at once: as set, or 4 on CUDA and 1 on the CPU."""
+        if self.items_in_flight:
+            return self.items_in_flight
+        return 4 if self.runs_on_cuda() else 1
 
     def max_pixels(self) -> int:
         return self.max_pixels_gpu if self.runs_on_cuda() else self.max_pixels_cpu

@@ -202,7 +202,7 @@ class Upscale(Operation):
             upscaler = Upscaler(UpscaleOptions(
                 model=params.model, scale=params.scale, tile=params.tile or config.tile or None,
                 device=config.device, precision=config.precision, models_dir=config.models_dir,
-                compile_model=config.compile))
+                compile_model=config.compile, share_batches=config.in_flight() > 1))
             started = time.perf_counter()
             result = upscaler.run(source.array, staged(ctx, prefix), ctx.should_abort)
             self._record(image, params, time.perf_counter() - started)
