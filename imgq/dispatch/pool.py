@@ -25,9 +25,10 @@ from pebble import ProcessExpired, ProcessPool
 from imgq.config import Settings
 from imgq.logs import setup_logging
 from imgq.worker.context import EXIT_STOPPED, allow_hard_stop
-from imgq.worker.execute import DRAIN_SECONDS, Drained, drain
+from imgq.worker.execute import DRAIN_SECONDS, Drained, drain_concurrently
 from imgq.worker.runtime import (
     Runtime,
+    items_in_flight,
     limit_model_threads,
     measure_model_costs,
     tune_libvips,
@@ -64,7 +65,9 @@ def run_queue(resource: str) -> Drained:
     settings = _runtime.settings
     _leave_if_spent(settings)
     limit = settings.worker_max_items - _items_run if settings.worker_max_items else None
-    drained = drain(_runtime, resource, limit=limit)
+    # AI items: several at once sharing the loaded models (IMGQ_AI_ITEMS_IN_FLIGHT).
+    drained = drain_concurrently(_runtime, resource, items_in_flight(settings, resource),
+                                 limit=limit)
     _items_run += drained.items
     return drained
 

@@ -42,6 +42,16 @@ class Runtime:
         self.repo.engine.dispose()
 
 
+def items_in_flight(settings: Settings, resource: str) -> int:
+    """Items of a resource class one worker process runs at once: IMGQ_AI_ITEMS_IN_FLIGHT
+    for AI (gpu) items (0: 4 on CUDA, 1 on the CPU), one for classic items."""
+    if resource != "gpu":
+        return 1
+    from imgq.ops.ai_support import AIConfig
+
+    return AIConfig.from_settings(settings).in_flight()
+
+
 def tune_libvips(threads: int) -> None:
     """One worker process per core works best with few libvips threads each, and no
     operation cache: every item is a different image, and the cache would hold files open."""

@@ -91,15 +91,6 @@ def test_calibration_replaces_the_reference_throughput(tmp_path: Path) -> None:
     assert measured.seconds == pytest.approx(fit.sy / fit.sx * 100 * 100)
 
 
-def test_seed_task_types_without_a_plugin_are_unavailable_with_a_reason(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(plugins, "entry_points", lambda group: [])
-    found = plugins.discover()
-    for name in ("face_swap",):
-        assert not found[name].available
-        assert "plug-in" in (found[name].reason or "")
-
-
 def test_an_installed_plugin_adds_an_operation_and_a_broken_one_is_reported(
         monkeypatch: pytest.MonkeyPatch) -> None:
     entries = [EntryPoint("style_transfer", "collections:OrderedDict", plugins.GROUP),
