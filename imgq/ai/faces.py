@@ -161,11 +161,23 @@ def _warp(image: np.ndarray, matrix: np.ndarray, width: int, height: int,
     ys, xs = np.mgrid[origin[1]:origin[1] + height, origin[0]:origin[0] + width]
     coords = np.stack([inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2],
                        inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]], axis=2)
-    source = pyvips.Image.new_from_array(np.ascontiguousarray(image, dtype=np.float32))
+    bands = 1 if image.ndim == 2 else image.shape[2]
+    empty = np.zeros((height, width, bands) if image.ndim == 3 else (height, width),
+                     dtype=np.float32)
+    # Only the part of the image the window reads is converted (a face, not a 16 MP photo).
+    left = max(0, int(np.floor(coords[:, :, 0].min())) - 1)
+    top = max(0, int(np.floor(coords[:, :, 1].min())) - 1)
+    right = min(image.shape[1], int(np.ceil(coords[:, :, 0].max())) + 2)
+    bottom = min(image.shape[0], int(np.ceil(coords[:, :, 1].max())) + 2)
+    if right <= left or bottom <= top:
+        return empty
+    part = np.ascontiguousarray(image[top:bottom, left:right], dtype=np.float32)
+    coords -= np.array([left, top], dtype=coords.dtype)
+    source = pyvips.Image.new_from_array(part)
     index = pyvips.Image.new_from_array(coords.astype(np.float32))
     out = source.mapim(index, interpolate=pyvips.Interpolate.new("bilinear"))
     warped: np.ndarray = np.asarray(out.numpy(), dtype=np.float32)
-    return warped
+    return warped.reshape(empty.shape)
 
 
 def align(rgb: np.ndarray, keypoints: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +220,7 @@ class Detector:
 
     def detect(self, rgb: np.ndarray, threshold: float) -> list[Face]:
         """Faces in an (H, W, 3) uint8 RGB image, best score first."""
-        from imgq.ai.style import resize
+        import pyvips
 
         height, width = rgb.shape[:2]
         canvas_w, canvas_h = self.side
@@ -217,9 +229,11 @@ class Detector:
         else:
             new_w, new_h = canvas_w, max(1, int(canvas_w * height / width))
         scale = new_h / height
-        small = resize(rgb.astype(np.float32), new_w, new_h)
+        image = pyvips.Image.new_from_array(np.ascontiguousarray(rgb))
+        small = np.asarray(image.resize(new_w / width, vscale=new_h / height).cast("float")
+                           .numpy(), dtype=np.float32)[:new_h, :new_w]
         canvas = np.zeros((canvas_h, canvas_w, 3), dtype=np.float32)
-        canvas[:new_h, :new_w] = small
+        canvas[:small.shape[0], :small.shape[1]] = small
         blob = ((canvas - 127.5) / 128.0).transpose(2, 0, 1)[None]
         outputs = self.session.run(self.output_names, {self.input_name: blob})
         boxes, scores, points = [], [], []
@@ -284,10 +298,11 @@ class Recognizer:
         self.input_name = first.name
         side = first.shape[2] if len(first.shape) == 4 else None
         self.side = side if isinstance(side, int) and side > 0 else RECOGNITION_SIDE
+        self.mean, self.std = _input_normalisation(path)
 
     def embedding(self, rgb: np.ndarray, face: Face) -> np.ndarray:
         crop, _ = align(rgb, face.keypoints, self.side)
-        blob = ((crop - 127.5) / 127.5).transpose(2, 0, 1)[None].astype(np.float32)
+        blob = ((crop - self.mean) / self.std).transpose(2, 0, 1)[None].astype(np.float32)
         vector = np.asarray(self.session.run(None, {self.input_name: blob})[0],
                             dtype=np.float64).reshape(-1)
         norm = float(np.linalg.norm(vector))
@@ -330,16 +345,36 @@ class Swapper:
         return face
 
 
+def _graph(path: Path) -> Any:
+    try:
+        import onnx
+    except ImportError as exc:
+        raise AIUnavailable("face swap needs the onnx package to read its models' graphs: "
+                            "pip install onnx") from exc
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - a broken file is the operator's to replace
+        raise ModelLoadError(f"the face swap model {path.name} could not be read: "
+                             f"{type(exc).__name__}: {str(exc)[:300]}") from None
+
+
+def _input_normalisation(path: Path) -> tuple[float, float]:
+    """(mean, std) of the recognition model's input, decided as InsightFace's ArcFaceONNX does:
+    models converted from MXNet subtract and scale inside the graph (a Sub and a Mul among the
+    first eight nodes) and take 0..255; the others, w600k_r50 among them, take
+    (x - 127.5) / 127.5."""
+    names = [str(node.name) for node in _graph(path).graph.node[:8]]
+    subtracts = any(name.startswith(("Sub", "_minus")) for name in names)
+    multiplies = any(name.startswith(("Mul", "_mul")) for name in names)
+    return (0.0, 1.0) if subtracts and multiplies else (127.5, 127.5)
+
+
 def _last_initializer(path: Path) -> np.ndarray:
     """inswapper keeps the map from ArcFace embeddings to its latent space as the graph's last
     initializer (InsightFace's INSwapper reads it the same way)."""
-    try:
-        import onnx
-        from onnx import numpy_helper
-    except ImportError as exc:
-        raise AIUnavailable("face swap needs the onnx package to read the swapper's emap: "
-                            "pip install onnx") from exc
-    model = onnx.load(str(path))
+    model = _graph(path)
+    from onnx import numpy_helper
+
     if not model.graph.initializer:
         raise ModelLoadError(f"{path.name} has no initializers: it is not inswapper_128.onnx")
     emap: np.ndarray = np.asarray(numpy_helper.to_array(model.graph.initializer[-1]),

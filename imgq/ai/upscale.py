@@ -123,7 +123,9 @@ class ArrayUpscaler:
                              fixed=bool(d.graph_tile))
         transform = ArrayTileTransform(self.forward, layout, d.scale, self.scale)
         reporter = ProgressReporter(plan.count, progress, should_abort)
-        reporter.announce(estimate_cpu_seconds(layout.width, layout.height, d, self.threads))
+        estimated = self.opts.estimated_seconds
+        reporter.announce(estimated if estimated is not None
+                          else estimate_cpu_seconds(layout.width, layout.height, d, self.threads))
         out = ArrayTiledRun(plan, transform).run(image, reporter)
         return layout.finish(out[: layout.height * self.scale, : layout.width * self.scale])
 

@@ -42,7 +42,12 @@ from imgq.errors import Cancelled  # noqa: E402
 from imgq.ops import build_registry  # noqa: E402
 from imgq.ops.base import Registry  # noqa: E402
 from imgq.worker.run import run_pipeline  # noqa: E402
-from tests.fixtures.tiny_faces import build_face_models, face_centre, face_picture  # noqa: E402
+from tests.fixtures.tiny_faces import (  # noqa: E402
+    build_face_models,
+    build_recognizer,
+    face_centre,
+    face_picture,
+)
 
 BIG, SMALL = (8, 5, 255), (3, 10, 0)  # detector cells (column, row) and the face's size (red)
 REACH = 100  # no pixel farther than this from a swapped face's centre may change
@@ -231,6 +236,21 @@ def test_the_similarity_transform_is_recovered_and_the_crop_lands_on_the_templat
     assert np.allclose(faces.template(128) - faces.template(112), [8.0, 0.0])
 
 
+def test_the_recognizer_gets_its_input_scaled_as_insightface_decides(models_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    """w600k_r50 takes (x - 127.5) / 127.5; an ArcFace converted from MXNet scales inside its
+    graph and takes 0..255: both give the same embedding of the same face here."""
+    build_recognizer(tmp_path / "mxnet.onnx", normalises=True)
+    plain = faces.Recognizer(models_dir / "face_swap" / "w600k_r50.onnx", False)
+    inside = faces.Recognizer(tmp_path / "mxnet.onnx", False)
+    assert (plain.mean, plain.std) == (127.5, 127.5) and (inside.mean, inside.std) == (0.0, 1.0)
+    picture = face_picture(640, 480, [BIG], seed=1)
+    (face,) = faces.Detector(models_dir / "face_swap" / "det_10g.onnx", False).detect(picture,
+                                                                                      0.5)
+    assert np.allclose(plain.embedding(picture, face), inside.embedding(picture, face),
+                       atol=1e-5)
+
+
 # -- through the API ---------------------------------------------------------------------------
 @pytest.fixture
 def client(models_dir: Path, tmp_path: Path) -> Iterator[TestClient]:
@@ -324,7 +344,8 @@ def test_without_the_models_every_door_says_what_to_install_and_where(tmp_path: 
     app, _ = build_app(settings(tmp_path / "data", empty, workers=1))
     with TestClient(app, base_url="http://127.0.0.1") as client:
         ops = {op["name"]: op for op in client.get("/v1/operations").json()}
-        assert not ops["face_swap"]["available"] and ops["face_swap"]["unavailable_reason"] == reason
+        assert not ops["face_swap"]["available"]
+        assert ops["face_swap"]["unavailable_reason"] == reason
         (listed,) = client.get("/v1/models").json()["operator"]
         assert not listed["available"] and not any(f["installed"] for f in listed["files"])
         assert "inswapper_128.onnx" in listed["how_to_install"]
