@@ -40,6 +40,9 @@ class OperationOut(BaseModel):
     attachments: list[str] = Field(
         default_factory=list, description="Parameters whose value is the file name of an image "
         "sent in the job's 'attachments' field (a style picture, a source face).")
+    remote: dict[str, str] = Field(
+        default_factory=dict, description="Models of this operation served by a remote "
+        "endpoint the operator configured: model name → where (kind, host, remote model).")
     params: dict[str, Any] = Field(description="JSON schema of the parameters.")
 
 

@@ -10,7 +10,8 @@ import importlib.util
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -18,6 +19,8 @@ import numpy as np
 import pyvips
 
 from imgq.ai.costs import MEASURED, CostBook, Estimate, book_at, default_path
+from imgq.ai.remote import RemoteOptions
+from imgq.config import RemoteEndpoint
 from imgq.errors import Cancelled, DecodeError, InvalidParameters
 from imgq.ops.base import BoundStep, StepContext
 from imgq.ops.image import Image, vips_reason
@@ -45,6 +48,10 @@ class AIConfig:
     costs_file: Path | None = None  # None: costs.default_path()
     threads: int = 1  # CPU threads of an AI worker process
     items_in_flight: int = 0  # items one AI worker process runs at once; 0: auto
+    #: models served by a remote endpoint (IMGQ_AI_REMOTE_ENDPOINTS), and their tokens
+    remote: Mapping[str, RemoteEndpoint] = field(default_factory=dict)
+    remote_tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
+    remote_options: RemoteOptions = RemoteOptions()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AIConfig:
@@ -52,7 +59,18 @@ class AIConfig:
                    precision=settings.ai_precision, compile=settings.ai_compile,
                    tile=settings.ai_tile_pixels, max_pixels_cpu=settings.ai_max_pixels,
                    max_pixels_gpu=settings.ai_max_pixels_gpu, costs_file=settings.ai_costs_file,
-                   threads=settings.ai_threads, items_in_flight=settings.ai_items_in_flight)
+                   threads=settings.ai_threads, items_in_flight=settings.ai_items_in_flight,
+                   remote=dict(settings.ai_remote_endpoints),
+                   remote_tokens=settings.remote_tokens(),
+                   remote_options=RemoteOptions(
+                       timeout_seconds=settings.ai_remote_timeout_seconds,
+                       poll_seconds=settings.ai_remote_poll_seconds,
+                       max_result_bytes=settings.ai_remote_max_result_bytes,
+                       inline_bytes=settings.ai_remote_inline_bytes))
+
+    def remote_for(self, operation: str) -> dict[str, RemoteEndpoint]:
+        """The remote endpoints of one operation, model name → endpoint."""
+        return {name: e for name, e in self.remote.items() if e.operation == operation}
 
     def costs(self) -> CostBook:
         """This machine's measured model costs."""

@@ -84,6 +84,12 @@ class Operation:
     #: state between calls, as a diffusers pipeline's scheduler does).
     concurrent: ClassVar[bool] = False
 
+    @property
+    def remote_models(self) -> dict[str, str]:
+        """Models of this operation served by a remote endpoint: name → where (kind, host,
+        remote model; never a secret)."""
+        return {}
+
     def apply(self, image: Image, params: Any, ctx: StepContext) -> Image:
         raise NotImplementedError
 
@@ -118,6 +124,7 @@ class Operation:
             "available": self.unavailable_reason is None,
             "unavailable_reason": self.unavailable_reason,
             "makes_image": self.makes_image,
+            "remote": self.remote_models,
             "attachments": list(self.attachment_params),
             "params": self.params_model.model_json_schema(),
         }

@@ -30,6 +30,7 @@ from imgq.ops.ai_support import (
 )
 from imgq.ops.base import Operation, Params, StepContext
 from imgq.ops.image import Image
+from imgq.ops.remote import run_remote, serving, where
 
 
 class FaceSwapParams(Params):
@@ -97,7 +98,12 @@ class FaceSwap(Operation):
 
     def __init__(self, config: AIConfig | None = None) -> None:
         self._config = config or AIConfig.from_environment()
-        self.unavailable_reason = _problem(self._config)  # type: ignore[misc]
+        remote = serving(self._config, self.name, None) is not None
+        self.unavailable_reason = None if remote else _problem(self._config)  # type: ignore[misc]
+
+    @property
+    def remote_models(self) -> dict[str, str]:
+        return where(self._config, self.name)
 
     def name_suffix(self, params: FaceSwapParams) -> str:
         return "-swapped"
@@ -106,6 +112,11 @@ class FaceSwap(Operation):
         from imgq.ai import faces
 
         config = self._config
+        served = serving(config, self.name, None)
+        if served is not None:
+            return image.with_vips(run_remote(config, served, self.name,
+                                              params.model_dump(mode="json"), ctx, image,
+                                              {"source_face": params.source_face}))
         gpu = config.device != "cpu" and config.runs_on_cuda()
         ctx.progress(0.0, "face_swap: loading the models")
         models = faces.load(config.models_dir, gpu)
