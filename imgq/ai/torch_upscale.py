@@ -211,7 +211,9 @@ class TorchUpscaler:
                                 self._batch(plan), fixed_batch=self.cuda and not shared)
             reporter = ProgressReporter(plan.count, progress, should_abort)
             if not self.cuda:
-                reporter.announce(estimate_cpu_seconds(w, h, self.descriptor))
+                estimated = self.opts.estimated_seconds
+                reporter.announce(estimated if estimated is not None
+                                  else estimate_cpu_seconds(w, h, self.descriptor))
             run.run(image, reporter)
             return writer.result(), transform
 
