@@ -228,10 +228,11 @@ def server(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "rep-forever": endpoint(operation="upscale", version="forever", scale=2),
         "rep-large": endpoint(operation="upscale", model="acme/nearest", scale=2),
         "rep-sd": endpoint(operation="generate", model="acme/tiny-sd"),
+        "rep-revoked": endpoint(operation="upscale", version="nearest", scale=2, token="old"),
     }
     served = Server(root / "data", root / "logs", {})
     served.start(workers=2, ai_remote_endpoints=json.dumps(endpoints),
-                 ai_remote_tokens=json.dumps({"replicate": TOKEN}),
+                 ai_remote_tokens=json.dumps({"replicate": TOKEN, "old": "r8_revoked"}),
                  ai_remote_poll_seconds="0.2", ai_remote_inline_bytes=str(INLINE_BYTES),
                  retry_backoff_seconds="0.3", cancel_poll_seconds="0.2")
     yield served
@@ -279,7 +280,6 @@ def test_a_prediction_is_followed_with_its_progress_and_its_output_comes_back(
     assert create["path"] == "/v1/predictions"
     assert create["body"]["input"]["scale"] == 2
     assert create["body"]["input"]["image"].startswith("data:image/png;base64,")
-    assert standin.unauthorized == 0
     assert standin.delivery_auth and not any(standin.delivery_auth)  # no token off the API
 
 
@@ -353,3 +353,20 @@ def test_generate_sends_the_refined_prompt_and_keeps_its_details(
     details = item["details"]
     assert details["prompt_used"] == given["prompt"] and details["seed"] == 7
     assert details["model"] == "rep-sd"
+
+
+def test_a_refused_token_is_the_servers_trouble_not_the_images(
+        server: Server, standin: StandIn) -> None:
+    before = standin.unauthorized
+    job = server.submit_ok([("c.png", png_bytes(16, 16))], "upscale:model=rep-revoked,scale=2")
+    waiting = server.wait_job(job["id"], lambda j: j["items"][0]["error"] is not None,
+                              what="the refusal recorded")["items"][0]
+    assert waiting["status"] in ("queued", "running"), waiting  # retried, not failed
+    assert waiting["error"]["code"] == "remote_unavailable"
+    assert "refused the token (401: You did not pass a valid authentication token)" in (
+        waiting["error"]["message"])
+    assert "IMGQ_AI_REMOTE_TOKENS" in waiting["error"]["message"]
+    assert "r8_revoked" not in json.dumps(waiting)
+    assert standin.unauthorized > before
+    assert server.client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    assert server.wait_finished(job["id"])["items"][0]["status"] == "cancelled"
