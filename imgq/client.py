@@ -330,17 +330,21 @@ class Follower:
             raise WaitTimeout(f"job {self.job_id} did not finish in {self.timeout} s")
 
 
-def _files(stack: ExitStack, files: Iterable[FileArg]) -> list[tuple[str, tuple[str, Any]]]:
-    out: list[tuple[str, tuple[str, Any]]] = []
-    for f in files:
-        if isinstance(f, (str, Path)):
-            path = Path(f)
-            out.append(("files", (path.name, stack.enter_context(path.open("rb")))))
-        else:
-            out.append(("files", (f[0], f[1])))
-    if not out:
-        raise ValueError("give at least one file")
-    return out
+def _files(stack: ExitStack, files: Iterable[FileArg], attachments: Iterable[FileArg] = (),
+           makes_image: bool = False) -> list[tuple[str, tuple[str | None, Any]]]:
+    out: list[tuple[str, tuple[str | None, Any]]] = []
+    for field_name, group in (("files", files), ("attachments", attachments)):
+        for f in group:
+            if isinstance(f, (str, Path)):
+                path = Path(f)
+                out.append((field_name, (path.name, stack.enter_context(path.open("rb")))))
+            else:
+                out.append((field_name, (f[0], f[1])))
+    if not makes_image and not any(name == "files" for name, _ in out):
+        raise ValueError("give at least one file (or makes_image=True for a pipeline that "
+                         "starts by making an image, such as generate)")
+    # httpx sends a form without files URL-encoded; the API reads multipart/form-data only.
+    return out or [("_", (None, b""))]
 
 
 def _target(dest: str | Path, name: str | None) -> Path:
@@ -398,11 +402,14 @@ class Client:
         return call.read(_answer(response))
 
     def submit(self, files: Iterable[FileArg], pipeline: Pipeline, ttl_seconds: int | None = None,
-               callback_url: str | None = None) -> Job:
-        """Upload files (paths, or (name, bytes or file) pairs) with a pipeline."""
+               callback_url: str | None = None, attachments: Iterable[FileArg] = (),
+               makes_image: bool = False) -> Job:
+        """Upload files (paths, or (name, bytes or file) pairs) with a pipeline; `attachments`
+        are extra images its steps name (a style picture, a face); `makes_image` allows no
+        files for a pipeline that starts with generate."""
         with ExitStack() as stack:
             return self.send(Requests.submit(pipeline, ttl_seconds, callback_url),
-                             files=_files(stack, files))
+                             files=_files(stack, files, attachments, makes_image))
 
     def get(self, job_id: str) -> Job:
         return self.send(Requests.get(job_id))
@@ -505,12 +512,14 @@ class AsyncClient:
         return call.read(_answer(response))
 
     async def submit(self, files: Iterable[FileArg], pipeline: Pipeline,
-                     ttl_seconds: int | None = None, callback_url: str | None = None) -> Job:
-        """Upload files (paths, or (name, bytes or file) pairs) with a pipeline."""
+                     ttl_seconds: int | None = None, callback_url: str | None = None,
+                     attachments: Iterable[FileArg] = (), makes_image: bool = False) -> Job:
+        """Upload files (paths, or (name, bytes or file) pairs) with a pipeline (see
+        `Client.submit`)."""
         with ExitStack() as stack:
             # httpx sends sync file objects from an async client by reading them in chunks.
             return await self.send(Requests.submit(pipeline, ttl_seconds, callback_url),
-                                   files=_files(stack, files))
+                                   files=_files(stack, files, attachments, makes_image))
 
     async def get(self, job_id: str) -> Job:
         return await self.send(Requests.get(job_id))

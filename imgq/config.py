@@ -9,10 +9,21 @@ import re
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from limits import parse_many
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from limits.errors import ConfigurationError
+from limits.storage import Storage, storage_from_string
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -76,6 +87,63 @@ class AuthMode(str, Enum):
     keys = "keys"
 
 
+#: The operations a remote endpoint can serve (docs/ai.md, "Remote endpoints").
+REMOTE_OPERATIONS = ("upscale", "remove_background", "style_transfer", "generate", "face_swap")
+#: Operations whose `model` parameter picks the endpoint; any other is served by its one
+#: endpoint as a whole.
+MODEL_CHOSEN_OPERATIONS = ("upscale", "generate")
+REPLICATE_URL = "https://api.replicate.com/v1"
+
+
+class RemoteEndpoint(BaseModel):
+    """Where one model runs when it runs elsewhere: another imgq (its /v1/jobs API) or
+    Replicate's predictions API. No secret here: `token` names an entry of
+    IMGQ_AI_REMOTE_TOKENS."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    operation: Literal["upscale", "remove_background", "style_transfer", "generate",
+                       "face_swap"]
+    kind: Literal["imgq", "replicate"]
+    url: str = ""
+    token: str = ""
+    model: str = ""
+    version: str = ""
+    scale: int = Field(4, ge=1, le=8)
+    params: dict[str, Any] = {}
+    input: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _complete(self) -> RemoteEndpoint:
+        if self.kind == "replicate" and not self.url:
+            object.__setattr__(self, "url", REPLICATE_URL)
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url must be an http(s) URL of the {self.kind} endpoint, not "
+                             f"{redact(self.url)!r}")
+        if parts.username or parts.password:
+            raise ValueError("url must not carry a user or password; name a token instead")
+        if self.kind == "replicate" and not (self.version or "/" in self.model):
+            raise ValueError("a replicate endpoint needs version (a version id) or model "
+                             "(owner/name)")
+        if self.kind == "replicate" and not self.token:
+            raise ValueError("a replicate endpoint needs token (the name of its entry in "
+                             "IMGQ_AI_REMOTE_TOKENS)")
+        if self.kind == "imgq" and (self.version or self.input):
+            raise ValueError("version and input are for replicate endpoints; an imgq endpoint "
+                             "takes model and params")
+        if self.kind == "replicate" and self.params:
+            raise ValueError("params is for imgq endpoints; a replicate endpoint takes input")
+        return self
+
+    def where(self) -> str:
+        """The endpoint as users may see it: its kind, host and model, never a secret."""
+        parts = urlsplit(self.url)
+        model = self.version[:12] if self.kind == "replicate" and not self.model else self.model
+        return f"{self.kind} at {parts.scheme}://{parts.netloc}" + (f" ({model})" if model
+                                                                     else "")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
@@ -127,8 +195,13 @@ class Settings(BaseSettings):
         "access", ge=0)
     anonymous_rate_limit: str = _setting(
         "120/minute", "Writes (submit, cancel, delete) per client address without keys "
-        "(IMGQ_AUTH=none), counted by each API server, in the "
+        "(IMGQ_AUTH=none), counted where IMGQ_RATE_LIMIT_STORAGE_URL says, in the "
         "`limits` notation, e.g. 60/minute or 10/second;1000/day; empty: no limit.", "access")
+    rate_limit_storage_url: str = _setting(
+        "", "Where the anonymous rate limit is counted, as a `limits` storage URL: empty counts "
+        "in each API server's memory; `redis://host:6379/0` counts once for a fleet of API "
+        "servers. If that storage cannot be reached, writes are let through and a warning is "
+        "logged.", "access")
     trust_loopback_clients: bool = _setting(
         True, "Clients on this machine (loopback) are not rate limited in the keyless mode.",
         "access")
@@ -352,6 +425,12 @@ class Settings(BaseSettings):
         1, "Worker processes of `imgq serve` that run AI (gpu) steps, apart from those that "
         "run classic steps, so that neither waits for the other. Each uses the cores ÷ this "
         "many CPU threads.", "ai", ge=1)
+    ai_items_in_flight: int = _setting(
+        0, "Items one AI worker process runs at the same time, in threads sharing its loaded "
+        "models: their tiles of one shape go through a model in shared batches, and one item's "
+        "decoding, encoding and storage overlap another's model work. 0 means auto: 4 when "
+        "models run on CUDA, 1 on the CPU (where one item already fills the cores).", "ai",
+        ge=0, le=64)
     ai_measure_on_start: bool = _setting(
         True, "Measure each installed upscaling model on this machine's CPU once (about a "
         "second of work each, remembered in IMGQ_AI_COSTS_FILE) when the AI workers of "
@@ -365,6 +444,85 @@ class Settings(BaseSettings):
         "", "JSON file of the prompt refinement rules of generate (quality terms, style terms "
         "by keyword, default negative prompt); empty means the built-in rules (docs/ai.md).",
         "ai")
+
+    ai_remote_endpoints: Annotated[dict[str, RemoteEndpoint], NoDecode] = _setting(
+        {}, "Models served by a remote endpoint instead of a local model: a JSON object (or a "
+        "TOML table in the settings file) from model name to {operation, kind: imgq|replicate, "
+        "url, token, model, version, scale, params, input}. Only these endpoints are ever sent "
+        "an image (docs/ai.md, Remote endpoints).", "ai")
+    ai_remote_tokens: SecretStr = _setting(
+        SecretStr(""), "API keys and tokens of the remote endpoints, a JSON object (or TOML "
+        "table) from token name to its value; an endpoint names its entry with `token`.", "ai")
+    ai_remote_timeout_seconds: float = _setting(
+        30.0, "Seconds one request to a remote endpoint may take (connect, send, answer); the "
+        "whole remote run is bound by the item's time limit.", "ai", gt=0, le=600)
+    ai_remote_poll_seconds: float = _setting(
+        1.0, "Seconds between two looks at a remote job or prediction (progress, end).", "ai",
+        gt=0, le=60)
+    ai_remote_max_result_bytes: int = _setting(
+        256 * 1024 * 1024, "Largest result a remote endpoint may send back, in bytes.", "ai",
+        ge=1024)
+    ai_remote_inline_bytes: int = _setting(
+        256 * 1024, "Images up to this many bytes go to Replicate inline as data URIs; larger "
+        "ones are uploaded through its files API first.", "ai", ge=0)
+
+    @field_validator("ai_remote_endpoints", mode="before")
+    @classmethod
+    def _parse_endpoints(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON object of model name to endpoint ({exc.msg} at "
+                                 f"character {exc.pos})") from None
+        return value
+
+    @field_validator("ai_remote_tokens", mode="before")
+    @classmethod
+    def _tokens_as_text(cls, value: Any) -> Any:
+        return json.dumps(value) if isinstance(value, dict) else value
+
+    def remote_tokens(self) -> dict[str, str]:
+        """IMGQ_AI_REMOTE_TOKENS as name → token (validated when the settings were read)."""
+        return _token_table(self.ai_remote_tokens.get_secret_value())
+
+    @model_validator(mode="after")
+    def _check_remote(self) -> "Settings":
+        try:
+            tokens = self.remote_tokens()
+        except ValueError as exc:
+            raise ValueError(f"IMGQ_AI_REMOTE_TOKENS: {exc}") from None
+        served: dict[str, str] = {}
+        for name, endpoint in self.ai_remote_endpoints.items():
+            if not name.strip() or len(name) > 200:
+                raise ValueError("IMGQ_AI_REMOTE_ENDPOINTS: a model name must be 1 to 200 "
+                                 "characters")
+            if endpoint.token and endpoint.token not in tokens:
+                known = ", ".join(sorted(tokens)) or "none"
+                raise ValueError(
+                    f"IMGQ_AI_REMOTE_ENDPOINTS: {name} names token {endpoint.token!r}, which "
+                    f"IMGQ_AI_REMOTE_TOKENS does not have (its names: {known})")
+            other = served.setdefault(endpoint.operation, name)
+            if other != name and endpoint.operation not in MODEL_CHOSEN_OPERATIONS:
+                raise ValueError(
+                    f"IMGQ_AI_REMOTE_ENDPOINTS: {other} and {name} both serve "
+                    f"{endpoint.operation}, which has no model parameter to choose between "
+                    "them; keep one")
+        return self
+
+    @field_validator("rate_limit_storage_url")
+    @classmethod
+    def _check_rate_storage(cls, value: str) -> str:
+        if value.strip():
+            try:
+                usable = isinstance(storage_from_string(value.strip()), Storage)
+            except (ConfigurationError, ValueError) as exc:
+                raise ValueError(f"{redact(value)!r}: {exc}") from None
+            if not usable:
+                raise ValueError(f"{redact(value)!r}: use the synchronous form (no async+)")
+        return value.strip()
 
     @field_validator("anonymous_rate_limit")
     @classmethod
@@ -441,9 +599,12 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            name = env_name(loc) if loc else "settings"
-            problems.append(f"{name}: {err['msg']}")
+            head, *rest = [str(p) for p in err["loc"]] or [""]
+            message = str(err["msg"]).removeprefix("Value error, ")
+            if not head:  # a check across settings: its message names them
+                problems.append(message)
+                continue
+            problems.append(f"{'.'.join([env_name(head), *rest])}: {message}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
 
 
@@ -487,9 +648,25 @@ def as_environment(settings: Settings) -> list[str]:
     return lines
 
 
+def _token_table(text: str) -> dict[str, str]:
+    if not text.strip():
+        return {}
+    try:
+        table = json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError("not a JSON object of token name to token") from None
+    if not isinstance(table, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in table.items()):
+        raise ValueError("must map each token name to a non-empty string")
+    return table
+
+
 def _as_text(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, dict):
+        return json.dumps({k: v.model_dump(exclude_defaults=True) if isinstance(v, BaseModel)
+                           else v for k, v in value.items()}, separators=(",", ":"))
     if isinstance(value, Enum):
         return str(value.value)
     if isinstance(value, bool):

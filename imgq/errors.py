@@ -224,6 +224,19 @@ class StorageReadOnly(StorageUnavailable):
 
     code = "storage_read_only"
     retry_after = 30
+class RemoteUnavailable(Unavailable):
+    """A remote model endpoint could not be reached or did not serve the request; the work
+    will be retried."""
+
+    code = "remote_unavailable"
+
+
+class RemoteFailed(ProcessingError):
+    """A remote model endpoint refused or failed this image."""
+
+    code = "remote_failed"
+
+
 class BrokerUnavailable(Unavailable):
     """The message broker could not be reached; the work will be retried."""
 

@@ -36,7 +36,9 @@ extras=""
 if [ "$torch" = 1 ]; then
   if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     say "installing PyTorch $TORCH_VERSION, CPU build, from $TORCH_CPU_INDEX (about 750 MB)"
-    pip install --progress-bar on "torch==$TORCH_VERSION" --index-url "$TORCH_CPU_INDEX"
+    # torch alone from PyTorch's index; its dependencies (sympy, networkx, ...) come from PyPI
+    # with imgq's below, so that index is asked for one package, not ten
+    pip install --progress-bar on --no-deps "torch==$TORCH_VERSION" --index-url "$TORCH_CPU_INDEX"
   fi
   extras="torch"
 fi

@@ -47,3 +47,9 @@ class OutOfMemory(ProcessingError):
     """Not enough memory to run the model, even with the smallest tile."""
 
     code = "out_of_memory"
+
+
+class NoFaceFound(ProcessingError):
+    """No face was found in the picture."""
+
+    code = "no_face"

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from imgq.ai.layout import LUMA, ImageLayout
@@ -55,8 +56,11 @@ class TileTransform:
 
     def __init__(self, loaded: LoadedModel, layout: ImageLayout, scale: int,
                  wrap: Callable[[Callable[[torch.Tensor], torch.Tensor]],
-                                Callable[[torch.Tensor], torch.Tensor]] | None = None) -> None:
+                                Callable[[torch.Tensor], torch.Tensor]] | None = None,
+                 run_model: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.loaded, self.layout, self.scale = loaded, layout, scale
+        # The model call: the module itself, or a batch shared with other items (torch_batcher).
+        self.run_model = run_model or (lambda rgb: run_module(self.loaded, rgb))
         self.model_scale = loaded.descriptor.scale
         self.forward = wrap(self._model_forward) if wrap else self._model_forward
         self.nonfinite: torch.Tensor | None = None  # device flag, read once after the run
@@ -78,8 +82,8 @@ class TileTransform:
     def _model_forward(self, rgb: torch.Tensor) -> torch.Tensor:
         import torch
 
-        out = run_module(self.loaded, rgb)
-        if self.loaded.precision != "fp32":
+        out = self.run_model(rgb)
+        if self.loaded.precision != "fp32":  # this item's own tiles only
             bad = ~torch.isfinite(out).all()
             self.nonfinite = bad if self.nonfinite is None else self.nonfinite | bad
         return out.float()
@@ -106,11 +110,31 @@ class TileTransform:
 
 class PinnedPool:
     """Page-locked host buffers kept between runs: pinning is slow (a system call per page), so
-    a buffer is pinned once and reused by every later run that fits in it."""
+    a buffer is pinned once and reused by every later run that fits in it.
+
+    Runs at the same time (items in flight, in threads) each hold a slot (``slot()``) and get
+    their slot's buffers, so there are as many sets of buffers as runs ever ran at once."""
 
     def __init__(self) -> None:
-        self._buffers: dict[str, torch.Tensor] = {}
+        self._buffers: dict[tuple[str, int], torch.Tensor] = {}
         self._lock = threading.Lock()
+        self._free: list[int] = []
+        self._slots = 0
+        self._local = threading.local()
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """This thread's run uses one set of buffers, not shared with a concurrent run."""
+        with self._lock:
+            number = self._free.pop() if self._free else self._slots
+            self._slots = max(self._slots, number + 1)
+        self._local.slot = number
+        try:
+            yield
+        finally:
+            self._local.slot = None
+            with self._lock:
+                self._free.append(number)
 
     def take(self, purpose: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         import torch
@@ -119,11 +143,12 @@ class PinnedPool:
         for side in shape:
             count *= side
         nbytes = count * torch.empty((), dtype=dtype).element_size()
+        key = (purpose, getattr(self._local, "slot", None) or 0)
         with self._lock:
-            buffer = self._buffers.get(purpose)
+            buffer = self._buffers.get(key)
             if buffer is None or buffer.numel() < nbytes:
                 buffer = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
-                self._buffers[purpose] = buffer
+                self._buffers[key] = buffer
         return buffer[:nbytes].view(dtype).view(shape)
 
 

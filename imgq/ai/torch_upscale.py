@@ -8,12 +8,16 @@ choice is reused by every later image; batches span tile rows. The
 low-res image and the output travel through pinned host buffers kept between runs, the output
 copies overlap with compute, and the only synchronisation is the end of the run (the host copy,
 and one read of the non-finite flag of fp16/bf16 output, which reruns the image in fp32).
+With ``share_batches`` (items in flight) the model calls go through the process's
+``TileBatcher`` of the model, which joins the tiles of several images (imgq.ai.torch_batcher).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,6 +37,7 @@ from imgq.ai.layout import ImageLayout
 from imgq.ai.loading import LoadedModel, load_model
 from imgq.ai.options import MIN_TILE, UpscaleOptions
 from imgq.ai.tiling import Progress, ProgressReporter, ShouldAbort, TilePlan
+from imgq.ai.torch_batcher import batcher_for
 from imgq.ai.torch_tiling import TorchTiledRun
 
 if TYPE_CHECKING:
@@ -43,6 +48,9 @@ logger = logging.getLogger(__name__)
 MAX_TILE_GPU = 1024
 GPU_TILES = (128, 256, 512, 768, 1024)  # the tile shapes a GPU ever sees
 MAX_BATCH_GPU = 16
+# Tiles of several items in one batch on a CPU (share_batches): a CPU gains little from it, but
+# the items still run one model call at a time instead of fighting over the cores.
+MAX_SHARED_BATCH_CPU = 4
 # On CPU the time per pixel grows once a tile's activations outgrow the L3 cache (measured on a
 # 2-core EPYC: 99 µs/px at 128 px, 106 at 192, 128 at 256 for RRDBNet), so CPU tiles stay small.
 MAX_TILE_CPU = 192
@@ -64,17 +72,18 @@ class TorchUpscaler:
         import torch
 
         layout = ImageLayout.of(arr)
-        image = self._to_device(layout, arr)
-        image, (h, w) = self._pad(image)
-        tile = self._tile(h, w)
-        if self.cuda:
-            image, (h, w) = self._pad_to(image, max(h, tile), max(w, tile))
-            torch.backends.cudnn.benchmark = True  # tile shapes come from GPU_TILES only
-        with torch.inference_mode():
-            out = self._run_with_oom_retry(image, layout, tile, progress, should_abort)
-        result = out[: layout.height * self.scale, : layout.width * self.scale].numpy()
-        # The host buffer is reused by the next run: hand out a copy.
-        return layout.finish(np.array(self._host_values(result, layout), copy=True))
+        with PINNED.slot():  # a run at the same time in another thread has its own buffers
+            image = self._to_device(layout, arr)
+            image, (h, w) = self._pad(image)
+            tile = self._tile(h, w)
+            if self.cuda:
+                image, (h, w) = self._pad_to(image, max(h, tile), max(w, tile))
+                torch.backends.cudnn.benchmark = True  # tile shapes come from GPU_TILES only
+            with torch.inference_mode():
+                out = self._run_with_oom_retry(image, layout, tile, progress, should_abort)
+            result = out[: layout.height * self.scale, : layout.width * self.scale].numpy()
+            # The host buffer is reused by the next run: hand out a copy.
+            return layout.finish(np.array(self._host_values(result, layout), copy=True))
 
     @staticmethod
     def _host_values(array: np.ndarray, layout: ImageLayout) -> np.ndarray:
@@ -137,17 +146,25 @@ class TorchUpscaler:
         return tile - tile % d.size_alignment if tile % d.size_alignment else tile
 
     def _batch(self, plan: TilePlan) -> int:
+        """Tiles of this image per model call (per hand-over to the batcher when shared)."""
         if self.opts.batch:
             return self.opts.batch
         if not self.cuda:
             return 1  # a CPU already fills its cores with one tile
+        return _floor_pow2(min(self._batch_cap(plan), plan.count))
+
+    def _batch_cap(self, plan: TilePlan) -> int:
+        """The most tiles of this plan's shape one model call may hold on this device."""
+        if self.opts.batch:
+            return self.opts.batch
+        if not self.cuda:
+            return MAX_SHARED_BATCH_CPU
         per_tile = (plan.tile_h * plan.tile_w * self.descriptor.memory_per_pixel
                     * self.loaded.dtype.itemsize / 4)
         fits = int(free_memory(self.device) // max(per_tile, 1))
         # cuDNN kernels index with 32 bits: keep hi-res feature maps under 2**31 elements.
         index_cap = 2**31 // max(1, plan.tile_h * plan.tile_w * 64 * self.descriptor.scale**2)
-        wanted = max(1, min(fits, index_cap, plan.count, MAX_BATCH_GPU))
-        return 1 << (wanted.bit_length() - 1)  # 1, 2, 4, 8 or 16: few shapes for cuDNN
+        return _floor_pow2(min(fits, index_cap, MAX_BATCH_GPU))  # 1..16: few shapes for cuDNN
 
     def _run_with_oom_retry(self, image: torch.Tensor, layout: ImageLayout, tile: int,
                             progress: Progress | None, should_abort: ShouldAbort | None
@@ -180,22 +197,38 @@ class TorchUpscaler:
         _, h, w = image.shape
         plan = TilePlan.make(h, w, tile, self.opts.overlap, self.scale,
                              self.descriptor.size_alignment, fixed=self.cuda)
-        transform = TileTransform(self.loaded, layout, self.scale, self.opts.wrap_forward)
-        writer = HostWriter(self.device, (h * self.scale, w * self.scale, layout.out_channels),
-                            _host_dtype(layout))
-        run = TorchTiledRun(plan, transform, layout.out_channels, writer.write,
-                            self._batch(plan), fixed_batch=self.cuda)
-        reporter = ProgressReporter(plan.count, progress, should_abort)
-        if not self.cuda:
-            reporter.announce(estimate_cpu_seconds(w, h, self.descriptor))
-        run.run(image, reporter)
-        return writer.result(), transform
+        shared = self.opts.share_batches
+        with ExitStack() as stack:
+            run_model = None
+            if shared:  # tiles go through the model with other items' tiles of this shape
+                batcher = batcher_for(self.loaded)
+                owner = stack.enter_context(batcher.member())
+                run_model = functools.partial(batcher.run, owner, limit=self._batch_cap(plan))
+            transform = TileTransform(self.loaded, layout, self.scale, self.opts.wrap_forward,
+                                      run_model)
+            writer = HostWriter(self.device, (h * self.scale, w * self.scale,
+                                              layout.out_channels), _host_dtype(layout))
+            # Shared batches are filled up to their fixed size by the batcher, not per item.
+            run = TorchTiledRun(plan, transform, layout.out_channels, writer.write,
+                                self._batch(plan), fixed_batch=self.cuda and not shared)
+            reporter = ProgressReporter(plan.count, progress, should_abort)
+            if not self.cuda:
+                estimated = self.opts.estimated_seconds
+                reporter.announce(estimated if estimated is not None
+                                  else estimate_cpu_seconds(w, h, self.descriptor))
+            run.run(image, reporter)
+            return writer.result(), transform
 
     def fp32_fallback(self) -> LoadedModel:
         logger.warning("non-finite output in reduced precision, falling back to fp32",
                        extra={"model": self.descriptor.name, "precision": self.loaded.precision})
         self.loaded = load_model(self.descriptor, self.device, "fp32", self.opts.compile_model)
         return self.loaded
+
+
+def _floor_pow2(n: int) -> int:
+    n = max(1, n)
+    return 1 << (n.bit_length() - 1)
 
 
 def _host_dtype(layout: ImageLayout) -> torch.dtype:

@@ -119,7 +119,9 @@ class ArrayUpscaler:
         plan = TilePlan.make(h, w, tile, self.opts.overlap, self.scale, d.size_alignment)
         transform = ArrayTileTransform(self.forward, layout, d.scale, self.scale)
         reporter = ProgressReporter(plan.count, progress, should_abort)
-        reporter.announce(estimate_cpu_seconds(layout.width, layout.height, d, self.threads))
+        estimated = self.opts.estimated_seconds
+        reporter.announce(estimated if estimated is not None
+                          else estimate_cpu_seconds(layout.width, layout.height, d, self.threads))
         out = ArrayTiledRun(plan, transform).run(image, reporter)
         return layout.finish(out[: layout.height * self.scale, : layout.width * self.scale])
 

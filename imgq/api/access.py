@@ -15,7 +15,7 @@ import time
 
 import anyio
 from limits import parse_many
-from limits.storage import MemoryStorage
+from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Send
@@ -68,7 +68,10 @@ class AccessMiddleware:
         settings = runtime.settings
         self.keys = settings.auth == AuthMode.keys
         self.rates = parse_many(settings.anonymous_rate_limit) if settings.anonymous_rate_limit else []
-        self.limiter = MovingWindowRateLimiter(MemoryStorage()) if self.rates else None
+        self.limiter = (MovingWindowRateLimiter(rate_storage(settings.rate_limit_storage_url))
+                        if self.rates else None)
+        self.shared = bool(settings.rate_limit_storage_url)
+        self.storage_down_logged = 0.0
         self.trust_loopback = settings.trust_loopback_clients
         self.quotas = Quotas(active_items=settings.quota_active_items,
                              items_per_day=settings.quota_items_per_day,
@@ -91,7 +94,10 @@ class AccessMiddleware:
         if not self.keys:
             caller = anonymous(scope)
             if scope["method"] in WRITE_METHODS:
-                self._limit(scope)
+                if self.shared:  # a network round trip: keep it off the event loop
+                    await anyio.to_thread.run_sync(self._limit, scope)
+                else:
+                    self._limit(scope)
             return caller
         if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             return NOBODY
@@ -114,12 +120,32 @@ class AccessMiddleware:
         if self.limiter is None or (self.trust_loopback and is_loopback(address)):
             return
         for rate in self.rates:
-            if not self.limiter.hit(rate, "imgq-anonymous", address):
+            try:
+                allowed = self.limiter.hit(rate, "imgq-anonymous", address)
+            except Exception as exc:  # the shared storage is down: let the write through
+                self._storage_down(exc)
+                return
+            if not allowed:
                 reset, _ = self.limiter.get_window_stats(rate, "imgq-anonymous", address)
                 raise RateLimited(
                     f"too many submissions from {address}: the limit without an API key is "
                     f"{rate} (IMGQ_ANONYMOUS_RATE_LIMIT)", retry_after=reset - time.time(),
                     limit=str(rate))
+
+
+    def _storage_down(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self.storage_down_logged >= 60:  # once a minute, not once per request
+            self.storage_down_logged = now
+            log.warning("the rate limit storage (IMGQ_RATE_LIMIT_STORAGE_URL) cannot be "
+                        "reached, so anonymous writes are not limited until it is back: %s", exc)
+
+
+def rate_storage(url: str) -> Storage:
+    """The anonymous rate limit's counters: this server's memory, or one storage for a fleet."""
+    storage = storage_from_string(url) if url else MemoryStorage()
+    assert isinstance(storage, Storage)  # the setting's validator refused the async+ forms
+    return storage
 
 
 def _secret_of(scope: AsgiScope) -> str | None:

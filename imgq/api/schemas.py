@@ -35,6 +35,14 @@ class OperationOut(BaseModel):
     resource: str
     available: bool
     unavailable_reason: str | None = None
+    makes_image: bool = Field(False, description="Makes an image from nothing: the first step "
+                              "of a job sent with no files (generate).")
+    attachments: list[str] = Field(
+        default_factory=list, description="Parameters whose value is the file name of an image "
+        "sent in the job's 'attachments' field (a style picture, a source face).")
+    remote: dict[str, str] = Field(
+        default_factory=dict, description="Models of this operation served by a remote "
+        "endpoint the operator configured: model name → where (kind, host, remote model).")
     params: dict[str, Any] = Field(description="JSON schema of the parameters.")
 
 

@@ -27,8 +27,8 @@ from imgq.dispatch.base import Dispatcher, queue_for, resource_of
 from imgq.dispatch.pool import HARD_MARGIN
 from imgq.dispatch.sweeper import FleetSweeper
 from imgq.worker.context import allow_hard_stop
-from imgq.worker.execute import DRAIN_SECONDS, drain
-from imgq.worker.runtime import Runtime, tune_libvips
+from imgq.worker.execute import DRAIN_SECONDS, drain_concurrently
+from imgq.worker.runtime import Runtime, items_in_flight, tune_libvips
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,8 @@ def _register_tasks(app: Celery) -> None:
         items a drain leaves keep theirs."""
         settings: Settings = app.imgq_settings
         queue = (task.request.delivery_info or {}).get("routing_key") or settings.cpu_queue
-        drained = drain(_runtime(app), resource_of(settings, queue))
+        resource = resource_of(settings, queue)
+        drained = drain_concurrently(_runtime(app), resource, items_in_flight(settings, resource))
         if drained.retry_item is not None and drained.retry_in is not None:
             _publisher(app).publish_to(queue, [drained.retry_item], drained.retry_in)
         return drained.items

@@ -25,9 +25,10 @@ from pebble import ProcessExpired, ProcessPool
 from imgq.config import Settings
 from imgq.logs import setup_logging
 from imgq.worker.context import EXIT_STOPPED, allow_hard_stop
-from imgq.worker.execute import DRAIN_SECONDS, Drained, drain
+from imgq.worker.execute import DRAIN_SECONDS, Drained, drain_concurrently
 from imgq.worker.runtime import (
     Runtime,
+    items_in_flight,
     limit_model_threads,
     measure_model_costs,
     tune_libvips,
@@ -64,16 +65,19 @@ def run_queue(resource: str) -> Drained:
     settings = _runtime.settings
     _leave_if_spent(settings)
     limit = settings.worker_max_items - _items_run if settings.worker_max_items else None
-    drained = drain(_runtime, resource, limit=limit)
+    # AI items: several at once sharing the loaded models (IMGQ_AI_ITEMS_IN_FLIGHT).
+    drained = drain_concurrently(_runtime, resource, items_in_flight(settings, resource),
+                                 limit=limit)
     _items_run += drained.items
     return drained
 
 
-def measure_models() -> list[str]:
-    """Measure this machine's model costs where none are known (imgq.ai.warmup)."""
+def measure_models(names: list[str] | None = None) -> list[str]:
+    """Measure this machine's costs of the named models where none are known
+    (imgq.ai.warmup); all installed ones without names."""
     if _runtime is None:
         raise RuntimeError("worker process not initialised")
-    return measure_model_costs(_runtime)
+    return measure_model_costs(_runtime, names)
 
 
 def resident_mb() -> float:
@@ -140,10 +144,16 @@ class WorkerPool:
             log.exception("unexpected error in a worker process")
         return Drained(0, True)
 
-    def measure_models(self) -> None:
-        """Measure the models this machine has no cost figure for, in a worker process (the
-        first task, so that the items after it are estimated from this machine's figures)."""
-        self._pool.schedule(measure_models).add_done_callback(_log_measured)
+    def measure_models(self, names: list[str] | None = None) -> Future[list[str]]:
+        """Measure the named models (all without names) where this machine has no cost
+        figure, in a worker process; the future has the names measured (none on failure)."""
+        done: Future[list[str]] = Future()
+
+        def finished(running: Future[list[str]]) -> None:
+            done.set_result(_measured(running))
+
+        self._pool.schedule(measure_models, args=(names,)).add_done_callback(finished)
+        return done
 
     def stop(self, wait: float) -> None:
         """Let running items finish for up to `wait` seconds, then end what is left (its
@@ -158,14 +168,15 @@ class WorkerPool:
             self._pool.join(timeout=10)
 
 
-def _log_measured(future: Future[list[str]]) -> None:
+def _measured(future: Future[list[str]]) -> list[str]:
     try:
         measured = future.result()
     except Exception:  # a model that cannot run here fails its own items with the reason
         log.exception("measuring the model costs failed")
-        return
+        return []
     if measured:
         log.info("measured the model costs of this machine: %s", ", ".join(measured))
+    return measured
 
 
 def _log_exit(exitcode: int | None) -> None:

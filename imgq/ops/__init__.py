@@ -41,16 +41,27 @@ def _fill(registry: Registry, settings: Settings | None = None) -> None:
         for op in module.OPERATIONS:
             registry.add(op)
     # AI operations (docs/ai.md): built with the settings; None reads them from the environment.
-    from imgq.ops import generate, plugins, remove_background, style_transfer, upscale
+    from imgq.ops import (
+        face_swap,
+        generate,
+        plugins,
+        remove_background,
+        style_transfer,
+        upscale,
+    )
     from imgq.ops.ai_support import AIConfig
 
     config = AIConfig.from_settings(settings) if settings is not None else None
     for op in (*upscale.operations(config), *remove_background.operations(config),
-               *style_transfer.operations(config),
+               *style_transfer.operations(config), *face_swap.operations(config),
                *generate.operations(config, _rules_file(settings))):
         registry.add(op)
     for op in plugins.plugin_operations(taken={op.name for op in registry}):
         registry.add(op)
+    if config is not None:
+        from imgq.ops.remote import check_inputs
+
+        check_inputs(registry, config)
 
 
 def _rules_file(settings: Settings | None) -> Path | None:

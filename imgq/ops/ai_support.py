@@ -10,7 +10,8 @@ import importlib.util
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -18,9 +19,11 @@ import numpy as np
 import pyvips
 
 from imgq.ai.costs import MEASURED, CostBook, Estimate, book_at, default_path
-from imgq.errors import Cancelled, InvalidParameters
+from imgq.ai.remote import RemoteOptions
+from imgq.config import RemoteEndpoint
+from imgq.errors import Cancelled, DecodeError, InvalidParameters
 from imgq.ops.base import BoundStep, StepContext
-from imgq.ops.image import Image
+from imgq.ops.image import Image, vips_reason
 
 if TYPE_CHECKING:
     from imgq.config import Settings
@@ -44,6 +47,11 @@ class AIConfig:
     max_pixels_gpu: int = 4_000_000
     costs_file: Path | None = None  # None: costs.default_path()
     threads: int = 1  # CPU threads of an AI worker process
+    items_in_flight: int = 0  # items one AI worker process runs at once; 0: auto
+    #: models served by a remote endpoint (IMGQ_AI_REMOTE_ENDPOINTS), and their tokens
+    remote: Mapping[str, RemoteEndpoint] = field(default_factory=dict)
+    remote_tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
+    remote_options: RemoteOptions = RemoteOptions()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AIConfig:
@@ -51,7 +59,18 @@ class AIConfig:
                    precision=settings.ai_precision, compile=settings.ai_compile,
                    tile=settings.ai_tile_pixels, max_pixels_cpu=settings.ai_max_pixels,
                    max_pixels_gpu=settings.ai_max_pixels_gpu, costs_file=settings.ai_costs_file,
-                   threads=settings.ai_threads)
+                   threads=settings.ai_threads, items_in_flight=settings.ai_items_in_flight,
+                   remote=dict(settings.ai_remote_endpoints),
+                   remote_tokens=settings.remote_tokens(),
+                   remote_options=RemoteOptions(
+                       timeout_seconds=settings.ai_remote_timeout_seconds,
+                       poll_seconds=settings.ai_remote_poll_seconds,
+                       max_result_bytes=settings.ai_remote_max_result_bytes,
+                       inline_bytes=settings.ai_remote_inline_bytes))
+
+    def remote_for(self, operation: str) -> dict[str, RemoteEndpoint]:
+        """The remote endpoints of one operation, model name → endpoint."""
+        return {name: e for name, e in self.remote.items() if e.operation == operation}
 
     def costs(self) -> CostBook:
         """This machine's measured model costs."""
@@ -69,6 +88,12 @@ class AIConfig:
         if spec != "auto":
             return spec.startswith("cuda")
         return _cuda_present()
+
+    def in_flight(self) -> int:
+        """Items an AI worker process runs at once: as set, or 4 on CUDA and 1 on the CPU."""
+        if self.items_in_flight:
+            return self.items_in_flight
+        return 4 if self.runs_on_cuda() else 1
 
     def max_pixels(self) -> int:
         return self.max_pixels_gpu if self.runs_on_cuda() else self.max_pixels_cpu
@@ -106,7 +131,11 @@ def to_array(image: Image) -> ArrayImage:
     if src.bands > 4:
         raise InvalidParameters(f"images with {src.bands} bands cannot be processed by a model")
     icc = src.get("icc-profile-data") if src.get_typeof("icc-profile-data") else None
-    return ArrayImage(np.asarray(src.numpy()), icc)
+    try:
+        pixels = np.asarray(src.numpy())  # the whole decode happens here
+    except pyvips.Error as exc:  # a loader's error is the input's fault, as at encoding
+        raise DecodeError(f"the image is truncated or corrupt: {vips_reason(exc)}") from None
+    return ArrayImage(pixels, icc)
 
 
 def from_array(image: Image, array: np.ndarray, icc: bytes | None) -> Image:

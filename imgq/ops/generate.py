@@ -1,5 +1,5 @@
 """generate: text-to-image with a Stable Diffusion checkpoint the operator installs
-(imgq/ai/generate.py), as the first step of a job sent with no files.
+(imgq/ai/generate.py: a diffusers folder or a single .safetensors file), as the first step of a job sent with no files.
 
 The prompt is refined by rules (imgq/ops/prompts.py) unless `refine` is false; the result's
 details carry the model, seed, steps, guidance and the prompt actually used. Progress is
@@ -24,6 +24,7 @@ from imgq.ops.ai_support import AIConfig, missing_packages, stopping_as_the_item
 from imgq.ops.base import Operation, Params, StepContext
 from imgq.ops.image import Image
 from imgq.ops.prompts import PromptRules, refine
+from imgq.ops.remote import Served, run_remote, serving, where
 
 
 class GenerateParams(Params):
@@ -37,8 +38,12 @@ class GenerateParams(Params):
     guidance: float = Field(7.5, ge=0.0, le=30.0, description="Classifier-free guidance scale.")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Random seed; chosen and "
                              "reported in the result's details when not given.")
-    model: str | None = Field(None, max_length=200, description="A checkpoint folder in "
-                              "<models dir>/generate/; the first one by name when not given.")
+    model: str | None = Field(None, max_length=200, description="A checkpoint in "
+                              "<models dir>/generate/ (a folder's name, or a .safetensors "
+                              "file's name without the extension), or a model served by a "
+                              "remote endpoint (GET /v1/operations lists them under remote); "
+                              "the first local one by name when not given, else the first "
+                              "remote one.")
     refine: bool = Field(True, description="Add quality and style terms and the default "
                          "negative prompt by the prompt rules (IMGQ_AI_PROMPT_RULES).")
 
@@ -48,9 +53,10 @@ def _problem(config: AIConfig) -> str | None:
     if missing:
         return (f"text-to-image needs {', '.join(missing)}: pip install 'imgq[generate]' "
                 "(torch, diffusers, transformers), then restart")
-    from imgq.ai.generate import checkpoints, no_model_message
+    from imgq.ai.generate import no_model_message, scan
 
-    return None if checkpoints(config.models_dir) else no_model_message(config.models_dir)
+    installed, unusable = scan(config.models_dir)
+    return None if installed else no_model_message(config.models_dir, unusable)
 
 
 class Generate(Operation):
@@ -65,15 +71,33 @@ class Generate(Operation):
     def __init__(self, config: AIConfig | None = None, rules: Path | None = None) -> None:
         self._config = config or AIConfig.from_environment()
         self._rules = PromptRules.load(rules)
-        self.unavailable_reason = _problem(self._config)  # type: ignore[misc]
+        self._local_problem = _problem(self._config)
+        remote = bool(self._config.remote_for(self.name))
+        self.unavailable_reason = None if remote else self._local_problem  # type: ignore[misc]
+
+    @property
+    def remote_models(self) -> dict[str, str]:
+        return where(self._config, self.name)
+
+    def _served(self, model: str | None) -> Served | None:
+        """The endpoint of the model asked for; with none asked, the first remote model when
+        no checkpoint is installed here."""
+        if model is None and self._local_problem is not None:
+            model = next(iter(self._config.remote_for(self.name)), None)
+        return serving(self._config, self.name, model)
 
     def create(self, params: GenerateParams, ctx: StepContext) -> Image:
         from imgq.ai import generate as sd
 
-        checkpoint = sd.find(self._config.models_dir, params.model)
-        device = "cuda" if self._config.runs_on_cuda() and self._config.device != "cpu" else "cpu"
         refined = (refine(params.prompt, params.negative_prompt, self._rules) if params.refine
                    else None)
+        served = self._served(params.model)
+        if served is not None:
+            return self._remote(params, refined.prompt if refined else params.prompt,
+                                (refined.negative_prompt if refined else params.negative_prompt),
+                                served, ctx)
+        checkpoint = sd.find(self._config.models_dir, params.model)
+        device = "cuda" if self._config.runs_on_cuda() and self._config.device != "cpu" else "cpu"
         request = sd.Request(
             prompt=refined.prompt if refined else params.prompt,
             negative_prompt=(refined.negative_prompt if refined else params.negative_prompt) or "",
@@ -89,6 +113,22 @@ class Generate(Operation):
             "guidance": request.guidance, "width": request.width, "height": request.height,
             "prompt": params.prompt, "prompt_used": request.prompt,
             "negative_prompt": request.negative_prompt, "device": device})
+        return image
+
+
+    def _remote(self, params: GenerateParams, prompt: str, negative: str | None,
+                served: Served, ctx: StepContext) -> Image:
+        """Generated by the endpoint, from the prompt as refined here."""
+        seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
+        sent = {**params.model_dump(mode="json"), "prompt": prompt, "negative_prompt": negative,
+                "seed": seed, "refine": False}
+        pixels = run_remote(self._config, served, self.name, sent, ctx)
+        image = Image(pixels, "png")
+        image.details.update({
+            "model": served.name, "seed": seed, "steps": params.steps,
+            "guidance": params.guidance, "width": pixels.width, "height": pixels.height,
+            "prompt": params.prompt, "prompt_used": prompt, "negative_prompt": negative or "",
+            "device": "remote", "served_by": served.endpoint.where()})
         return image
 
 

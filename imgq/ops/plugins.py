@@ -7,9 +7,9 @@ A package declares, in its own pyproject.toml::
     style_transfer = "my_package.ops:StyleTransfer"
 
 An entry point may name an Operation subclass (instantiated with no arguments) or an Operation
-instance; its ``name`` must be the entry point's name. Anything else, a plug-in that fails to
-load, and the Backend AI task types nobody provides become unavailable operations whose reason says
-why: GET /v1/operations lists them, and a pipeline using them is refused with that reason.
+instance; its ``name`` must be the entry point's name. Anything else, or a plug-in that fails to
+load, becomes an unavailable operation whose reason says why: GET /v1/operations lists it, and
+a pipeline using it is refused with that reason.
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ log = logging.getLogger(__name__)
 
 
 GROUP = "imgq.operations"
-BACKEND_AI_TASKS = {
-    "face_swap": "face swapping",
-}
 
 
 @dataclass(frozen=True)
@@ -58,7 +55,7 @@ def _load(entry: EntryPoint) -> PluginOperation:
 
 
 def discover(group: str = GROUP) -> dict[str, PluginOperation]:
-    """Every plug-in operation, plus an unavailable entry for each Backend AI task type nobody provides."""
+    """Every plug-in operation, by name."""
     found: dict[str, PluginOperation] = {}
     for entry in entry_points(group=group):
         if entry.name in found:
@@ -66,11 +63,6 @@ def discover(group: str = GROUP) -> dict[str, PluginOperation]:
                            extra={"operation": entry.name, "ignored": entry.value})
             continue
         found[entry.name] = _load(entry)
-    for name, what in BACKEND_AI_TASKS.items():
-        if name not in found:
-            found[name] = PluginOperation(
-                name, False, f"{what} needs a model that imgq does not ship; install a plug-in "
-                             f"package that provides the '{name}' operation ({GROUP} entry point)")
     return found
 
 

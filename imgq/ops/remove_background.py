@@ -27,6 +27,7 @@ from imgq.ops.ai_support import (
 )
 from imgq.ops.base import Operation, Params, StepContext
 from imgq.ops.image import Image
+from imgq.ops.remote import run_remote, serving, where
 
 #: Output formats that cannot hold alpha.
 _NO_ALPHA = frozenset({"jpeg"})
@@ -63,7 +64,17 @@ class RemoveBackground(Operation):
         missing = missing_packages("onnxruntime")
         problem = ("onnxruntime is not installed (it comes with imgq: pip install onnxruntime)"
                    if missing else _weights_problem())
+        if serving(self.config, self.name, None):
+            problem = None  # a remote endpoint serves it: no local model needed
         self.unavailable_reason = problem  # type: ignore[misc]
+
+    @property
+    def config(self) -> AIConfig:
+        return self._config or AIConfig.from_environment()
+
+    @property
+    def remote_models(self) -> dict[str, str]:
+        return where(self.config, self.name)
 
     def name_suffix(self, params: RemoveBackgroundParams) -> str:
         return "-mask" if params.mode == "mask" else "-nobg"
@@ -75,7 +86,12 @@ class RemoveBackground(Operation):
     def apply(self, image: Image, params: RemoveBackgroundParams, ctx: StepContext) -> Image:
         from imgq.ai.background import remove_background
 
-        config = self._config or AIConfig.from_environment()
+        config = self.config
+        served = serving(config, self.name, None)
+        if served is not None:
+            out = image.with_vips(run_remote(config, served, self.name,
+                                             params.model_dump(mode="json"), ctx, image))
+            return _alpha_kept(out, params)
         source = to_array(image)
         top = 65535 / 255 if source.array.dtype.itemsize == 2 else 1.0
         colour = tuple(int(params.background[i:i + 2], 16) * top for i in (1, 3, 5))
@@ -83,11 +99,15 @@ class RemoveBackground(Operation):
         with stopping_as_the_item_asks(ctx):
             result = remove_background(source.array, params.mode, colour,
                                        gpu=config.device != "cpu" and config.runs_on_cuda())
-        out = from_array(image, result, source.icc)
-        if params.mode == "rgba" and out.encode.format is None and (
-                out.output_format() in _NO_ALPHA):
-            out = replace(out, encode=replace(out.encode, format="png"))
-        return out
+        return _alpha_kept(from_array(image, result, source.icc), params)
+
+
+def _alpha_kept(out: Image, params: RemoveBackgroundParams) -> Image:
+    """A transparent result of a JPEG is written as PNG, unless an encode step says JPEG."""
+    if params.mode == "rgba" and out.encode.format is None and (
+            out.output_format() in _NO_ALPHA):
+        out = replace(out, encode=replace(out.encode, format="png"))
+    return out
 
 
 def operations(config: AIConfig | None = None) -> list[Operation]:

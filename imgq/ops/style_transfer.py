@@ -24,6 +24,7 @@ from imgq.ops.ai_support import (
 )
 from imgq.ops.base import Operation, Params, StepContext
 from imgq.ops.image import Image
+from imgq.ops.remote import run_remote, serving, where
 
 
 class StyleTransferParams(Params):
@@ -85,12 +86,26 @@ class StyleTransfer(Operation):
 
     def __init__(self, config: AIConfig | None = None) -> None:
         self._config = config
-        self.unavailable_reason = _problem()  # type: ignore[misc]
+        remote = serving(self.config, self.name, None) is not None
+        self.unavailable_reason = None if remote else _problem()  # type: ignore[misc]
+
+    @property
+    def config(self) -> AIConfig:
+        return self._config or AIConfig.from_environment()
+
+    @property
+    def remote_models(self) -> dict[str, str]:
+        return where(self.config, self.name)
 
     def apply(self, image: Image, params: StyleTransferParams, ctx: StepContext) -> Image:
         from imgq.ai import style
 
-        config = self._config or AIConfig.from_environment()
+        config = self.config
+        served = serving(config, self.name, None)
+        if served is not None:
+            named = {"style_image": params.style_image} if params.style_image else {}
+            return image.with_vips(run_remote(config, served, self.name,
+                                              params.model_dump(mode="json"), ctx, image, named))
         gpu = config.device != "cpu" and config.runs_on_cuda()
         source = to_array(image)
         colour, alpha, top = _to_unit_rgb(source.array)

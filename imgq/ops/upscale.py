@@ -20,7 +20,8 @@ from pydantic import Field, create_model, model_validator
 from imgq.ai.catalog import find_descriptor
 from imgq.ai.cpu_nets import unavailable_reason
 from imgq.ai.descriptors import SHIPPED, ModelDescriptor
-from imgq.ai.costs import CostBook, Estimate, covered_pixels, estimate
+from imgq.ai.costs import Estimate, cost_key, covered_pixels, estimate
+from imgq.ai.remote import NOT_ESTIMATED
 from imgq.ai.estimate import describe_estimate
 from imgq.errors import ImageTooLarge
 from imgq.ops.ai_support import (
@@ -32,6 +33,7 @@ from imgq.ops.ai_support import (
 )
 from imgq.ops.base import Operation, Params, StepContext
 from imgq.ops.image import Image
+from imgq.ops.remote import run_remote, serving, where
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,7 @@ def params_model(choices: tuple[tuple[str, int], ...]) -> type[Params]:
             default, description="realesrgan-x4plus: photos (Real-ESRGAN, standard); "
             "realesrgan-x4plus-anime: drawings; realesr-animevideov3: fast, compact; "
             "dat-light-x2/x3/x4: transformer, detailed; other names: models from the server's "
-            "models folder (GET /v1/models).")),
+            "models folder or served by a remote endpoint (GET /v1/models).")),
         tile=(int, Field(
             0, ge=0, le=4096, description="Tile side in pixels; 0 chooses it from free memory. "
             "Tiles overlap and are blended without seams.")),
@@ -117,6 +119,7 @@ class Upscale(Operation):
     summary = ("AI super-resolution ×2/×3/×4 (Real-ESRGAN, DAT light, or your own model). "
                "Alpha, grey and 16-bit are kept. Runs on the GPU queue.")
     resource = "gpu"
+    concurrent = True  # items in flight share the loaded model and its batches
 
     def __init__(self, config: AIConfig | None = None) -> None:
         self._config = config
@@ -126,15 +129,20 @@ class Upscale(Operation):
     def config(self) -> AIConfig:
         return self._config or AIConfig.from_environment()
 
+    @property
+    def remote_models(self) -> dict[str, str]:
+        return where(self.config, self.name)
+
     def _problem(self) -> str | None:
-        if not shipped_choices() and not user_choices(self.config.models_dir):
+        if not self.choices():
             reason = unavailable_reason(SHIPPED.get(DEFAULT_MODEL))
             return (f"no upscaling model can run here ({reason}); see docs/ai.md, or put a "
                     "model in IMGQ_AI_MODELS_DIR")
         return None
 
     def choices(self) -> dict[str, int]:
-        return {**shipped_choices(), **user_choices(self.config.models_dir)}
+        remote = {name: e.scale for name, e in self.config.remote_for(self.name).items()}
+        return {**shipped_choices(), **user_choices(self.config.models_dir), **remote}
 
     @property
     def params_model(self) -> type[Params]:  # type: ignore[override]
@@ -147,6 +155,8 @@ class Upscale(Operation):
     def estimate(self, params: Any, width: int, height: int) -> Estimate:
         """Seconds this step will take here, from the costs measured on this machine."""
         config = self.config
+        if serving(config, self.name, params.model):
+            return Estimate(0.0, NOT_ESTIMATED)
         device = "cuda" if config.runs_on_cuda() else "cpu"
         return estimate(config.costs(), self.descriptor(params.model), width, height, device,
                         config.threads)
@@ -157,6 +167,8 @@ class Upscale(Operation):
     def refuse_if_too_large(self, params: Any, width: int, height: int, name: str) -> None:
         """ImageTooLarge past the operator's AI cap, naming it, the size and the estimate."""
         config = self.config
+        if serving(config, self.name, params.model):
+            return  # the endpoint's own limits apply
         pixels, on_cuda = width * height, config.runs_on_cuda()
         limit = config.max_pixels_gpu if on_cuda else config.max_pixels_cpu
         if not limit or pixels <= limit:
@@ -178,19 +190,28 @@ class Upscale(Operation):
         from imgq.ai.upscale import UpscaleOptions, Upscaler
 
         config = self.config
+        served = serving(config, self.name, params.model)
+        if served is not None:
+            result = run_remote(config, served, self.name, params.model_dump(mode="json"), ctx,
+                                image)
+            return image.with_vips(_at_scale(result, image, params.scale, served.endpoint.scale))
         self.refuse_if_too_large(params, image.width, image.height, "the image")
-        source = to_array(image)
         prefix = f"upscale ×{params.scale} ({params.model})"
         ctx.progress(0.0, f"{prefix}: loading the model")
         with stopping_as_the_item_asks(ctx):
             upscaler = Upscaler(UpscaleOptions(
                 model=params.model, scale=params.scale, tile=params.tile or config.tile or None,
                 device=config.device, precision=config.precision, models_dir=config.models_dir,
-                compile_model=config.compile))
+                compile_model=config.compile, share_batches=config.in_flight() > 1,
+                threads=config.threads,
+                estimated_seconds=self.estimate(params, image.width, image.height).seconds))
+            # What the estimate stands for: the image's way into the model and back out.
             started = time.perf_counter()
+            source = to_array(image)
             result = upscaler.run(source.array, staged(ctx, prefix), ctx.should_abort)
+            out = from_array(image, result, source.icc)
             self._record(image, params, time.perf_counter() - started)
-        return from_array(image, result, source.icc)
+        return out
 
     def _record(self, image: Image, params: Any, seconds: float) -> None:
         """Feed the run's time to this machine's costs (default tiles only: they are what
@@ -198,11 +219,22 @@ class Upscale(Operation):
         config = self.config
         if params.tile or config.tile:
             return
-        pixels = covered_pixels(image.width, image.height, self.descriptor(params.model))
+        descriptor = self.descriptor(params.model)
+        pixels = covered_pixels(image.width, image.height, descriptor)
         if pixels < MIN_RECORDED_PIXELS:
             return
         device = "cuda" if config.runs_on_cuda() else "cpu"
-        config.costs().record(CostBook.key(params.model, device), pixels, seconds)
+        config.costs().record(cost_key(descriptor, device, config.threads), pixels, seconds)
+
+
+def _at_scale(result: Any, image: Image, scale: int, model_scale: int) -> Any:
+    """A remote model's result at the scale asked (a ×4 model asked for ×2 is resized down,
+    as a local one is)."""
+    width, height = image.width * scale, image.height * scale
+    if (result.width, result.height) == (width, height) or scale == model_scale:
+        return result
+    return result.resize(width / result.width, vscale=height / result.height,
+                         kernel="lanczos3")
 
 
 def operations(config: AIConfig | None = None) -> list[Operation]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -124,6 +125,57 @@ def drain(rt: Runtime, resource: str, budget: float = DRAIN_SECONDS,
         if not go_on:
             return Drained(count, True)
     return Drained(count, False)
+
+
+#: How often a thread of `drain_concurrently` with nothing to run looks at the queue again.
+IN_FLIGHT_POLL_SECONDS = 0.5
+
+
+def drain_concurrently(rt: Runtime, resource: str, ways: int, budget: float = DRAIN_SECONDS,
+                       limit: int | None = None) -> Drained:
+    """`drain` with up to `ways` items at once, in threads of this process (AI items: they
+    share the loaded models, their tiles share the model's batches, and one item's decoding,
+    encoding and storage overlap another's model work). Each item is claimed, run, written
+    and failed on its own exactly as `drain` does. A thread that finds nothing due looks again
+    every IN_FLIGHT_POLL_SECONDS while another thread still runs an item, until `budget`
+    seconds after the start, so an item submitted just after the others joins them."""
+    if limit is not None:
+        ways = min(ways, limit)
+    if ways <= 1:
+        return drain(rt, resource, budget, limit)
+    stop_at = time.monotonic() + budget
+    share = None if limit is None else max(1, limit // ways)
+    results: list[Drained] = []
+    lock = threading.Lock()
+    busy = [0]
+
+    def one() -> None:
+        while True:
+            with lock:
+                busy[0] += 1
+            try:
+                drained = drain(rt, resource, max(0.0, stop_at - time.monotonic()), share)
+            finally:
+                with lock:
+                    busy[0] -= 1
+            with lock:
+                results.append(drained)
+                others = busy[0]
+            if (drained.items or drained.more or not others
+                    or time.monotonic() + IN_FLIGHT_POLL_SECONDS >= stop_at):
+                return
+            time.sleep(IN_FLIGHT_POLL_SECONDS)
+
+    threads = [threading.Thread(target=one, name=f"item-{i}", daemon=True) for i in range(ways)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    retries = [d for d in results if d.retry_in is not None]  # a retry, or the database down
+    soonest = min(retries, key=lambda d: d.retry_in or 0.0) if retries else None
+    return Drained(sum(d.items for d in results), any(d.more for d in results),
+                   soonest.retry_item if soonest else None,
+                   soonest.retry_in if soonest else None)
 
 
 _outage = {"streak": 0}  # looks at an unreachable database in a row, by this process

@@ -202,6 +202,8 @@ class Fleet:
     settings: dict[str, str]
     log_dir: Path
     processes: list[tuple[str, subprocess.Popen[bytes], Path]] = field(default_factory=list)
+    #: the broker of the fleet's own (tests.fixtures.outages) that a test may stop and start
+    broker: Any = None
 
     def env(self, **extra: Any) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("IMGQ_")}

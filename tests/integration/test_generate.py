@@ -5,6 +5,7 @@ the worker's pipeline runner, through /v1/jobs with no files, and through the Ba
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -39,7 +40,8 @@ from imgq.errors import Cancelled  # noqa: E402
 from imgq.ops import build_registry  # noqa: E402
 from imgq.ops.base import Registry  # noqa: E402
 from imgq.worker.run import run_pipeline  # noqa: E402
-from tests.fixtures.tiny_diffusion import build_tiny_pipeline  # noqa: E402
+from tests.fixtures.tiny_diffusion import build_tiny_pipeline, copy_configs  # noqa: E402
+from tests.fixtures.tiny_diffusion import write_single_file  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +196,81 @@ def test_files_with_generate_and_no_files_without_it_are_refused(client: TestCli
     second = client.post("/v1/jobs", files={"files": ("a.png", photo)},
                          data={"pipeline": "blur|generate:prompt=x"})
     assert second.status_code == 422 and "only be the first step" in second.text
+
+
+# -- a single .safetensors file, as model sites distribute checkpoints ------------------------
+@pytest.fixture(scope="module")
+def single_file_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny pipeline twice: as a diffusers folder and as one original-layout file with its
+    family's config folder (configs/v1: the folder's files without the weights)."""
+    root = tmp_path_factory.mktemp("single")
+    build_tiny_pipeline(root / "generate" / "tiny-sd")
+    write_single_file(root / "generate" / "tiny-sd", root / "generate" / "tiny-file.safetensors")
+    copy_configs(root / "generate" / "tiny-sd", root / "generate" / "configs" / "v1")
+    return root
+
+
+def job_result(client: TestClient, steps: list[dict[str, Any]]) -> tuple[np.ndarray,
+                                                                          dict[str, Any]]:
+    created = client.post("/v1/jobs", data={"pipeline": json.dumps(steps)},
+                          files={"_": (None, b"")})
+    assert created.status_code == 201, created.text
+    job = finished(client, created.headers["Location"],
+                   lambda body: body["status"] not in ("queued", "running"))
+    assert job["status"] == "succeeded", job
+    (item,) = job["items"]
+    png = client.get(item["result_url"]).content
+    return np.asarray(pyvips.Image.new_from_buffer(png, "").numpy()), item["details"]
+
+
+def test_a_single_safetensors_checkpoint_generates_through_v1_jobs(
+        single_file_models: Path, tmp_path: Path) -> None:
+    app, _ = build_app(settings(tmp_path / "data", single_file_models, workers=1))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        listed = {op["name"]: op for op in client.get("/v1/operations").json()}
+        assert listed["generate"]["available"] is True
+        step = {"op": "generate", "prompt": "a lighthouse", "width": 64, "height": 64,
+                "steps": 2, "seed": 11}
+        from_file, details = job_result(client, [{**step, "model": "tiny-file"}])
+        assert details["model"] == "tiny-file" and details["seed"] == 11
+        assert from_file.shape == (64, 64, 3) and from_file.std() > 1
+        from_folder, folder_details = job_result(client, [{**step, "model": "tiny-sd"}])
+        assert folder_details["model"] == "tiny-sd"
+        # The same weights, read from the original layout: the same picture.
+        assert np.array_equal(from_file, from_folder)
+
+
+def test_a_single_file_without_its_configs_is_refused_saying_what_to_put_where(
+        single_file_models: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    (models / "generate").mkdir(parents=True)
+    checkpoint = models / "generate" / "dreamy.safetensors"
+    checkpoint.write_bytes((single_file_models / "generate" / "tiny-file.safetensors")
+                           .read_bytes())
+    app, _ = build_app(settings(tmp_path / "data", models, workers=1))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        listed = {op["name"]: op for op in client.get("/v1/operations").json()}
+        reason = listed["generate"]["unavailable_reason"]
+        assert listed["generate"]["available"] is False
+        assert "dreamy.safetensors is a Stable Diffusion 1.x checkpoint" in reason
+        assert str(models / "generate" / "configs" / "v1") in reason
+        assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in reason
+        refused = client.post("/v1/jobs", data={"pipeline": "generate:prompt=a boat"},
+                              files={"_": (None, b"")})
+        assert 400 <= refused.status_code < 500, refused.text
+        assert "dreamy.safetensors" in refused.json()["error"]["message"]
+        assert "configs and tokenizer are missing" in refused.json()["error"]["message"]
+
+    # A config folder without the tokenizer: the refusal names the missing part.
+    copy_configs(single_file_models / "generate" / "tiny-sd",
+                 models / "generate" / "configs" / "v1")
+    shutil.rmtree(models / "generate" / "configs" / "v1" / "tokenizer")
+    reason = build_registry(settings(tmp_path, models)).get("generate").unavailable_reason or ""
+    assert "lacks tokenizer/" in reason and str(models / "generate" / "configs" / "v1") in reason
+
+    # Not a checkpoint at all, and a pickled one: each says what it is.
+    checkpoint.write_bytes(b"not a checkpoint")
+    (models / "generate" / "old.ckpt").write_bytes(b"\x80\x04")
+    reason = build_registry(settings(tmp_path, models)).get("generate").unavailable_reason or ""
+    assert "dreamy.safetensors is not a readable safetensors checkpoint" in reason
+    assert "old.ckpt is a pickled checkpoint" in reason

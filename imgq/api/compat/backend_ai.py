@@ -7,11 +7,12 @@ answers 404 {"error": "Task not found"}. The task id is the imgq job id.
 
 Each task type runs an imgq operation: image_enhancement → upscale, background_removal →
 remove_background, style_transfer → style_transfer (shipped models), image_generation →
-generate (a checkpoint the operator installs) and face_swap → face_swap (a plug-in).
-image_generation takes no image: its job is one item with no input. style_transfer may take a
-`style_image` file and face_swap takes the face to put in as `source_image`; both become the
-job's attachments. An operation that is not installed is refused when the task is created,
-with what is missing and how to add it; there is never a mock result.
+generate (a checkpoint the operator installs) and face_swap → face_swap (InsightFace models the
+operator installs). image_generation takes no image: its job is one item with no input.
+style_transfer may take a `style_image` file and face_swap needs the face to put in as
+`source_image`; both become the job's attachments. An operation that is not installed is
+refused when the task is created, with what is missing and how to add it; there is never a
+mock result.
 """
 
 from __future__ import annotations
@@ -56,11 +57,13 @@ OPERATIONS = {
 }
 SHIPPED = frozenset({"upscale", "remove_background", "style_transfer"})
 #: operations imgq has, run with model files the operator installs (docs/ai.md)
-OPERATOR_MODELS = frozenset({"generate"})
+OPERATOR_MODELS = frozenset({"generate", "face_swap"})
 NEEDS_IMAGE = frozenset(OPERATIONS) - {"image_generation"}
 MAX_FORM_BYTES = 256 * 1024  # a JSON or url-encoded body (no image)
 #: extra image fields -> the step parameter that names them (as job attachments)
 ATTACHED = {"style_image": "style_image", "source_image": "source_face"}
+#: task types that cannot run without one of those fields
+NEEDS_ATTACHED = {"face_swap": "source_image"}
 #: the seed's parameter names -> generate's
 GENERATE_NAMES = {"num_inference_steps": "steps", "guidance_scale": "guidance"}
 IMAGE_ERRORS = (DecodeError, FileTooLarge, ImageTooLarge, TooManyFiles, UnsupportedFormat)
@@ -95,8 +98,7 @@ router = common.compat_router(TAG, render_error)
 OPENAPI_TAG = common.tag_info(
     TAG, "Backend AI (Django REST + Celery)",
     "Create an AI task (image_enhancement, background_removal, style_transfer; image_generation "
-    "with a model the operator installs; face_swap with a plug-in), poll its status, read its "
-    "result, "
+    "and face_swap with models the operator installs), poll its status, read its result, "
     "cancel it. Switch off with IMGQ_COMPAT_BACKEND_AI=false.")
 CREATE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["prompt", "task_type"],
@@ -107,7 +109,8 @@ CREATE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
         "style_image": {"type": "string", "format": "binary",
                         "description": "style_transfer: a picture whose style to use"},
         "source_image": {"type": "string", "format": "binary",
-                         "description": "face_swap: the face to put into `image`"},
+                         "description": "face_swap (required there): the picture whose face "
+                                        "is put into `image`"},
         "parameters": {"type": "string", "description": 'JSON object, e.g. {"scale": 4}'},
     }}}}}}
 
@@ -252,6 +255,10 @@ async def create_task(request: Request) -> JSONResponse:
         problem = common.operation_problem(common.runtime(request), operation)
         if problem:
             raise _missing_model(task_type, operation, problem)
+        needed = NEEDS_ATTACHED.get(task_type)
+        if needed and not any(f.field == needed for f in upload.files):
+            raise invalid({needed: [f"{task_type} needs a {needed}: the picture whose face "
+                                    "is put into image."]})
         attached = _sort_files(upload, task_type)
         pipeline = [_step(request, operation, prompt, parameters, attached),
                     {"op": "encode", "format": "png"}]

@@ -1,4 +1,7 @@
-"""GET /v1/models: the shipped models and what the models folder holds.
+"""GET /v1/models: the shipped models and what the models folder holds, including the files of
+operations that run models the operator installs (face_swap: `operator`, each file with whether
+it is installed, and what to install when it is not), and the models served by a remote
+endpoint (`remote`: where, without secrets).
 
 Each shipped upscaling model carries its cost on this server (seconds per input megapixel,
 measured here once a worker has run it); GET /v1/estimate turns a pipeline and image sizes into
@@ -64,15 +67,27 @@ def user_models(folder: Path | None) -> list[dict[str, Any]]:
         return []
 
 
+def operator_models(config: AIConfig) -> list[dict[str, Any]]:
+    """Operations that run model files the operator installs in a folder of their own."""
+    from imgq.ai.faces import listing
+
+    return [listing(config.models_dir)]
+
+
 def models(config: AIConfig) -> dict[str, Any]:
     folder = config.models_dir
     return {"shipped": shipped(config), "user": user_models(folder),
+            "operator": operator_models(config),
+            "remote": [{"name": name, "operation": e.operation, "kind": e.kind,
+                        "where": e.where(), "available": True}
+                       for name, e in config.remote.items()],
             "how_to_add": "put a .safetensors or .pth file in the server's IMGQ_AI_MODELS_DIR; "
                           "it is offered as a model of the upscale operation under its file name"}
 
 
 @router.get("/v1/models", tags=["operations"],
-            summary="Shipped AI models, and the models found in the models folder")
+            summary="Shipped AI models, the models found in the models folder, and those "
+                    "served by remote endpoints")
 async def list_models(rt: RuntimeDep) -> dict[str, Any]:
     # Inspecting a new file loads it (torch): off the event loop.
     return await anyio.to_thread.run_sync(models, AIConfig.from_settings(rt.settings))

@@ -151,9 +151,22 @@ class Card {
     const jobUrl = `/v1/jobs/${encodeURIComponent(view.id)}/items/${item.index}`;
     this.previewUrl = (of, size) => `${jobUrl}/preview?of=${of}&size=${size}`;
     const thumb = $(".thumb", n);
-    thumb.alt = `${item.name} (original)`;
-    thumb.addEventListener("error", () => { thumb.hidden = true; $(".placeholder", n).hidden = false; });
-    showImage(thumb, this.previewUrl("input", 480));
+    // An item whose first step made its image (generate) has no input to show: until its
+    // result is there, the card says what is being made instead of a broken picture.
+    this.made = item.input == null;
+    const first = (view.job && view.job.pipeline[0]) || {};
+    this.prompt = typeof first.prompt === "string" ? first.prompt : "";
+    if (this.made) {
+      thumb.hidden = true;
+      thumb.addEventListener("error", () => { thumb.hidden = true; $(".made", n).hidden = false; });
+      $(".made-op", n).textContent = first.op === "generate" ? "Image from a prompt" : `Made by ${first.op || "the first step"}`;
+      $(".made-prompt", n).textContent = this.prompt ? `“${this.prompt}”` : "";
+      $(".made", n).hidden = false;
+    } else {
+      thumb.alt = `${item.name} (original)`;
+      thumb.addEventListener("error", () => { thumb.hidden = true; $(".placeholder", n).hidden = false; });
+      showImage(thumb, this.previewUrl("input", 480));
+    }
     const slider = $(".slider", n);
     slider.setAttribute("aria-label", `Compare ${item.name} before and after`);
     slider.addEventListener("input", () => this.compareAt(slider.value));
@@ -175,7 +188,7 @@ class Card {
     setProgress($(".progress", n), item.progress, item.name);
     $(".progress", n).hidden = !ACTIVE.has(item.status);
     $(".stage", n).textContent = stageText(item);
-    const meta = [describeMeta(item.input)];
+    const meta = item.input ? [describeMeta(item.input)] : [];
     if (item.output) meta.push(describeMeta(item.output));
     $(".meta", n).textContent = meta.join("  →  ");
     const error = $(".item-error", n);
@@ -199,6 +212,7 @@ class Card {
   }
 
   showCompare(item) {
+    if (this.made) return this.showMade(item);
     const compare = $(".compare", this.node);
     if (!compare.hidden) return;
     const before = $(".before", compare);
@@ -209,6 +223,16 @@ class Card {
     after.alt = `${item.result_name || item.name}, after`;
     compare.hidden = false;
     $(".thumb", this.node).hidden = true;
+  }
+
+  // Nothing to compare with: the result alone, where the placeholder was.
+  showMade(item) {
+    const thumb = $(".thumb", this.node);
+    if (this.shown) return;
+    this.shown = true;
+    thumb.alt = this.prompt ? `${item.result_name || item.name}: ${this.prompt}` : (item.result_name || item.name);
+    thumb.addEventListener("load", () => { $(".made", this.node).hidden = true; thumb.hidden = false; }, { once: true });
+    showImage(thumb, this.previewUrl("result", 480));
   }
 
   expire() {
