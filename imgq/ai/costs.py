@@ -1,11 +1,19 @@
 """What a model run costs on this machine, measured here: for estimates before and during work.
 
-seconds = overhead + seconds_per_pixel × the low-res pixels the tiles cover (overlaps count
-twice), fitted per model from timed runs on this machine: a two-size calibration when a worker
-first meets the model, then every real run. The figures live in a small JSON file (one per
-machine, keyed by model and device), so that the API process, which never runs a
-model, gives the same estimate as the worker that measured it. Without a figure the estimate
-falls back to the model's FLOPs and a reference throughput (imgq.ai.estimate), and says so.
+seconds = overhead + seconds_per_pixel × the pixels the network actually runs on: the tiles of
+the image with their overlaps (counted once per tile) and the border each tile is padded with
+(Real-CUGAN pads every tile by 14–19 pixels a side, so small tiles cost far more per image
+pixel). The fixed part (a run's set-up, the first run of a new tile shape) and the per-pixel part
+are fitted apart, per model, from timed runs on this machine: a calibration of two sizes when a
+worker first needs the model (imgq.ai.warmup), then every real run, the recent ones weighing
+most, so that a machine that gets busier gets longer estimates.
+
+The figures live in a small JSON file (one per machine) keyed by the model, the device, the CPU
+runtime and the threads a worker gives it, so that a figure measured with PyTorch never stands
+for OpenVINO, and the API process, which never runs a model, gives the same estimate as the
+worker that measured it. Models that differ only in their weights (Real-CUGAN's denoise levels)
+share one figure. Without a figure the estimate falls back to the model's FLOPs and a reference
+throughput (imgq.ai.estimate), and says so.
 
 Nothing here imports torch.
 """
@@ -16,11 +24,15 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from imgq.ai.descriptors import ModelDescriptor
+from imgq.ai.cpu_nets import choose_runtime, usable_cores
+from imgq.ai.descriptors import SHIPPED, ModelDescriptor
+from imgq.ai.errors import AIUnavailable
 from imgq.ai.estimate import estimate_cpu_seconds
+from imgq.ai.ncnn_runtime import CUGAN_ALIGN, CUGAN_PREPADDING
 from imgq.ai.tiling import axis_tiles
 
 logger = logging.getLogger(__name__)
@@ -34,13 +46,48 @@ REFERENCE = "not measured here yet: from the model's FLOPs and a reference CPU"
 
 def covered_pixels(width: int, height: int, descriptor: ModelDescriptor,
                    tile: int = CPU_TILE, overlap: int = OVERLAP) -> int:
-    """Low-res pixels the model runs on for a width×height input, overlaps included."""
+    """Pixels the network runs on for a width×height input: every tile as the network gets
+    it, overlaps and each tile's own border padding included."""
     align = descriptor.size_alignment
-    height = max(height + (-height) % align, descriptor.min_size)
-    width = max(width + (-width) % align, descriptor.min_size)
-    tile_h, ys = axis_tiles(height, tile, overlap, align)
-    tile_w, xs = axis_tiles(width, tile, overlap, align)
-    return tile_h * len(ys) * tile_w * len(xs)
+    height = max(height + (-height) % align, descriptor.min_size, descriptor.graph_tile)
+    width = max(width + (-width) % align, descriptor.min_size, descriptor.graph_tile)
+    fixed = bool(descriptor.graph_tile)  # a graph of one tile shape (imgq.ai.upscale)
+    tile = descriptor.graph_tile or tile
+    tile_h, ys = axis_tiles(height, tile, overlap, align, fixed)
+    tile_w, xs = axis_tiles(width, tile, overlap, align, fixed)
+    return _padded(tile_h, descriptor) * len(ys) * _padded(tile_w, descriptor) * len(xs)
+
+
+def _padded(side: int, descriptor: ModelDescriptor) -> int:
+    """A tile side as the network sees it (imgq.ai.ncnn_runtime.CuganForward pads each tile)."""
+    if descriptor.architecture != "RealCUGAN" or descriptor.scale not in CUGAN_PREPADDING:
+        return side
+    return side + 2 * CUGAN_PREPADDING[descriptor.scale] + (-side) % CUGAN_ALIGN[descriptor.scale]
+
+
+def cost_class(descriptor: ModelDescriptor) -> str:
+    """The name a model's figures are kept under: the first shipped model with the same
+    network (architecture, scale, FLOPs and runtimes), whose runs cost the same."""
+    same = (descriptor.architecture, descriptor.scale, descriptor.flops_per_pixel,
+            descriptor.cpu_runtimes)
+    if descriptor.flops_per_pixel:
+        for shipped in SHIPPED:
+            if (shipped.architecture, shipped.scale, shipped.flops_per_pixel,
+                    shipped.cpu_runtimes) == same:
+                return shipped.name
+    return descriptor.name
+
+
+def cost_key(descriptor: ModelDescriptor, device: str, threads: int) -> str:
+    """The cost book's key for the model on this device: on the CPU, with the runtime that
+    runs it here and the threads an AI worker gives it (cuda: the device alone)."""
+    if device == "cpu":
+        try:
+            runtime = choose_runtime(descriptor)
+        except AIUnavailable:
+            runtime = "none"
+        device = f"cpu/{runtime}/{max(1, threads)}t"
+    return CostBook.key(cost_class(descriptor), device)
 
 
 @dataclass
@@ -53,6 +100,8 @@ class Fit:
     sxx: float = 0.0
     sxy: float = 0.0
     runs: int = 0
+    first_at: float = 0.0  # Unix time of the first run recorded, and of the latest
+    last_at: float = 0.0
 
     def add(self, pixels: float, seconds: float) -> None:
         for name in ("n", "sx", "sy", "sxx", "sxy"):
@@ -63,6 +112,8 @@ class Fit:
         self.sxx += pixels * pixels
         self.sxy += pixels * seconds
         self.runs += 1
+        self.last_at = time.time()
+        self.first_at = self.first_at or self.last_at
 
     def line(self) -> tuple[float, float] | None:
         """(overhead seconds, seconds per pixel), or None before the first run."""
@@ -103,10 +154,22 @@ class CostBook:
 
     def record(self, key: str, pixels: int, seconds: float) -> None:
         """Add one timed run and write the file (atomically: other processes read it)."""
+        self.record_runs(key, [(pixels, seconds)])
+
+    def record_runs(self, key: str, runs: list[tuple[int, float]]) -> None:
+        """Add timed runs (pixels, seconds) at once: one write, so that a reader never sees
+        half of a calibration."""
         with self._lock:
             self._reload()
-            self._fits.setdefault(key, Fit()).add(pixels, seconds)
+            fit = self._fits.setdefault(key, Fit())
+            for pixels, seconds in runs:
+                fit.add(pixels, seconds)
             self._save()
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            self._reload()
+            return list(self._fits)
 
     def _reload(self) -> None:
         if self.path is None:
@@ -141,10 +204,13 @@ class CostBook:
 
 def estimate(book: CostBook, descriptor: ModelDescriptor, width: int, height: int,
              device: str = "cpu", threads: int | None = None) -> Estimate:
-    """Seconds to run `descriptor` on a width×height image here, and what the figure rests on.
+    """Seconds to run `descriptor` on a width×height image here, and what the figure rests on:
+    the line fitted through this machine's runs of the model, over the pixels its tiles
+    make the network run on (imgq.ai.costs.covered_pixels).
 
-    `threads` only serves the reference figure; a measured one is what the workers achieved."""
-    fit = book.fit(CostBook.key(descriptor.name, device))
+    `threads`: an AI worker's CPU threads (part of the key; the reference figure scales with
+    them)."""
+    fit = book.fit(cost_key(descriptor, device, threads or usable_cores()))
     line = fit.line() if fit is not None else None
     if line is None:
         return Estimate(estimate_cpu_seconds(width, height, descriptor, threads), REFERENCE)

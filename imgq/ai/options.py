@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 MIN_TILE = 32
 DEFAULT_OVERLAP = 24
-RUNTIMES = ("auto", "torch", "openvino", "ncnn")
+RUNTIMES = ("auto", "torch", "openvino", "onnxruntime", "ncnn")
 Wrap = Callable[[Callable[["torch.Tensor"], "torch.Tensor"]], Callable[["torch.Tensor"], Any]]
 
 
@@ -32,6 +32,9 @@ class UpscaleOptions:
     # cpu_runtimes, measured by bench/bench_runtimes.py); or one of them by name.
     runtime: str = "auto"
     threads: int | None = None  # CPU threads of a non-torch runtime; None: the usable cores
+    # The caller's estimate of the run (this machine's measured costs), said before the first
+    # tile; None: the reference figure of imgq.ai.estimate. After a tile, the pace measured.
+    estimated_seconds: float | None = None
     # Torch path: run tiles in batches shared with the other items this process runs at the
     # same time on this model (imgq.ai.torch_batcher; IMGQ_AI_ITEMS_IN_FLIGHT above 1).
     share_batches: bool = False

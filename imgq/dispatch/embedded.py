@@ -7,7 +7,12 @@ bookkeeping needs no lock: submits, timers and finished drains send it events.
 Two lanes, the embedded twin of the fleet's cpu and gpu queues: items with an AI (gpu) step
 run in their own processes (IMGQ_AI_WORKERS, each with cores ÷ that many model threads), classic
 items in theirs (IMGQ_WORKERS), so a two-second resize never waits behind a ten-minute upscale
-and model threads × processes never exceed the cores.
+and model threads × processes never exceed the cores. An AI process runs
+IMGQ_AI_ITEMS_IN_FLIGHT items at once in threads (imgq.worker.execute.drain_concurrently).
+
+Model costs (IMGQ_AI_MEASURE_ON_START): the AI lane measures the default model first, then the
+other installed models one at a time, each only while the lane has nothing else to do, so the
+first upscale after a start waits for at most one measurement, never for all of them.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from imgq.config import Settings
 from imgq.dispatch.base import Dispatcher
 from imgq.dispatch.pool import WorkerPool
 from imgq.worker.execute import Drained
+from imgq.worker.runtime import models_to_measure
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,16 @@ log = logging.getLogger(__name__)
 class _Wake:
     resource: str
     count: int
+
+
+@dataclass(frozen=True)
+class _MeasureNext:
+    pass
+
+
+@dataclass(frozen=True)
+class _Measured:
+    started: int  # the submit sequence number when the measurement started
 
 
 @dataclass(frozen=True)
@@ -46,19 +62,26 @@ class EmbeddedDispatcher(Dispatcher):
         self.lanes = {"cpu": workers or settings.worker_count, "gpu": settings.ai_workers}
         self.workers = sum(self.lanes.values())
         self._pools: dict[str, WorkerPool] = {}
-        self._events: queue.Queue[_Wake | _Done | None] = queue.Queue()
+        self._events: queue.Queue[_Wake | _Done | _MeasureNext | _Measured | None] = \
+            queue.Queue()
         self._thread: threading.Thread | None = None
         self._timers: set[threading.Timer] = set()
         self._lock = threading.Lock()  # guards _timers only
         self._active = {lane: 0 for lane in self.lanes}  # drains running (scheduler thread)
         self._seq = 0  # submits seen (scheduler thread only)
         self._last_wake: dict[str, int] = {}
+        self._to_measure: list[str] = []  # models without a cost figure, the default first
+        self._measuring = False
 
     def start(self) -> None:
         self._pools = {lane: WorkerPool(self.settings, n, models=lane == "gpu")
                        for lane, n in self.lanes.items()}
         if self.settings.ai_measure_on_start:
-            self._pools["gpu"].measure_models()
+            try:
+                self._to_measure = models_to_measure(self.settings)
+            except Exception:  # estimates fall back to the reference figures
+                log.exception("could not tell which models to measure")
+            self._events.put(_MeasureNext())
         self._thread = threading.Thread(target=self._schedule, name="embedded-dispatch",
                                         daemon=True)
         self._thread.start()
@@ -90,10 +113,28 @@ class EmbeddedDispatcher(Dispatcher):
                 lane = _lane(event.resource)
                 for _ in range(min(event.count, self.lanes[lane] - self._active[lane])):
                     self._start_drain(event.resource)
-            else:
+            elif isinstance(event, _Measured):
+                self._active["gpu"] -= 1
+                self._measuring = False
+                if self._last_wake.get("gpu", 0) > event.started:  # items came meanwhile
+                    self._start_drain("gpu")
+            elif isinstance(event, _Done):
                 self._active[_lane(event.resource)] -= 1
                 if self._finished(event):
                     self._start_drain(event.resource)
+            self._measure_next()
+
+    def _measure_next(self) -> None:
+        """Measure the next model without a cost figure while the AI lane is idle."""
+        pool = self._pools.get("gpu")
+        if not self._to_measure or self._measuring or self._active["gpu"] or pool is None:
+            return
+        name = self._to_measure.pop(0)
+        self._measuring = True
+        self._active["gpu"] += 1
+        started = self._seq
+        pool.measure_models([name]).add_done_callback(
+            lambda _: self._events.put(_Measured(started)))
 
     def _finished(self, done: _Done) -> bool:
         """Handle a finished drain; True when another drain should follow it."""

@@ -72,11 +72,12 @@ def run_queue(resource: str) -> Drained:
     return drained
 
 
-def measure_models() -> list[str]:
-    """Measure this machine's model costs where none are known (imgq.ai.warmup)."""
+def measure_models(names: list[str] | None = None) -> list[str]:
+    """Measure this machine's costs of the named models where none are known
+    (imgq.ai.warmup); all installed ones without names."""
     if _runtime is None:
         raise RuntimeError("worker process not initialised")
-    return measure_model_costs(_runtime)
+    return measure_model_costs(_runtime, names)
 
 
 def resident_mb() -> float:
@@ -143,10 +144,16 @@ class WorkerPool:
             log.exception("unexpected error in a worker process")
         return Drained(0, True)
 
-    def measure_models(self) -> None:
-        """Measure the models this machine has no cost figure for, in a worker process (the
-        first task, so that the items after it are estimated from this machine's figures)."""
-        self._pool.schedule(measure_models).add_done_callback(_log_measured)
+    def measure_models(self, names: list[str] | None = None) -> Future[list[str]]:
+        """Measure the named models (all without names) where this machine has no cost
+        figure, in a worker process; the future has the names measured (none on failure)."""
+        done: Future[list[str]] = Future()
+
+        def finished(running: Future[list[str]]) -> None:
+            done.set_result(_measured(running))
+
+        self._pool.schedule(measure_models, args=(names,)).add_done_callback(finished)
+        return done
 
     def stop(self, wait: float) -> None:
         """Let running items finish for up to `wait` seconds, then end what is left (its
@@ -161,14 +168,15 @@ class WorkerPool:
             self._pool.join(timeout=10)
 
 
-def _log_measured(future: Future[list[str]]) -> None:
+def _measured(future: Future[list[str]]) -> list[str]:
     try:
         measured = future.result()
     except Exception:  # a model that cannot run here fails its own items with the reason
         log.exception("measuring the model costs failed")
-        return
+        return []
     if measured:
         log.info("measured the model costs of this machine: %s", ", ".join(measured))
+    return measured
 
 
 def _log_exit(exitcode: int | None) -> None:

@@ -20,7 +20,7 @@ from pydantic import Field, create_model, model_validator
 from imgq.ai.catalog import find_descriptor
 from imgq.ai.cpu_nets import unavailable_reason
 from imgq.ai.descriptors import SHIPPED, ModelDescriptor
-from imgq.ai.costs import CostBook, Estimate, covered_pixels, estimate
+from imgq.ai.costs import Estimate, cost_key, covered_pixels, estimate
 from imgq.ai.remote import NOT_ESTIMATED
 from imgq.ai.estimate import describe_estimate
 from imgq.errors import ImageTooLarge
@@ -119,6 +119,7 @@ class Upscale(Operation):
     summary = ("AI super-resolution ×2/×3/×4 (Real-ESRGAN, DAT light, or your own model). "
                "Alpha, grey and 16-bit are kept. Runs on the GPU queue.")
     resource = "gpu"
+    concurrent = True  # items in flight share the loaded model and its batches
 
     def __init__(self, config: AIConfig | None = None) -> None:
         self._config = config
@@ -195,18 +196,22 @@ class Upscale(Operation):
                                 image)
             return image.with_vips(_at_scale(result, image, params.scale, served.endpoint.scale))
         self.refuse_if_too_large(params, image.width, image.height, "the image")
-        source = to_array(image)
         prefix = f"upscale ×{params.scale} ({params.model})"
         ctx.progress(0.0, f"{prefix}: loading the model")
         with stopping_as_the_item_asks(ctx):
             upscaler = Upscaler(UpscaleOptions(
                 model=params.model, scale=params.scale, tile=params.tile or config.tile or None,
                 device=config.device, precision=config.precision, models_dir=config.models_dir,
-                compile_model=config.compile, share_batches=config.in_flight() > 1))
+                compile_model=config.compile, share_batches=config.in_flight() > 1,
+                threads=config.threads,
+                estimated_seconds=self.estimate(params, image.width, image.height).seconds))
+            # What the estimate stands for: the image's way into the model and back out.
             started = time.perf_counter()
+            source = to_array(image)
             result = upscaler.run(source.array, staged(ctx, prefix), ctx.should_abort)
+            out = from_array(image, result, source.icc)
             self._record(image, params, time.perf_counter() - started)
-        return from_array(image, result, source.icc)
+        return out
 
     def _record(self, image: Image, params: Any, seconds: float) -> None:
         """Feed the run's time to this machine's costs (default tiles only: they are what
@@ -214,11 +219,12 @@ class Upscale(Operation):
         config = self.config
         if params.tile or config.tile:
             return
-        pixels = covered_pixels(image.width, image.height, self.descriptor(params.model))
+        descriptor = self.descriptor(params.model)
+        pixels = covered_pixels(image.width, image.height, descriptor)
         if pixels < MIN_RECORDED_PIXELS:
             return
         device = "cuda" if config.runs_on_cuda() else "cpu"
-        config.costs().record(CostBook.key(params.model, device), pixels, seconds)
+        config.costs().record(cost_key(descriptor, device, config.threads), pixels, seconds)
 
 
 def _at_scale(result: Any, image: Image, scale: int, model_scale: int) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from dataclasses import dataclass, field
 
@@ -13,7 +12,7 @@ from imgq.blobs import BlobStore, open_blob_store
 from imgq.config import Settings
 from imgq.ops import build_registry
 from imgq.ops.base import Registry
-from imgq.ops.upscale import Upscale, shipped_choices
+from imgq.ops.upscale import DEFAULT_MODEL, Upscale, shipped_choices
 from imgq.store.db import make_engine, migrate
 from imgq.store.repository import Repository
 from imgq.worker.hooks import ItemHooks, default_hooks
@@ -60,22 +59,49 @@ def tune_libvips(threads: int) -> None:
 
 
 def limit_model_threads(threads: int) -> None:
-    """A process that runs models uses `threads` CPU threads for them (when torch is here)."""
-    if importlib.util.find_spec("torch") is None:
-        return
+    """A process that runs models uses `threads` CPU threads for them (OpenVINO, ncnn, and
+    torch when it is here)."""
     from imgq.ai.warmup import limit_cpu_threads
 
     limit_cpu_threads(threads)
 
 
-def measure_model_costs(rt: Runtime) -> list[str]:
-    """Measure, once per machine, the installed upscaling models that have no cost figure yet
-    (models on the CPU only: a GPU's figures come from its first runs). The names measured."""
+def models_to_measure(settings: Settings) -> list[str]:
+    """The installed upscaling models this machine has no CPU cost figure for, one per cost
+    class (imgq.ai.costs.cost_class), the default model first: what the AI workers measure
+    ahead of need. Models on the CPU only (a GPU's figures come from its first runs), and not
+    those that run on torch here (DAT light): measuring one holds an AI worker for tens of
+    seconds, so their first run measures them."""
+    from imgq.ai.costs import cost_class
+    from imgq.ai.cpu_nets import choose_runtime
+    from imgq.ai.warmup import measured
+    from imgq.ops.ai_support import AIConfig
+
+    config = AIConfig.from_settings(settings)
+    names = list(shipped_choices())
+    if not names or config.runs_on_cuda():
+        return []
+    names.sort(key=lambda name: name != DEFAULT_MODEL)
+    book, todo, classes = config.costs(), [], set()
+    for name in names:
+        descriptor = SHIPPED.get(name)
+        if (cost_class(descriptor) in classes or choose_runtime(descriptor) == "torch"
+                or measured(descriptor, book, config.threads)):
+            continue
+        classes.add(cost_class(descriptor))
+        todo.append(name)
+    return todo
+
+
+def measure_model_costs(rt: Runtime, names: list[str] | None = None) -> list[str]:
+    """Measure the named upscaling models (default: all installed) that have no cost figure
+    on this machine yet. The names measured."""
     op = rt.registry.get("upscale") if "upscale" in rt.registry else None
     if not isinstance(op, Upscale) or op.unavailable_reason or op.config.runs_on_cuda():
         return []
     from imgq.ai.warmup import calibrate_missing
 
     config = op.config
-    descriptors = [d for d in SHIPPED if d.name in shipped_choices()]
-    return calibrate_missing(descriptors, config.costs(), config.models_dir)
+    wanted = shipped_choices() if names is None else names
+    descriptors = [SHIPPED.get(name) for name in wanted if name in shipped_choices()]
+    return calibrate_missing(descriptors, config.costs(), config.models_dir, config.threads)

@@ -9,9 +9,10 @@ from typing import Any
 
 import pyvips
 
-from imgq.ai.costs import CostBook, covered_pixels
+from imgq.ai.costs import CostBook, cost_key, covered_pixels
 from imgq.ai.descriptors import SHIPPED
 from imgq.ai.estimate import describe_estimate
+from imgq.config import load_settings
 from tests.e2e.server import Server, running_server, shared_server, write_picture
 from tests.e2e.test_web import card, upload, wait_status
 
@@ -66,7 +67,8 @@ def test_the_page_shows_the_ai_time_before_uploading(page: Any, tmp_path: Path) 
     costs = tmp_path / "costs.json"
     x4plus = SHIPPED.get("realesrgan-x4plus")
     per_pixel = 1.2e-4
-    CostBook(costs).record(CostBook.key(x4plus.name, "cpu"), 10_000, 10_000 * per_pixel)
+    threads = load_settings().ai_threads  # what the server's AI worker would use
+    CostBook(costs).record(cost_key(x4plus, "cpu", threads), 10_000, 10_000 * per_pixel)
     photo = write_picture(tmp_path / "photo480.png", 640, 480)
     small = write_picture(tmp_path / "small.png", 160, 120, seed=3)
     with running_server(tmp_path / "data", "--no-workers", IMGQ_AI_COSTS_FILE=str(costs),

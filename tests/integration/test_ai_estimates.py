@@ -17,8 +17,8 @@ with warnings.catch_warnings():  # starlette prefers httpx2 and warns when it fi
     warnings.filterwarnings("ignore", message=r".*httpx", category=UserWarning)
     from fastapi.testclient import TestClient
 
-from imgq.ai.costs import MEASURED, CostBook, book_at, covered_pixels  # noqa: E402
-from imgq.ai.descriptors import SHIPPED  # noqa: E402
+from imgq.ai.costs import MEASURED, CostBook, book_at, cost_key, covered_pixels  # noqa: E402
+from imgq.ai.descriptors import SHIPPED, ModelDescriptor  # noqa: E402
 from imgq.ai.warmup import calibrate_missing  # noqa: E402
 from imgq.api.app import create_app  # noqa: E402
 from imgq.compose import open_runtime  # noqa: E402
@@ -30,10 +30,15 @@ X4PLUS = SHIPPED.get("realesrgan-x4plus")
 PER_PIXEL = 1.5e-4  # seconds, the figure this test's "machine" measured
 
 
+def key(descriptor: ModelDescriptor, tmp_path: Path) -> str:
+    """The cost book's key under which a worker with these settings records the model."""
+    return cost_key(descriptor, "cpu", settings(tmp_path).ai_threads)
+
+
 @pytest.fixture
 def costs_file(tmp_path: Path) -> Path:
     path = tmp_path / "model-costs.json"
-    CostBook(path).record(CostBook.key(X4PLUS.name, "cpu"), 20_000, 20_000 * PER_PIXEL)
+    CostBook(path).record(key(X4PLUS, tmp_path), 20_000, 20_000 * PER_PIXEL)
     return path
 
 
@@ -125,13 +130,12 @@ def test_a_run_through_the_pipeline_and_a_calibration_record_this_machines_cost(
     source = write(tmp_path, "in.png", picture(48, 64, "rgb"))
     out = run(registry, f"upscale:model={FAST}", source, tmp_path / "out.png")
     assert (out.width, out.height) == (256, 192)
-    key = CostBook.key(FAST, "cpu")
-    fit = CostBook(costs_file).fit(key)
+    fit = CostBook(costs_file).fit(key(SHIPPED.get(FAST), tmp_path))
     assert fit is not None and fit.runs == 1 and fit.sx == covered_pixels(64, 48, SHIPPED.get(FAST))
     assert calibrate_missing([SHIPPED.get(FAST)], book_at(costs_file)) == []  # known already
     other = SHIPPED.get("realesrgan-x4plus-anime")
     assert calibrate_missing([other], book_at(costs_file)) == [other.name]
-    measured = CostBook(costs_file).fit(CostBook.key(other.name, "cpu"))
+    measured = CostBook(costs_file).fit(key(other, tmp_path))
     assert measured is not None and measured.line() is not None
     assert measured.line()[1] > 0  # type: ignore[index]
 

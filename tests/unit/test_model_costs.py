@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from imgq.ai.costs import MEASURED, REFERENCE, CostBook, Fit, covered_pixels, estimate
+from imgq.ai.costs import (
+    MEASURED,
+    REFERENCE,
+    CostBook,
+    Fit,
+    cost_class,
+    cost_key,
+    covered_pixels,
+    estimate,
+)
 from imgq.ai.descriptors import SHIPPED
 
 X4PLUS = SHIPPED.get("realesrgan-x4plus")
@@ -50,7 +59,7 @@ def test_a_run_recorded_by_one_process_is_read_by_another(tmp_path: Path) -> Non
     worker, api = CostBook(path), CostBook(path)
     before = estimate(api, X4PLUS, 640, 480, "cpu", 2)
     assert before.basis == REFERENCE and before.seconds > 0
-    worker.record(CostBook.key(X4PLUS.name, "cpu"), 10_000, 2.0)
+    worker.record(cost_key(X4PLUS, "cpu", 2), 10_000, 2.0)
     after = estimate(api, X4PLUS, 640, 480, "cpu", 2)
     assert after.basis == MEASURED
     assert after.seconds == pytest.approx(2e-4 * covered_pixels(640, 480, X4PLUS))
@@ -62,5 +71,58 @@ def test_an_unreadable_cost_file_is_measured_afresh(tmp_path: Path) -> None:
     path.write_text("{not json")
     book = CostBook(path)
     assert estimate(book, X4PLUS, 64, 64, "cpu", 2).basis == REFERENCE
-    book.record(CostBook.key(X4PLUS.name, "cpu"), 4096, 1.0)
+    book.record(cost_key(X4PLUS, "cpu", 2), 4096, 1.0)
     assert estimate(CostBook(path), X4PLUS, 64, 64, "cpu", 2).seconds == pytest.approx(1.0)
+
+
+CUGAN_X2 = SHIPPED.get("realcugan-x2")
+
+
+def test_the_work_counts_each_tiles_padding_not_just_the_image_pixels() -> None:
+    # Real-CUGAN ×2 pads every tile by 18 px a side: a one-tile 100×80 image runs 136×116
+    assert covered_pixels(100, 80, CUGAN_X2) == 136 * 116
+    # 400×400 is 3×3 tiles of 150 px (192 px tiles, 24 px overlap), each run padded
+    assert covered_pixels(400, 400, CUGAN_X2) == 9 * (150 + 36) ** 2
+    # so at the same measured line, the tiled image costs more than its pixels say
+    book = CostBook(None)
+    book.record_runs(cost_key(CUGAN_X2, "cpu", 2), [(10_000, 0.3), (50_000, 1.1)])
+    per_pixel = (1.1 - 0.3) / 40_000
+    overhead = 0.3 - per_pixel * 10_000
+    tiled = estimate(book, CUGAN_X2, 400, 400, "cpu", 2)
+    assert tiled.basis == MEASURED
+    assert tiled.seconds == pytest.approx(overhead + per_pixel * 9 * 186 ** 2)
+    assert tiled.seconds > overhead + per_pixel * 400 * 400 * 1.3
+
+
+def test_the_fixed_cost_of_a_run_is_counted_once_per_image() -> None:
+    book = CostBook(None)
+    book.record_runs(cost_key(X4PLUS, "cpu", 2), [(1_024, 0.7), (20_000, 4.5)])
+    small = estimate(book, X4PLUS, 32, 32, "cpu", 2).seconds
+    large = estimate(book, X4PLUS, 1600, 1200, "cpu", 2).seconds
+    per_pixel = (4.5 - 0.7) / (20_000 - 1_024)
+    overhead = 0.7 - per_pixel * 1_024
+    assert small == pytest.approx(0.7)
+    assert large == pytest.approx(overhead + per_pixel * covered_pixels(1600, 1200, X4PLUS))
+    # one run's seconds per pixel, the fixed part included, would say far more
+    assert large < 0.7 / 1_024 * covered_pixels(1600, 1200, X4PLUS) / 3
+
+
+def test_models_that_differ_only_in_weights_share_a_figure() -> None:
+    assert cost_class(SHIPPED.get("realcugan-x2-denoise3")) == "realcugan-x2"
+    assert cost_class(SHIPPED.get("realcugan-x2-conservative")) == "realcugan-x2"
+    assert cost_class(SHIPPED.get("realcugan-x3")) != "realcugan-x2"
+    assert cost_class(SHIPPED.get("realesrgan-x4plus-anime")) != cost_class(X4PLUS)
+    book = CostBook(None)
+    book.record(cost_key(CUGAN_X2, "cpu", 2), 10_000, 1.0)
+    denoise = estimate(book, SHIPPED.get("realcugan-x2-denoise1"), 64, 64, "cpu", 2)
+    assert denoise.basis == MEASURED
+
+
+def test_a_figure_stands_only_for_the_runtime_and_threads_it_was_measured_with() -> None:
+    book = CostBook(None)
+    book.record(CostBook.key(X4PLUS.name, "cpu"), 10_000, 2.0)  # the old key: runtime unknown
+    assert estimate(book, X4PLUS, 64, 64, "cpu", 2).basis == REFERENCE
+    book.record(cost_key(X4PLUS, "cpu", 1), 10_000, 2.0)  # one thread, not two
+    assert estimate(book, X4PLUS, 64, 64, "cpu", 2).basis == REFERENCE
+    assert estimate(book, X4PLUS, 64, 64, "cpu", 1).basis == MEASURED
+    assert "/openvino/" in cost_key(X4PLUS, "cpu", 2) or "/ncnn/" in cost_key(X4PLUS, "cpu", 2)

@@ -17,9 +17,17 @@ from imgq.ops import plugins  # noqa: E402
 from imgq.ai.descriptors import SHIPPED, DuplicateModel, ModelRegistry  # noqa: E402
 from imgq.ai.device import choose_precision, free_memory, resolve_device  # noqa: E402
 from imgq.ai.errors import DeviceUnavailable, ModelNotFound  # noqa: E402
-from imgq.ai.costs import MEASURED, REFERENCE, CostBook, covered_pixels, estimate  # noqa: E402
+from imgq.ai.costs import (  # noqa: E402
+    DECAY,
+    MEASURED,
+    REFERENCE,
+    CostBook,
+    cost_key,
+    covered_pixels,
+    estimate,
+)
 from imgq.ai.estimate import describe_estimate, estimate_cpu_seconds  # noqa: E402
-from imgq.ai.warmup import calibrate, calibration_side  # noqa: E402
+from imgq.ai.warmup import calibrate, calibration_sides  # noqa: E402
 
 
 def test_every_shipped_model_has_its_weights_installed() -> None:
@@ -81,14 +89,18 @@ def test_calibration_replaces_the_reference_throughput(tmp_path: Path) -> None:
     compact = SHIPPED.get("realesr-animevideov3")
     book = CostBook(tmp_path / "costs.json")
     assert estimate(book, compact, 100, 100).basis == REFERENCE
-    calibrate(compact, book)
-    fit = book.fit(CostBook.key(compact.name, "cpu"))
-    assert fit is not None and fit.runs == 1
-    side = calibration_side(compact)
-    assert 48 <= side <= 128 and fit.sx == covered_pixels(side, side, compact)
-    measured = estimate(book, compact, 100, 100)
+    calibrate(compact, book, threads=2)
+    fit = book.fit(cost_key(compact, "cpu", 2))
+    assert fit is not None and fit.runs == 2  # a small and a larger image
+    small, large = calibration_sides(compact)
+    assert small < large <= 384
+    assert fit.sx == pytest.approx(DECAY * covered_pixels(small, small, compact)
+                                   + covered_pixels(large, large, compact))
+    line = fit.line()
+    assert line is not None
+    measured = estimate(book, compact, 100, 100, threads=2)
     assert measured.basis == MEASURED
-    assert measured.seconds == pytest.approx(fit.sy / fit.sx * 100 * 100)
+    assert measured.seconds == pytest.approx(line[0] + line[1] * 100 * 100)
 
 
 def test_an_installed_plugin_adds_an_operation_and_a_broken_one_is_reported(
