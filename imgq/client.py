@@ -331,8 +331,8 @@ class Follower:
 
 
 def _files(stack: ExitStack, files: Iterable[FileArg], attachments: Iterable[FileArg] = (),
-           makes_image: bool = False) -> list[tuple[str, tuple[str, Any]]]:
-    out: list[tuple[str, tuple[str, Any]]] = []
+           makes_image: bool = False) -> list[tuple[str, tuple[str | None, Any]]]:
+    out: list[tuple[str, tuple[str | None, Any]]] = []
     for field_name, group in (("files", files), ("attachments", attachments)):
         for f in group:
             if isinstance(f, (str, Path)):
@@ -343,7 +343,8 @@ def _files(stack: ExitStack, files: Iterable[FileArg], attachments: Iterable[Fil
     if not makes_image and not any(name == "files" for name, _ in out):
         raise ValueError("give at least one file (or makes_image=True for a pipeline that "
                          "starts by making an image, such as generate)")
-    return out
+    # httpx sends a form without files URL-encoded; the API reads multipart/form-data only.
+    return out or [("_", (None, b""))]
 
 
 def _target(dest: str | Path, name: str | None) -> Path:

@@ -56,10 +56,12 @@ def covered_pixels(width: int, height: int, descriptor: ModelDescriptor,
     """Pixels the network runs on for a width×height input: every tile as the network gets
     it, overlaps and each tile's own border padding included."""
     align = descriptor.size_alignment
-    height = max(height + (-height) % align, descriptor.min_size)
-    width = max(width + (-width) % align, descriptor.min_size)
-    tile_h, ys = axis_tiles(height, tile, overlap, align)
-    tile_w, xs = axis_tiles(width, tile, overlap, align)
+    height = max(height + (-height) % align, descriptor.min_size, descriptor.graph_tile)
+    width = max(width + (-width) % align, descriptor.min_size, descriptor.graph_tile)
+    fixed = bool(descriptor.graph_tile)  # a graph of one tile shape (imgq.ai.upscale)
+    tile = descriptor.graph_tile or tile
+    tile_h, ys = axis_tiles(height, tile, overlap, align, fixed)
+    tile_w, xs = axis_tiles(width, tile, overlap, align, fixed)
     return _padded(tile_h, descriptor) * len(ys) * _padded(tile_w, descriptor) * len(xs)
 
 

@@ -8,6 +8,8 @@ choice is reused by every later image; batches span tile rows. The
 low-res image and the output travel through pinned host buffers kept between runs, the output
 copies overlap with compute, and the only synchronisation is the end of the run (the host copy,
 and one read of the non-finite flag of fp16/bf16 output, which reruns the image in fp32).
+With ``share_batches`` (items in flight) the model calls go through the process's
+``TileBatcher`` of the model, which joins the tiles of several images (imgq.ai.torch_batcher).
 """
 
 from __future__ import annotations

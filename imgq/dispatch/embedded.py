@@ -7,7 +7,8 @@ bookkeeping needs no lock: submits, timers and finished drains send it events.
 Two lanes, the embedded twin of the fleet's cpu and gpu queues: items with an AI (gpu) step
 run in their own processes (IMGQ_AI_WORKERS, each with cores ÷ that many model threads), classic
 items in theirs (IMGQ_WORKERS), so a two-second resize never waits behind a ten-minute upscale
-and model threads × processes never exceed the cores.
+and model threads × processes never exceed the cores. An AI process runs
+IMGQ_AI_ITEMS_IN_FLIGHT items at once in threads (imgq.worker.execute.drain_concurrently).
 
 Model costs (IMGQ_AI_MEASURE_ON_START): the AI lane measures the default model first, then the
 other installed models one at a time, each only while the lane has nothing else to do, so the

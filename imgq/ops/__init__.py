@@ -58,6 +58,10 @@ def _fill(registry: Registry, settings: Settings | None = None) -> None:
         registry.add(op)
     for op in plugins.plugin_operations(taken={op.name for op in registry}):
         registry.add(op)
+    if config is not None:
+        from imgq.ops.remote import check_inputs
+
+        check_inputs(registry, config)
 
 
 def _rules_file(settings: Settings | None) -> Path | None:

@@ -21,9 +21,9 @@ import pyvips
 from imgq.ai.costs import MEASURED, CostBook, Estimate, book_at, default_path
 from imgq.ai.remote import RemoteOptions
 from imgq.config import RemoteEndpoint
-from imgq.errors import Cancelled, InvalidParameters
+from imgq.errors import Cancelled, DecodeError, InvalidParameters
 from imgq.ops.base import BoundStep, StepContext
-from imgq.ops.image import Image
+from imgq.ops.image import Image, vips_reason
 
 if TYPE_CHECKING:
     from imgq.config import Settings
@@ -131,7 +131,11 @@ def to_array(image: Image) -> ArrayImage:
     if src.bands > 4:
         raise InvalidParameters(f"images with {src.bands} bands cannot be processed by a model")
     icc = src.get("icc-profile-data") if src.get_typeof("icc-profile-data") else None
-    return ArrayImage(np.asarray(src.numpy()), icc)
+    try:
+        pixels = np.asarray(src.numpy())  # the whole decode happens here
+    except pyvips.Error as exc:  # a loader's error is the input's fault, as at encoding
+        raise DecodeError(f"the image is truncated or corrupt: {vips_reason(exc)}") from None
+    return ArrayImage(pixels, icc)
 
 
 def from_array(image: Image, array: np.ndarray, icc: bytes | None) -> Image:

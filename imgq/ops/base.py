@@ -78,6 +78,11 @@ class Operation:
     #: True when the operation makes an image from nothing (text-to-image): it can only be the
     #: first step of a job sent with no files, and `create` runs instead of `apply`.
     makes_image: ClassVar[bool] = False
+    #: For a gpu step: True when items running side by side in one worker process
+    #: (IMGQ_AI_ITEMS_IN_FLIGHT) may run it at the same time, from their threads. A gpu step
+    #: that does not say so runs for one item at a time per process (its model object may keep
+    #: state between calls, as a diffusers pipeline's scheduler does).
+    concurrent: ClassVar[bool] = False
 
     @property
     def remote_models(self) -> dict[str, str]:

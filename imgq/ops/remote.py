@@ -14,11 +14,11 @@ from typing import Any
 
 import pyvips
 
-from imgq.ai.remote import RemoteRequest, run
-from imgq.config import MODEL_CHOSEN_OPERATIONS, RemoteEndpoint
+from imgq.ai.remote import RemoteRequest, placeholders, run
+from imgq.config import MODEL_CHOSEN_OPERATIONS, RemoteEndpoint, SettingsError
 from imgq.errors import RemoteFailed
 from imgq.ops.ai_support import AIConfig, stopping_as_the_item_asks
-from imgq.ops.base import StepContext
+from imgq.ops.base import Registry, StepContext
 from imgq.ops.image import Image
 
 
@@ -43,6 +43,22 @@ def serving(config: AIConfig, operation: str, model: str | None) -> Served | Non
 def where(config: AIConfig, operation: str) -> dict[str, str]:
     """What GET /v1/operations shows: model name → where it runs (no secret)."""
     return {name: e.where() for name, e in config.remote_for(operation).items()}
+
+
+def check_inputs(registry: Registry, config: AIConfig) -> None:
+    """SettingsError at start-up for a Replicate `input` naming what the step does not have
+    (the image, or a parameter of the operation)."""
+    for name, endpoint in config.remote.items():
+        if endpoint.operation not in registry:
+            continue
+        op = registry.get(endpoint.operation)
+        known = set(op.params_model.model_fields) | ({"image"} if not op.makes_image else set())
+        unknown = sorted(placeholders(endpoint.input) - known)
+        if unknown:
+            raise SettingsError(
+                f"invalid settings: IMGQ_AI_REMOTE_ENDPOINTS.{name}.input: "
+                f"{', '.join('{' + u + '}' for u in unknown)} is not something a "
+                f"{endpoint.operation} step has; it has {{{'}, {'.join(sorted(known))}}}")
 
 
 def encode_png(image: Image) -> bytes:

@@ -119,6 +119,7 @@ class Upscale(Operation):
     summary = ("AI super-resolution ×2/×3/×4 (Real-ESRGAN, DAT light, or your own model). "
                "Alpha, grey and 16-bit are kept. Runs on the GPU queue.")
     resource = "gpu"
+    concurrent = True  # items in flight share the loaded model and its batches
 
     def __init__(self, config: AIConfig | None = None) -> None:
         self._config = config

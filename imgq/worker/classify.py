@@ -18,6 +18,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import httpx
 from sqlalchemy import exc as sa_exc
 
 from imgq.errors import (
@@ -86,6 +87,8 @@ def infrastructure_cause(exc: BaseException) -> Unavailable | None:
         return StorageUnavailable(f"file storage could not be reached ({type(exc).__name__})")
     if isinstance(exc, OSError):
         return _os_error(exc)
+    if isinstance(exc, httpx.TransportError):  # a remote model endpoint, out of reach
+        return Unavailable(f"a service could not be reached ({type(exc).__name__})")
     return None
 
 

@@ -41,11 +41,14 @@ def _result(server: Server, job: dict[str, Any]) -> bytes:
     return response.content
 
 
-def _direct(remote: Server, key: str, image: bytes, pipeline: str) -> bytes:
+def _direct(remote: Server, key: str, image: bytes, pipeline: str,
+            attachments: tuple[tuple[str, bytes], ...] = ()) -> bytes:
     """The same work sent straight to the remote server, as the reference."""
     headers = {"Authorization": f"Bearer {key}"}
     sent = remote.client.post("/v1/jobs", data={"pipeline": pipeline}, headers=headers,
-                              files=[("files", ("a.png", image, "image/png"))])
+                              files=[("files", ("a.png", image, "image/png")),
+                                     *[("attachments", (name, data, "image/png"))
+                                       for name, data in attachments]])
     assert sent.status_code == 201, sent.text
     job_id = sent.json()["id"]
     deadline = time.monotonic() + 60
@@ -64,7 +67,8 @@ def test_an_item_goes_through_the_remote_imgq_and_comes_back_with_its_pixels(
     remote = serve(auth="keys", workers=1)
     key = create_key(remote, "front")
     local = serve(workers=1, **_remote_settings(
-        remote, key, **{"gpu-anime": {"model": "realesr-animevideov3", "scale": 4}}))
+        remote, key, **{"gpu-anime": {"model": "realesr-animevideov3", "scale": 4},
+                        "gpu-style": {"operation": "style_transfer"}}))
 
     operations = local.client.get("/v1/operations").json()
     upscale = next(op for op in operations if op["name"] == "upscale")
@@ -72,9 +76,9 @@ def test_an_item_goes_through_the_remote_imgq_and_comes_back_with_its_pixels(
         "gpu-anime": f"imgq at {remote.url} (realesr-animevideov3)"}
     assert "gpu-anime" in upscale["params"]["properties"]["model"]["enum"]
     models = local.client.get("/v1/models").json()["remote"]
-    assert models == [{"name": "gpu-anime", "operation": "upscale", "kind": "imgq",
-                       "where": f"imgq at {remote.url} (realesr-animevideov3)",
-                       "available": True}]
+    assert models[0] == {"name": "gpu-anime", "operation": "upscale", "kind": "imgq",
+                         "where": f"imgq at {remote.url} (realesr-animevideov3)",
+                         "available": True}
     assert key not in json.dumps(operations) + json.dumps(models)
 
     image = png_bytes(40, 30)
@@ -84,6 +88,20 @@ def test_an_item_goes_through_the_remote_imgq_and_comes_back_with_its_pixels(
     assert item["status"] == "succeeded", item
     assert (item["output"]["width"], item["output"]["height"]) == (160, 120)
     expected = _direct(remote, key, image, "upscale:model=realesr-animevideov3,scale=4")
+    assert np.array_equal(_pixels(_result(local, done)), _pixels(expected))
+
+    # An operation served whole, with the attachment its step names sent along.
+    styled = next(op for op in operations if op["name"] == "style_transfer")
+    assert styled["remote"] == {"gpu-style": f"imgq at {remote.url}"}
+    photo, painting = png_bytes(64, 48, seed=4), png_bytes(48, 48, seed=11)
+    pipeline = "style_transfer:style_image=paint.png,working_size=64"
+    sent = local.client.post("/v1/jobs", data={"pipeline": pipeline}, files=[
+        ("files", ("photo.png", photo, "image/png")),
+        ("attachments", ("paint.png", painting, "image/png"))])
+    assert sent.status_code == 201, sent.text
+    done = local.wait_finished(sent.json()["id"])
+    assert done["items"][0]["status"] == "succeeded", done["items"][0]
+    expected = _direct(remote, key, photo, pipeline, (("paint.png", painting),))
     assert np.array_equal(_pixels(_result(local, done)), _pixels(expected))
 
 

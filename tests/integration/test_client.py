@@ -89,3 +89,20 @@ def test_async_client_does_the_same(server: Server, tmp_path: Path) -> None:
                 await imgq.cancel("no-such-job")
 
     asyncio.run(run())
+
+
+def test_attachments_and_a_job_with_no_files_are_sent_as_the_api_reads_them(
+        server: Server, tmp_path: Path) -> None:
+    photo = write_picture(tmp_path / "photo.png", 64, 48)
+    style = write_picture(tmp_path / "style.png", 40, 40)
+    with Client(server.url) as imgq:
+        job = imgq.submit([photo], "style_transfer:style_image=style.png,working_size=64",
+                          attachments=[style])
+        done = imgq.wait(job.id, timeout=120)
+        assert [i.status for i in done.items] == ["succeeded"], done.items[0].error
+        # No files at all: the form is still multipart, so the server reads the pipeline
+        # and answers about it (here: no text-to-image model installed).
+        with pytest.raises(imgq_client.InvalidPipeline, match="text-to-image"):
+            imgq.submit([], "generate:prompt=a fox", makes_image=True)
+        with pytest.raises(ValueError, match="at least one file"):
+            imgq.submit([], "grayscale")

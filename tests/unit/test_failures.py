@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -32,6 +33,8 @@ def _app(exc: BaseException) -> TestClient:
     (OperationalError("SELECT 1", {}, Exception("connection refused")), 503,
      "database_unavailable"),
     (RecursionError("maximum recursion depth exceeded"), 400, "invalid_request"),
+    (httpx.ConnectError("[Errno 111] Connection refused"), 503, "unavailable"),
+    (httpx.ReadTimeout("timed out"), 503, "unavailable"),
 ])
 def test_infrastructure_failures_are_named_by_cause(exc: BaseException, status: int,
                                                     code: str) -> None:

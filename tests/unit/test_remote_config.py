@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from imgq.ai.remote import replicate_input
 from imgq.config import SettingsError, as_environment, load_settings
 from imgq.domain.pipeline import StepSpec
 from imgq.ops import build_registry
@@ -118,3 +119,24 @@ def test_a_remote_model_is_offered_without_local_weights_and_only_it_goes_remote
     assert generate.unavailable_reason is None  # no checkpoint here, but a remote model
     assert generate.remote_models == {"sdxl": "replicate at https://api.replicate.com "
                                               "(stability-ai/sdxl)"}
+
+
+def test_a_replicate_input_naming_what_the_step_has_not_is_refused_at_start_up() -> None:
+    settings = _load({"sdxl": {**SDXL, "input": {"prompt": "{prompt}", "cfg": "{cfg_scale}",
+                                                 "init": "{image}"}}})
+    with pytest.raises(SettingsError) as refused:
+        build_registry(settings)
+    message = str(refused.value)
+    assert "IMGQ_AI_REMOTE_ENDPOINTS.sdxl.input: {cfg_scale}, {image} is not something a " \
+           "generate step has" in message
+    assert "{guidance}" in message  # what it does have
+
+
+def test_the_replicate_input_keeps_values_leaves_out_missing_ones_and_formats_strings() -> None:
+    template = {"image": "{image}", "scale": "{scale}", "seed": "{seed}",
+                "prompt": "a painting of {prompt}", "face_enhance": True, "note": "plain"}
+    values = {"image": "data:image/png;base64,AAAA", "scale": 2, "seed": None,
+              "prompt": "a fox"}
+    assert replicate_input(template, values) == {
+        "image": "data:image/png;base64,AAAA", "scale": 2, "prompt": "a painting of a fox",
+        "face_enhance": True, "note": "plain"}
