@@ -341,7 +341,7 @@ def profile_worker(count: int = 200) -> None:
     common.single_thread_libvips()
     app = create_app(open_runtime(settings, run_migrations=True), None, sweeper=False)
     rt = app.state.runtime
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:  # a loopback server
         handles = [p.open("rb") for p in smalls]
         resp = client.post("/v1/jobs", data={"pipeline": SMALL_PIPELINE},
                            files=[("files", (p.name, h, "image/png"))

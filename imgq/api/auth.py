@@ -33,8 +33,18 @@ def scope_of(request: Request) -> Scope:
     return principal_of(request).scope
 
 
-ScopeDep = Annotated[Scope, Depends(scope_of)]
-PrincipalDep = Annotated[Principal, Depends(principal_of)]
+# FastAPI runs a plain `def` dependency in a worker thread: the async twins below read the
+# request in the event loop instead, saving a thread hand-off per dependency per request.
+async def _principal(request: Request) -> Principal:
+    return principal_of(request)
+
+
+async def _scope(request: Request) -> Scope:
+    return scope_of(request)
+
+
+ScopeDep = Annotated[Scope, Depends(_scope)]
+PrincipalDep = Annotated[Principal, Depends(_principal)]
 
 
 def documented_security(settings: Settings) -> list[DependsParam]:

@@ -10,21 +10,21 @@ from fastapi import Depends, Request
 from imgq.api.schemas import ErrorResponse
 from imgq.dispatch.base import Dispatcher
 from imgq.domain.access import Scope
-from imgq.domain.models import Item, Job
+from imgq.domain.models import Item
 from imgq.domain.status import Status
 from imgq.errors import Gone, NotFound
 from imgq.worker.runtime import Runtime
 
 
-async def load_item(rt: Runtime, scope: Scope, job_id: str, index: int) -> tuple[Job, Item]:
+async def load_item(rt: Runtime, scope: Scope, job_id: str, index: int) -> Item:
     """A job's item by its index, refusing unknown items (404) and removed files (410)."""
-    job = await anyio.to_thread.run_sync(lambda: rt.repo.get_job(job_id, scope=scope))
-    item = next((i for i in job.items if i.idx == index), None)
+    removed, item = await anyio.to_thread.run_sync(
+        lambda: rt.repo.get_job_item(job_id, index, scope=scope))
     if item is None:
         raise NotFound(f"job {job_id} has no item {index}")
-    if job.data_removed or item.status == Status.expired:
+    if removed or item.status == Status.expired:
         raise Gone()
-    return job, item
+    return item
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -40,9 +40,23 @@ def base_url(request: Request) -> str:
     return (configured or str(request.base_url)).rstrip("/")
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-DispatcherDep = Annotated[Dispatcher | None, Depends(get_dispatcher)]
-BaseUrl = Annotated[str, Depends(base_url)]
+# FastAPI runs a plain `def` dependency in a worker thread: these read the request in the
+# event loop instead (no thread hand-off per dependency per request).
+async def _runtime(request: Request) -> Runtime:
+    return get_runtime(request)
+
+
+async def _dispatcher(request: Request) -> Dispatcher | None:
+    return get_dispatcher(request)
+
+
+async def _base_url(request: Request) -> str:
+    return base_url(request)
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+DispatcherDep = Annotated[Dispatcher | None, Depends(_dispatcher)]
+BaseUrl = Annotated[str, Depends(_base_url)]
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from imgq.domain.access import SYSTEM, Scope, key_owner
 from imgq.domain.models import Job
+from imgq.domain.status import Status
 from imgq.errors import NotFound
 from imgq.store.repository import Repository
 from imgq.store.tables import items
@@ -89,3 +90,19 @@ def test_an_older_apis_task_is_found_by_file_name_only_by_its_owner(repo: Reposi
     assert repo.compat_task_job("queue", filename="cat.png", scope=BOB) is None
     assert repo.compat_task_job("queue", 424242, scope=BOB) is None
     assert repo.compat_task_exists("queue", 424242)
+
+
+def test_one_item_of_a_job_is_read_by_index_within_the_callers_scope(repo: Repository) -> None:
+    job = _owned(repo, ALICE.owner, n_items=3)
+    removed, item = repo.get_job_item(job.id, 2, scope=ALICE)
+    assert not removed and item is not None
+    assert (item.id, item.idx, item.status) == (job.items[2].id, 2, Status.queued)
+    assert item.input_meta["format"] == "png"
+    assert repo.get_job_item(job.id, 3, scope=ALICE) == (False, None)  # no such item
+    with pytest.raises(NotFound):
+        repo.get_job_item(job.id, 0, scope=BOB)
+    with pytest.raises(NotFound):
+        repo.get_job_item("missing", 0, scope=ADMIN)
+    repo.mark_expired(job.id)
+    removed, item = repo.get_job_item(job.id, 0, scope=ADMIN)
+    assert removed and item is not None and item.id == job.items[0].id

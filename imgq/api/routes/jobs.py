@@ -142,7 +142,7 @@ def reads_of(request: Request) -> JobReads:
                **errors(404, 409, 410)},
 )
 async def get_result(job_id: str, index: int, rt: RuntimeDep, scope: ScopeDep) -> Response:
-    job, item = await load_item(rt, scope, job_id, index)
+    item = await load_item(rt, scope, job_id, index)
     if item.status != Status.succeeded or not item.result_key:
         raise Conflict(f"item {index} has no result: it is {item.status.value}",
                        status=item.status.value)

@@ -38,7 +38,7 @@ async def preview(
     of: Annotated[Which, Query(description="The uploaded image or the result.")] = Which.input,
     size: Annotated[int, Query(ge=16, le=1024, description="Longest side in pixels.")] = 480,
 ) -> Response:
-    job, item = await load_item(rt, scope, job_id, index)
+    item = await load_item(rt, scope, job_id, index)
     key = item.input_key if of == Which.input else item.result_key
     if of == Which.input and not key:
         raise Conflict(f"item {index} has no input image: its first step made it",

@@ -24,6 +24,11 @@ from imgq.store.repository.outbox import WEBHOOK_PENDING
 from imgq.store.repository.usage import check_quotas, count_submission
 from imgq.store.tables import items, jobs, webhooks
 
+# A job's removal flag and one of its items (NULLs when it has none at that index).
+ITEM_OF_JOB = (select(jobs.c.data_removed, *items.c)
+               .select_from(jobs.outerjoin(items, and_(items.c.job_id == jobs.c.id,
+                                                      items.c.idx == bindparam("index")))))
+
 # The lowest fair key still queued in a queue: the head of its fair order.
 QUEUE_HEAD = (select(func.min(items.c.fair_key))
               .select_from(items.join(jobs, jobs.c.id == items.c.job_id))
@@ -116,6 +121,17 @@ class JobStore(RepositoryBase):
             found = self.load_jobs(conn, jobs.c.id.in_(ids))
         found.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         return found, total
+
+    def get_job_item(self, job_id: str, index: int, *, scope: Scope) -> tuple[bool, Item | None]:
+        """One item of a job by its index, as a download or a preview needs it, in one query
+        that reads neither the job's other items nor its JSON columns: whether the job's
+        files were removed, and the item (None when the job has no such item)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(ITEM_OF_JOB.where(jobs.c.id == job_id, *visible(scope)),
+                               {"index": index}).first()
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        return bool(row[0]), item_from_row(row) if row.id is not None else None
 
     def get_item(self, item_id: str) -> Item:
         """An item by its id, for imgq's own processes (clients name items by job and index)."""
