@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgq.ai.costs import CostBook, cost_class, cost_key, covered_pixels
+from imgq.ai.costs import CostBook, Run, cost_class, cost_key, covered_pixels
 from imgq.ai.cpu_nets import limit_threads, usable_cores
 from imgq.ai.descriptors import ModelDescriptor
 from imgq.ai.estimate import estimate_cpu_seconds
@@ -63,7 +63,8 @@ def calibration_sides(descriptor: ModelDescriptor) -> tuple[int, int]:
 def calibrate(descriptor: ModelDescriptor, book: CostBook, models_dir: Path | None = None,
               threads: int | None = None) -> None:
     """Time `descriptor` on the CPU on two random images of new shapes (after a warm-up that
-    loads it) and record both runs, which give its fixed and its per-pixel cost."""
+    loads it) and record both runs, which give its fixed and its per-pixel cost (in CPU
+    seconds) and the machine's pace now."""
     threads = threads or usable_cores()
     upscaler = Upscaler(UpscaleOptions(model=descriptor.name, device="cpu",
                                        models_dir=models_dir, threads=threads))
@@ -73,9 +74,10 @@ def calibrate(descriptor: ModelDescriptor, book: CostBook, models_dir: Path | No
     runs = []
     for side in calibration_sides(descriptor):
         image = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         upscaler.run(image)
-        runs.append((covered_pixels(side, side, descriptor), time.perf_counter() - started))
+        runs.append(Run(covered_pixels(side, side, descriptor), time.perf_counter() - started,
+                        time.process_time() - cpu))
     book.record_runs(cost_key(descriptor, "cpu", threads), runs)
     logger.info("measured %s on this CPU", descriptor.name, extra={"model": descriptor.name})
 
