@@ -161,3 +161,28 @@ def test_serve_refuses_to_start_with_an_endpoint_whose_token_is_not_set(tmp_path
     assert done.returncode == 2, done.stderr
     assert ("IMGQ_AI_REMOTE_ENDPOINTS: gpu-x4 names token 'gpu', which IMGQ_AI_REMOTE_TOKENS "
             "does not have") in done.stderr
+
+
+def test_cancelling_the_item_cancels_the_job_on_the_remote_imgq(
+        serve: Callable[..., Server]) -> None:
+    remote = serve(auth="keys", workers=1)
+    key = create_key(remote, "front")
+    local = serve(workers=1, cancel_poll_seconds="0.2", **_remote_settings(
+        remote, key, **{"gpu-esrgan": {"model": "realesrgan-x4plus"}}))
+    # ~20 s of work on this CPU: still running long after the cancel, unless cancelled.
+    job = local.submit_ok([("photo.png", png_bytes(160, 120))], "upscale:model=gpu-esrgan")
+    local.wait_job(job["id"], lambda j: "upscale ×4" in (j["items"][0]["stage"] or ""),
+                   what="the remote's progress relayed")
+    headers = {"Authorization": f"Bearer {key}"}
+
+    def remote_active() -> list[dict[str, Any]]:
+        listed = remote.client.get("/v1/jobs", headers=headers).json()["jobs"]
+        return [j for j in listed if j["status"] in ("queued", "running")]
+
+    assert len(remote_active()) == 1
+    assert local.client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    assert local.wait_finished(job["id"])["items"][0]["status"] == "cancelled"
+    deadline = time.monotonic() + 8
+    while remote_active():
+        assert time.monotonic() < deadline, "the remote job kept running"
+        time.sleep(0.1)
