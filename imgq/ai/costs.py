@@ -13,6 +13,10 @@ machine gets busy (on a loaded 2-core machine they varied by under 10 % while th
 time of the same run varied 2×); the wall-clock seconds are those × the pace: wall ÷ CPU
 seconds of the latest runs of any model with the same runtime and threads. So a busier machine
 lengthens every model's estimate as soon as one run shows it, not only the model that ran.
+Where no run is recent (PACE_FRESH_SECONDS), the pace is the one the load average predicts: the
+worker's threads get their fair share of the cores among the runnable threads. A model not yet
+measured here is estimated the same way, from its FLOPs over the pixels its tiles make the
+network run on, at the reference CPU seconds per FLOP (imgq.ai.estimate), × that pace.
 
 The figures live in a small JSON file (one per machine) keyed by the model, the device, the CPU
 runtime and the threads a worker gives it, so that a figure measured with PyTorch never stands
@@ -37,7 +41,7 @@ from pathlib import Path
 from imgq.ai.cpu_nets import choose_runtime, usable_cores
 from imgq.ai.descriptors import SHIPPED, ModelDescriptor
 from imgq.ai.errors import AIUnavailable
-from imgq.ai.estimate import estimate_cpu_seconds
+from imgq.ai.estimate import estimate_cpu_seconds, reference_cpu_seconds_per_pixel
 from imgq.ai.ncnn_runtime import CUGAN_ALIGN, CUGAN_PREPADDING
 from imgq.ai.tiling import axis_tiles
 
@@ -47,6 +51,7 @@ CPU_TILE = 192  # the tile side the CPU runs use (imgq.ai.upscale.MAX_TILE_CPU)
 OVERLAP = 24  # imgq.ai.upscale.DEFAULT_OVERLAP
 DECAY = 0.8  # weight each earlier run keeps when a new one is recorded
 PACE_DECAY = 0.5  # the same for the pace: the machine's load changes faster than a model's cost
+PACE_FRESH_SECONDS = 300.0  # an older pace gives way to the load average's
 MEASURED = "measured on this machine"
 REFERENCE = "not measured here yet: from the model's FLOPs and a reference CPU"
 
@@ -142,10 +147,12 @@ class Pace:
 
     wall: float = 0.0
     cpu: float = 0.0
+    at: float = 0.0  # Unix time of the latest run
 
     def add(self, wall: float, cpu: float) -> None:
         self.wall = self.wall * PACE_DECAY + wall
         self.cpu = self.cpu * PACE_DECAY + cpu
+        self.at = time.time()
 
     def ratio(self) -> float:
         return self.wall / self.cpu if self.cpu > 0 else 1.0
@@ -187,12 +194,15 @@ class CostBook:
             self._reload()
             return self._fits.get(key)
 
-    def pace(self, key: str) -> float:
-        """Wall-clock ÷ CPU seconds of the recent runs on the key's device (1 without any)."""
+    def pace(self, key: str, threads: int) -> float:
+        """Wall-clock ÷ CPU seconds of the recent runs on the key's device, or where none is
+        recent, what the load average predicts for `threads` threads."""
         with self._lock:
             self._reload()
             pace = self._paces.get(_device(key))
-            return pace.ratio() if pace is not None else 1.0
+        if pace is not None and pace.cpu > 0 and time.time() - pace.at < PACE_FRESH_SECONDS:
+            return pace.ratio()
+        return load_pace(threads)
 
     def record(self, key: str, pixels: int, seconds: float,
                cpu_seconds: float | None = None) -> None:
@@ -263,16 +273,32 @@ def estimate(book: CostBook, descriptor: ModelDescriptor, width: int, height: in
 
     `threads`: an AI worker's CPU threads (part of the key; the reference figure scales with
     them)."""
-    key = cost_key(descriptor, device, threads or usable_cores())
+    threads = threads or usable_cores()
+    key = cost_key(descriptor, device, threads)
     fit = book.fit(key)
     line = fit.line() if fit is not None else None
     if fit is None or line is None:
-        return Estimate(estimate_cpu_seconds(width, height, descriptor, threads), REFERENCE)
+        if device != "cpu":
+            return Estimate(estimate_cpu_seconds(width, height, descriptor, threads), REFERENCE)
+        cpu = covered_pixels(width, height, descriptor) * reference_cpu_seconds_per_pixel(
+            descriptor)
+        return Estimate(cpu * book.pace(key, threads), REFERENCE, cpu)
     overhead, per_pixel = line
     seconds = overhead + per_pixel * covered_pixels(width, height, descriptor)
     if not fit.cpu:
         return Estimate(seconds, MEASURED)
-    return Estimate(seconds * book.pace(key), MEASURED, seconds)
+    return Estimate(seconds * book.pace(key, threads), MEASURED, seconds)
+
+
+def load_pace(threads: int) -> float:
+    """Wall-clock ÷ CPU seconds that the load average predicts for a run on `threads` threads:
+    1/threads on an idle machine, more when other runnable threads share the cores."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # no load average here: assume an idle machine
+        load = 0.0
+    cores = os.cpu_count() or 1
+    return max(1.0 / threads, (load + threads) / (cores * threads))
 
 
 def seconds_per_megapixel(book: CostBook, descriptor: ModelDescriptor, device: str = "cpu",

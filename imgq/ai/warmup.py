@@ -49,11 +49,14 @@ def limit_cpu_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def calibration_sides(descriptor: ModelDescriptor) -> tuple[int, int]:
+def calibration_sides(descriptor: ModelDescriptor) -> tuple[int, ...]:
     """The small side, and a larger one that the reference figures say takes about
-    CALIBRATION_SECONDS."""
+    CALIBRATION_SECONDS; one tile for a model whose graph has a single tile shape (DAT light:
+    a small image costs a whole tile, and a tile is seconds of work)."""
     align = max(16, descriptor.size_alignment)
     small = max(SMALL_SIDE, descriptor.min_size)
+    if descriptor.graph_tile:  # one tile shape, whatever the size: one tile says it all
+        return (descriptor.graph_tile,)
     per_pixel = estimate_cpu_seconds(100, 100, descriptor) / 10_000
     side = int(math.sqrt(CALIBRATION_SECONDS / max(per_pixel, 1e-12)))
     low, high = LARGE_SIDES

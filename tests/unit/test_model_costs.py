@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from imgq.ai.costs import (
     MEASURED,
+    PACE_FRESH_SECONDS,
     REFERENCE,
     CostBook,
     Run,
@@ -16,8 +18,10 @@ from imgq.ai.costs import (
     cost_key,
     covered_pixels,
     estimate,
+    load_pace,
 )
 from imgq.ai.descriptors import SHIPPED
+from imgq.ai.estimate import reference_cpu_seconds_per_pixel
 
 X4PLUS = SHIPPED.get("realesrgan-x4plus")
 
@@ -147,3 +151,34 @@ def test_a_busier_machine_lengthens_every_models_estimate_once_one_run_shows_it(
     fit = busy.fit(cost_key(X4PLUS, "cpu", 2))
     assert fit is not None and fit.cpu
     assert fit.line()[1] == pytest.approx(4.0 / 20_000, rel=0.05)  # type: ignore[index]
+
+
+def test_a_model_not_measured_yet_runs_at_the_pace_the_others_show(tmp_path: Path) -> None:
+    book = CostBook(tmp_path / "costs.json")
+    anime = SHIPPED.get("realesrgan-x4plus-anime")
+    first = estimate(book, anime, 640, 480, "cpu", 2)
+    assert first.basis == REFERENCE and first.cpu_seconds is not None
+    # its work: the FLOPs of the pixels its tiles make the network run on
+    assert first.cpu_seconds == pytest.approx(
+        covered_pixels(640, 480, anime) * reference_cpu_seconds_per_pixel(anime))
+    assert first.seconds >= first.cpu_seconds / 2  # two threads at best halve it
+    # x4plus ran at 5 wall-clock seconds per CPU second just now: the machine is busy
+    book.record(cost_key(X4PLUS, "cpu", 2), 20_000, 20.0, 4.0)
+    busy = estimate(book, anime, 640, 480, "cpu", 2)
+    assert busy.basis == REFERENCE
+    assert busy.seconds == pytest.approx(5 * first.cpu_seconds)
+
+
+def test_an_old_pace_gives_way_to_what_the_load_average_says(tmp_path: Path) -> None:
+    path = tmp_path / "costs.json"
+    book = CostBook(path)
+    key = cost_key(X4PLUS, "cpu", 2)
+    book.record(key, 20_000, 20.0, 4.0)
+    assert book.pace(key, 2) == pytest.approx(5.0)
+    raw = json.loads(path.read_text())
+    raw["paces"][key.partition("|")[2]]["at"] -= PACE_FRESH_SECONDS + 1
+    path.write_text(json.dumps(raw))
+    stale = CostBook(path)
+    before, pace, after = load_pace(2), stale.pace(key, 2), load_pace(2)
+    assert pace in (before, after)  # the load average may tick over in between
+    assert pace >= 0.5  # at best the two threads run side by side
