@@ -223,7 +223,8 @@ def no_model_message(models_dir: Path | None, unusable: list[Unusable] | None = 
     return (f"no text-to-image model installed: put a Stable Diffusion checkpoint in {where}: "
             f"a single <name>{SINGLE_FILE_SUFFIX} file (with its family's configs in "
             f"{CONFIGS}/, the refusal then says which) or a diffusers folder (model_index.json, "
-            f"unet/, vae/, text_encoder/, tokenizer/, scheduler/), then restart; see docs/ai.md")
+            f"unet/, vae/, text_encoder/, tokenizer/, scheduler/), then restart; or serve it "
+            f"from a remote endpoint (IMGQ_AI_REMOTE_ENDPOINTS); see docs/ai.md")
 
 
 def _load(checkpoint: Checkpoint, device: str) -> Any:
