@@ -16,13 +16,17 @@ logger = logging.getLogger(__name__)
 
 # FLOP/s per CPU thread, fp32, channels_last, measured with 2 threads on an AMD EPYC (Zen 4,
 # AVX-512): RRDBNet 389 GFLOP/s, SRVGGNetCompact 404, DAT light 32 (counted FLOPs).
-REFERENCE_FLOPS_PER_THREAD = {"conv": 195e9, "attention": 16e9}
+# DAT light from its shipped graph on OpenVINO (imgq.ai.graph_runtime, its default CPU runtime)
+# ran 7.3× PyTorch on a 192² tile in bench/bench_runtimes.py (loaded machine): "graph".
+REFERENCE_FLOPS_PER_THREAD = {"conv": 195e9, "attention": 16e9, "graph": 16e9 * 7.3}
 ATTENTION_ARCHITECTURES = {"DAT", "SwinIR", "Swin2SR", "HAT", "ATD", "DRCT", "GRL", "RGT",
                            "SRFormer", "IPT"}
 TILE_OVERHEAD = 1.3  # overlap recomputation plus cache effects of real tile sizes
 FALLBACK_FLOPS_PER_PIXEL = 36e6  # unknown user model: assume an RRDBNet
 
 def family(descriptor: ModelDescriptor) -> str:
+    if descriptor.graph_tile:  # runs its shipped graph, not torch, on the CPU
+        return "graph"
     return "attention" if descriptor.architecture in ATTENTION_ARCHITECTURES else "conv"
 
 
@@ -39,7 +43,8 @@ def estimate_cpu_seconds(width: int, height: int, descriptor: ModelDescriptor,
                          threads: int | None = None) -> float:
     """Estimated seconds to run `descriptor` on a width×height input on this CPU."""
     flops = descriptor.flops_per_pixel or FALLBACK_FLOPS_PER_PIXEL
-    pixels = width * height
+    side = descriptor.graph_tile  # a graph of one tile shape: a short image is padded up to it
+    pixels = max(width, side) * max(height, side)
     return pixels * flops * TILE_OVERHEAD / cpu_throughput(descriptor, threads)
 
 
