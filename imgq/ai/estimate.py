@@ -14,19 +14,17 @@ from imgq.ai.descriptors import ModelDescriptor
 
 logger = logging.getLogger(__name__)
 
-# FLOP/s per CPU thread, fp32, channels_last, measured with 2 threads on an AMD EPYC (Zen 4,
-# AVX-512): RRDBNet 389 GFLOP/s, SRVGGNetCompact 404, DAT light 32 (counted FLOPs).
-# DAT light from its shipped graph on OpenVINO (imgq.ai.graph_runtime, its default CPU runtime)
-# ran 7.3× PyTorch on a 192² tile in bench/bench_runtimes.py (loaded machine): "graph".
-REFERENCE_FLOPS_PER_THREAD = {"conv": 195e9, "attention": 16e9, "graph": 16e9 * 7.3}
+# FLOP/s per CPU thread (per CPU second), fp32. Convolutions: PyTorch channels_last with 2
+# threads on an AMD EPYC (Zen 4, AVX-512): RRDBNet 389 GFLOP/s, SRVGGNetCompact 404; OpenVINO on
+# the reference machine's Xeon does 165-260 GFLOP per CPU second on the shipped networks. DAT
+# light (attention, counted FLOPs): 25 GFLOP per CPU second on OpenVINO there (16 on PyTorch).
+REFERENCE_FLOPS_PER_THREAD = {"conv": 195e9, "attention": 25e9}
 ATTENTION_ARCHITECTURES = {"DAT", "SwinIR", "Swin2SR", "HAT", "ATD", "DRCT", "GRL", "RGT",
                            "SRFormer", "IPT"}
 TILE_OVERHEAD = 1.3  # overlap recomputation plus cache effects of real tile sizes
 FALLBACK_FLOPS_PER_PIXEL = 36e6  # unknown user model: assume an RRDBNet
 
 def family(descriptor: ModelDescriptor) -> str:
-    if descriptor.graph_tile:  # runs its shipped graph, not torch, on the CPU
-        return "graph"
     return "attention" if descriptor.architecture in ATTENTION_ARCHITECTURES else "conv"
 
 
@@ -37,6 +35,12 @@ def cpu_throughput(descriptor: ModelDescriptor, threads: int | None = None) -> f
 
         threads = cpu_threads()
     return REFERENCE_FLOPS_PER_THREAD[family(descriptor)] * max(1, threads)
+
+
+def reference_cpu_seconds_per_pixel(descriptor: ModelDescriptor) -> float:
+    """CPU seconds per pixel the network runs on, at the reference throughput."""
+    flops = descriptor.flops_per_pixel or FALLBACK_FLOPS_PER_PIXEL
+    return flops / REFERENCE_FLOPS_PER_THREAD[family(descriptor)]
 
 
 def estimate_cpu_seconds(width: int, height: int, descriptor: ModelDescriptor,

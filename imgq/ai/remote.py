@@ -160,9 +160,19 @@ class _Imgq:
         path, _ = imgq_client.Requests.result(job_id, index)
         with self._said(remote):
             with remote.http.stream("GET", path) as response:
+                if response.is_redirect and response.headers.get("location"):
+                    # a presigned download (IMGQ_S3_PRESIGNED_DOWNLOADS there): without the key
+                    location = str(response.url.join(response.headers["location"]))
+                else:
+                    if not response.is_success:
+                        raise RemoteUnavailable(f"{self.where} answered "
+                                                f"{response.status_code} for the result")
+                    return _capped(response, self.options.max_result_bytes, self.where)
+            with httpx.Client(timeout=self.options.timeout_seconds) as plain, \
+                    plain.stream("GET", location) as response:
                 if not response.is_success:
-                    raise RemoteUnavailable(f"{self.where} answered {response.status_code} for "
-                                            "the result")
+                    raise RemoteUnavailable(f"the result's download from {self.where} answered "
+                                            f"{response.status_code}")
                 return _capped(response, self.options.max_result_bytes, self.where)
 
     def _failure(self, error: Mapping[str, Any]) -> Exception:
