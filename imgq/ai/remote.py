@@ -130,8 +130,11 @@ class _Imgq:
     def _follow(self, remote: imgq_client.Client, job_id: str) -> bytes:
         while True:
             if self.should_abort():
-                with self._said(remote):
-                    remote.cancel(job_id)
+                try:
+                    with self._said(remote):
+                        remote.cancel(job_id)
+                except (RemoteUnavailable, RemoteFailed) as exc:  # the item stops all the same
+                    log.warning("could not cancel job %s on %s: %s", job_id, self.where, exc)
                 raise Cancelled(f"cancelled; the job on {self.where} was cancelled too")
             item = self._look(remote, job_id)
             stage = item.stage or item.status
@@ -151,7 +154,9 @@ class _Imgq:
                 with self._said(remote):
                     return remote.get(job_id).items[0]
             except RemoteUnavailable:
-                if attempt == POLL_TRIES or self.should_abort():
+                if self.should_abort():  # cancelled or out of time: it stops, not retried
+                    raise Cancelled(f"stopped while {self.where} could not be reached") from None
+                if attempt == POLL_TRIES:
                     raise
                 time.sleep(_backoff(attempt))
         raise AssertionError("unreachable")
@@ -321,7 +326,11 @@ class _Replicate:
             if status == "canceled":
                 raise RemoteUnavailable(f"{self.where} canceled the prediction")
             if self.should_abort():
-                self._call("POST", cancel_url)
+                try:
+                    self._call("POST", cancel_url)
+                except (RemoteUnavailable, RemoteFailed) as exc:  # the item stops all the same
+                    log.warning("could not cancel prediction %s on %s: %s",
+                                prediction.get("id"), self.where, exc)
                 raise Cancelled(f"cancelled; the prediction on {self.where} was canceled too")
             self.progress(self._fraction(prediction),
                           f"{self.request.name} on {self.where}: {status}")
@@ -348,7 +357,9 @@ class _Replicate:
             try:
                 return self._json(self._call("GET", url))
             except RemoteUnavailable:
-                if attempt == POLL_TRIES or self.should_abort():
+                if self.should_abort():  # cancelled or out of time: it stops, not retried
+                    raise Cancelled(f"stopped while {self.where} could not be reached") from None
+                if attempt == POLL_TRIES:
                     raise
                 time.sleep(_backoff(attempt))
         raise AssertionError("unreachable")

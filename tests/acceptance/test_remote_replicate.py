@@ -50,6 +50,7 @@ class StandIn:
         self.delivery_auth: list[str | None] = []
         self.unauthorized = 0
         self.fail_creates = 0
+        self.fail_looks = False  # every look at a prediction answers 503
         self.release = threading.Event()
         self.ids = itertools.count(1)
         self.api = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(self._api))
@@ -168,6 +169,9 @@ class StandIn:
                 if prediction["status"] in ("starting", "processing"):
                     prediction["status"] = "canceled"
             elif method == "GET":
+                if self.fail_looks:
+                    self._problem(handler, 503, "Service Unavailable", "try again shortly")
+                    return
                 self._advance(prediction)
             self._send(handler, 200, prediction)
 
@@ -406,3 +410,17 @@ def test_the_time_limit_cancels_the_prediction(standin: StandIn, tmp_path: Path)
     cancelled = set(standin.cancels) - before
     assert len(cancelled) == 1
     assert standin.predictions[cancelled.pop()]["status"] == "canceled"
+
+
+def test_a_cancel_while_replicate_is_failing_still_cancels_the_item(
+        server: Server, standin: StandIn) -> None:
+    job = server.submit_ok([("f.png", png_bytes(16, 16))], "upscale:model=rep-forever,scale=2")
+    server.wait_job(job["id"], lambda j: j["items"][0]["progress"] >= 40,
+                    what="the prediction running")
+    standin.fail_looks = True
+    try:
+        assert server.client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+        item = server.wait_finished(job["id"], timeout=30)["items"][0]
+    finally:
+        standin.fail_looks = False
+    assert item["status"] == "cancelled", item
