@@ -85,17 +85,20 @@ def together(images: list[np.ndarray], device: torch.device, precision: str,
     def one(i: int) -> None:
         outputs[i] = runners[i].run(images[i])
 
-    sync(device)
-    started = time.perf_counter()
-    if shared:
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(images))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    else:
+    def in_turn() -> None:
         for i in range(len(images)):
             one(i)
+
+    # One at a time runs in a thread of its own too: both sides call torch from threads that
+    # are not the main one (OpenMP treats the main thread's team differently, see docs/ai.md).
+    threads = ([threading.Thread(target=one, args=(i,)) for i in range(len(images))] if shared
+               else [threading.Thread(target=in_turn)])
+    sync(device)
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     sync(device)
     return time.perf_counter() - started, outputs
 

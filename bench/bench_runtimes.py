@@ -12,7 +12,9 @@ machine slows them alike.
 
 Needs the dev tools as well as the runtimes: torch (the reference), onnx (torch's ONNX export),
 onnxruntime, openvino and ncnn. ONNX files are exported from the PyTorch models here, for the
-comparison only.
+comparison only. DAT light also runs as imgq runs it without torch: its shipped weightless
+graph (scripts/export_dat_graphs.py) with the weights bound from the .pth, at the graph's one
+tile shape (192², which is then the input side of the DAT rows).
 """
 
 from __future__ import annotations
@@ -149,6 +151,16 @@ def openvino_ncnn_forward(descriptor: ModelDescriptor, threads: int) -> Forward:
     return lambda x: net.forward(x[0])[None]
 
 
+def graph_forward(descriptor: ModelDescriptor, threads: int, runtime: str) -> Forward:
+    """DAT light as imgq runs it without torch: the shipped weightless graph, bound to the .pth
+    read without torch, on OpenVINO or onnxruntime (imgq.ai.graph_runtime)."""
+    from imgq.ai.graph_runtime import OnnxRuntimeGraphNet, OpenVinoGraphNet
+
+    kind = OpenVinoGraphNet if runtime == "openvino" else OnnxRuntimeGraphNet
+    net = kind(descriptor.scale, descriptor.source.location(), threads)
+    return lambda x: net.forward(x[0])[None]
+
+
 def runtimes(descriptor: ModelDescriptor, example: np.ndarray,
              threads: int) -> list[tuple[str, Callable[[], Forward]]]:
     """(name, factory) for every runtime that can run this model; the first is the reference:
@@ -172,6 +184,11 @@ def runtimes(descriptor: ModelDescriptor, example: np.ndarray,
         found.append(("onnxruntime", lambda: onnxruntime_forward(exported(), threads)))
     if fmt != "ncnn":
         found.append(("openvino (from onnx)", lambda: openvino_forward(exported(), threads, "f32")))
+    if descriptor.graph_tile:
+        found.append(("openvino (shipped graph)",
+                      lambda: graph_forward(descriptor, threads, "openvino")))
+        found.append(("onnxruntime (shipped graph)",
+                      lambda: graph_forward(descriptor, threads, "onnxruntime")))
     return found
 
 
@@ -220,7 +237,7 @@ def report(descriptor: ModelDescriptor, side: int, results: list[Result]) -> lis
 def side_for(descriptor: ModelDescriptor, side: int) -> int:
     if descriptor.purpose == "background":
         return 320  # U²-Net-p always runs on 320×320
-    return side
+    return descriptor.graph_tile or side  # DAT light's shipped graph takes one tile shape
 
 
 def main() -> None:

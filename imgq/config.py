@@ -438,9 +438,11 @@ class Settings(BaseSettings):
         "models run on CUDA, 1 on the CPU (where one item already fills the cores).", "ai",
         ge=0, le=64)
     ai_measure_on_start: bool = _setting(
-        True, "Measure each installed upscaling model on this machine's CPU once (about a "
-        "second of work each, remembered in IMGQ_AI_COSTS_FILE) when the AI workers of "
-        "`imgq serve` start, so that the first estimates are this machine's.", "ai")
+        True, "Measure the installed upscaling models on this machine's CPU once (about a "
+        "second of work each, remembered in IMGQ_AI_COSTS_FILE), so that the first estimates "
+        "are this machine's: the default model when the AI workers of `imgq serve` start, the "
+        "others one at a time while those workers are idle (models that run on torch by their "
+        "first run).", "ai")
     ai_costs_file: Path | None = _setting(
         None, "File of this machine's measured model costs, behind the time estimates; "
         "unset means $XDG_CACHE_HOME/imgq/model-costs.json (~/.cache/...).", "ai")

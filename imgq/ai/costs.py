@@ -6,7 +6,17 @@ the image with their overlaps (counted once per tile) and the border each tile i
 pixel). The fixed part (a run's set-up, the first run of a new tile shape) and the per-pixel part
 are fitted apart, per model, from timed runs on this machine: a calibration of two sizes when a
 worker first needs the model (imgq.ai.warmup), then every real run, the recent ones weighing
-most, so that a machine that gets busier gets longer estimates.
+most.
+
+On the CPU the line is fitted through the CPU seconds a run used, which stay the same when the
+machine gets busy (on a loaded 2-core machine they varied by under 10 % while the wall-clock
+time of the same run varied 2×); the wall-clock seconds are those × the pace: wall ÷ CPU
+seconds of the latest runs of any model with the same runtime and threads. So a busier machine
+lengthens every model's estimate as soon as one run shows it, not only the model that ran.
+Where no run is recent (PACE_FRESH_SECONDS), the pace is the one the load average predicts: the
+worker's threads get their fair share of the cores among the runnable threads. A model not yet
+measured here is estimated the same way, from its FLOPs over the pixels its tiles make the
+network run on, at the reference CPU seconds per FLOP (imgq.ai.estimate), × that pace.
 
 The figures live in a small JSON file (one per machine) keyed by the model, the device, the CPU
 runtime and the threads a worker gives it, so that a figure measured with PyTorch never stands
@@ -31,7 +41,7 @@ from pathlib import Path
 from imgq.ai.cpu_nets import choose_runtime, usable_cores
 from imgq.ai.descriptors import SHIPPED, ModelDescriptor
 from imgq.ai.errors import AIUnavailable
-from imgq.ai.estimate import estimate_cpu_seconds
+from imgq.ai.estimate import estimate_cpu_seconds, reference_cpu_seconds_per_pixel
 from imgq.ai.ncnn_runtime import CUGAN_ALIGN, CUGAN_PREPADDING
 from imgq.ai.tiling import axis_tiles
 
@@ -40,6 +50,8 @@ logger = logging.getLogger(__name__)
 CPU_TILE = 192  # the tile side the CPU runs use (imgq.ai.upscale.MAX_TILE_CPU)
 OVERLAP = 24  # imgq.ai.upscale.DEFAULT_OVERLAP
 DECAY = 0.8  # weight each earlier run keeps when a new one is recorded
+PACE_DECAY = 0.5  # the same for the pace: the machine's load changes faster than a model's cost
+PACE_FRESH_SECONDS = 300.0  # an older pace gives way to the load average's
 MEASURED = "measured on this machine"
 REFERENCE = "not measured here yet: from the model's FLOPs and a reference CPU"
 
@@ -49,10 +61,12 @@ def covered_pixels(width: int, height: int, descriptor: ModelDescriptor,
     """Pixels the network runs on for a width×height input: every tile as the network gets
     it, overlaps and each tile's own border padding included."""
     align = descriptor.size_alignment
-    height = max(height + (-height) % align, descriptor.min_size)
-    width = max(width + (-width) % align, descriptor.min_size)
-    tile_h, ys = axis_tiles(height, tile, overlap, align)
-    tile_w, xs = axis_tiles(width, tile, overlap, align)
+    height = max(height + (-height) % align, descriptor.min_size, descriptor.graph_tile)
+    width = max(width + (-width) % align, descriptor.min_size, descriptor.graph_tile)
+    fixed = bool(descriptor.graph_tile)  # a graph of one tile shape (imgq.ai.upscale)
+    tile = descriptor.graph_tile or tile
+    tile_h, ys = axis_tiles(height, tile, overlap, align, fixed)
+    tile_w, xs = axis_tiles(width, tile, overlap, align, fixed)
     return _padded(tile_h, descriptor) * len(ys) * _padded(tile_w, descriptor) * len(xs)
 
 
@@ -100,6 +114,7 @@ class Fit:
     runs: int = 0
     first_at: float = 0.0  # Unix time of the first run recorded, and of the latest
     last_at: float = 0.0
+    cpu: bool = False  # seconds are CPU seconds (× the pace for wall-clock ones)
 
     def add(self, pixels: float, seconds: float) -> None:
         for name in ("n", "sx", "sy", "sxx", "sxy"):
@@ -126,10 +141,38 @@ class Fit:
         return 0.0, self.sy / self.sx  # one size only (or a noisy fit): no fixed part
 
 
+@dataclass
+class Pace:
+    """Wall-clock ÷ CPU seconds of the recent runs: how busy the machine is for the models."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+    at: float = 0.0  # Unix time of the latest run
+
+    def add(self, wall: float, cpu: float) -> None:
+        self.wall = self.wall * PACE_DECAY + wall
+        self.cpu = self.cpu * PACE_DECAY + cpu
+        self.at = time.time()
+
+    def ratio(self) -> float:
+        return self.wall / self.cpu if self.cpu > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class Run:
+    """One timed run: the pixels the network ran on, wall-clock seconds, and the CPU seconds
+    the process used meanwhile (None where they say nothing, e.g. on a GPU)."""
+
+    pixels: int
+    seconds: float
+    cpu_seconds: float | None = None
+
+
 @dataclass(frozen=True)
 class Estimate:
     seconds: float
     basis: str  # MEASURED or REFERENCE
+    cpu_seconds: float | None = None  # the CPU seconds behind `seconds`, where measured so
 
 
 class CostBook:
@@ -138,6 +181,7 @@ class CostBook:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._fits: dict[str, Fit] = {}
+        self._paces: dict[str, Pace] = {}
         self._mtime: float | None = None
         self._lock = threading.Lock()
 
@@ -150,18 +194,37 @@ class CostBook:
             self._reload()
             return self._fits.get(key)
 
-    def record(self, key: str, pixels: int, seconds: float) -> None:
-        """Add one timed run and write the file (atomically: other processes read it)."""
-        self.record_runs(key, [(pixels, seconds)])
-
-    def record_runs(self, key: str, runs: list[tuple[int, float]]) -> None:
-        """Add timed runs (pixels, seconds) at once: one write, so that a reader never sees
-        half of a calibration."""
+    def pace(self, key: str, threads: int) -> float:
+        """Wall-clock ÷ CPU seconds of the recent runs on the key's device, or where none is
+        recent, what the load average predicts for `threads` threads."""
         with self._lock:
             self._reload()
-            fit = self._fits.setdefault(key, Fit())
-            for pixels, seconds in runs:
-                fit.add(pixels, seconds)
+            pace = self._paces.get(_device(key))
+        if pace is not None and pace.cpu > 0 and time.time() - pace.at < PACE_FRESH_SECONDS:
+            return pace.ratio()
+        return load_pace(threads)
+
+    def record(self, key: str, pixels: int, seconds: float,
+               cpu_seconds: float | None = None) -> None:
+        """Add one timed run and write the file (atomically: other processes read it)."""
+        self.record_runs(key, [Run(pixels, seconds, cpu_seconds)])
+
+    def record_runs(self, key: str, runs: list[Run]) -> None:
+        """Add timed runs at once: one write, so that a reader never sees half of a
+        calibration. With CPU seconds the fit is in CPU seconds and the runs set the pace."""
+        with self._lock:
+            self._reload()
+            fit = self._fits.get(key)
+            on_cpu = all(run.cpu_seconds for run in runs)
+            if fit is None or fit.cpu != on_cpu:  # figures of another kind are replaced
+                fit = self._fits[key] = Fit(cpu=on_cpu)
+            for run in runs:
+                if on_cpu and run.cpu_seconds:
+                    fit.add(run.pixels, run.cpu_seconds)
+                    self._paces.setdefault(_device(key), Pace()).add(run.seconds,
+                                                                     run.cpu_seconds)
+                else:
+                    fit.add(run.pixels, run.seconds)
             self._save()
 
     def keys(self) -> list[str]:
@@ -181,10 +244,11 @@ class CostBook:
         try:
             raw = json.loads(self.path.read_text())
             self._fits = {k: Fit(**v) for k, v in raw.get("fits", {}).items()}
+            self._paces = {k: Pace(**v) for k, v in raw.get("paces", {}).items()}
         except (OSError, ValueError, TypeError) as exc:
             logger.warning("the model cost file %s is unreadable (%s); measuring afresh",
                            self.path, exc)
-            self._fits = {}
+            self._fits, self._paces = {}, {}
         self._mtime = mtime
 
     def _save(self) -> None:
@@ -193,7 +257,8 @@ class CostBook:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-            tmp.write_text(json.dumps({"fits": {k: asdict(f) for k, f in self._fits.items()}}))
+            tmp.write_text(json.dumps({"fits": {k: asdict(f) for k, f in self._fits.items()},
+                                       "paces": {k: asdict(p) for k, p in self._paces.items()}}))
             os.replace(tmp, self.path)
             self._mtime = self.path.stat().st_mtime
         except OSError as exc:  # a read-only cache only costs the estimates their accuracy
@@ -208,12 +273,32 @@ def estimate(book: CostBook, descriptor: ModelDescriptor, width: int, height: in
 
     `threads`: an AI worker's CPU threads (part of the key; the reference figure scales with
     them)."""
-    fit = book.fit(cost_key(descriptor, device, threads or usable_cores()))
+    threads = threads or usable_cores()
+    key = cost_key(descriptor, device, threads)
+    fit = book.fit(key)
     line = fit.line() if fit is not None else None
-    if line is None:
-        return Estimate(estimate_cpu_seconds(width, height, descriptor, threads), REFERENCE)
+    if fit is None or line is None:
+        if device != "cpu":
+            return Estimate(estimate_cpu_seconds(width, height, descriptor, threads), REFERENCE)
+        cpu = covered_pixels(width, height, descriptor) * reference_cpu_seconds_per_pixel(
+            descriptor)
+        return Estimate(cpu * book.pace(key, threads), REFERENCE, cpu)
     overhead, per_pixel = line
-    return Estimate(overhead + per_pixel * covered_pixels(width, height, descriptor), MEASURED)
+    seconds = overhead + per_pixel * covered_pixels(width, height, descriptor)
+    if not fit.cpu:
+        return Estimate(seconds, MEASURED)
+    return Estimate(seconds * book.pace(key, threads), MEASURED, seconds)
+
+
+def load_pace(threads: int) -> float:
+    """Wall-clock ÷ CPU seconds that the load average predicts for a run on `threads` threads:
+    1/threads on an idle machine, more when other runnable threads share the cores."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # no load average here: assume an idle machine
+        load = 0.0
+    cores = os.cpu_count() or 1
+    return max(1.0 / threads, (load + threads) / (cores * threads))
 
 
 def seconds_per_megapixel(book: CostBook, descriptor: ModelDescriptor, device: str = "cpu",
@@ -223,13 +308,18 @@ def seconds_per_megapixel(book: CostBook, descriptor: ModelDescriptor, device: s
 
 
 def _scaled(e: Estimate, factor: float) -> Estimate:
-    return Estimate(e.seconds * factor, e.basis)
+    return Estimate(e.seconds * factor, e.basis,
+                    None if e.cpu_seconds is None else e.cpu_seconds * factor)
 
 
 def default_path() -> Path:
     """$XDG_CACHE_HOME/imgq/model-costs.json (~/.cache/...): the figures belong to the machine."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "imgq" / "model-costs.json"
+
+
+def _device(key: str) -> str:
+    return key.partition("|")[2]
 
 
 _books: dict[Path | None, CostBook] = {}

@@ -1,4 +1,5 @@
-"""Which CPU runtime runs a model, and the loaded networks of the runtimes that are not torch.
+"""Which CPU runtime runs a model, and the loaded networks of the runtimes that are not torch:
+the shipped ncnn files on OpenVINO or ncnn, DAT light's shipped graph on OpenVINO or onnxruntime.
 
 Each shipped model lists the runtimes that run it exactly, fastest first, as measured by
 bench/bench_runtimes.py (``ModelDescriptor.cpu_runtimes``); the first one installed here wins.
@@ -16,7 +17,8 @@ from cachetools import LRUCache
 
 from imgq.ai.array_upscale import ArrayForward
 from imgq.ai.descriptors import ModelDescriptor
-from imgq.ai.errors import AIUnavailable
+from imgq.ai.errors import AIUnavailable, ModelLoadError
+from imgq.ai.graph_runtime import OnnxRuntimeGraphNet, OpenVinoGraphNet
 from imgq.ai.ncnn_runtime import CUGAN_PREPADDING, CuganForward, NcnnNet
 from imgq.ai.openvino_runtime import OpenVinoNet
 
@@ -102,6 +104,8 @@ class NetCache:
 
 def build_forward(descriptor: ModelDescriptor, runtime: str, threads: int) -> ArrayForward:
     stem = descriptor.source.location()
+    if descriptor.graph_tile:
+        return _graph_forward(descriptor, runtime, threads)
     cugan = descriptor.architecture == "RealCUGAN"
     if runtime == "openvino":
         min_side = 2 * CUGAN_PREPADDING[descriptor.scale] + 2 if cugan else 1
@@ -113,6 +117,24 @@ def build_forward(descriptor: ModelDescriptor, runtime: str, threads: int) -> Ar
     logger.info("model loaded", extra={"model": descriptor.name, "runtime": runtime,
                                        "threads": threads})
     return CuganForward(net, descriptor.scale).forward if cugan else net.forward
+
+
+def _graph_forward(descriptor: ModelDescriptor, runtime: str, threads: int) -> ArrayForward:
+    """A model shipped as a weightless graph, bound to the weights of its installed file."""
+    location = descriptor.source.location()
+    net: OpenVinoGraphNet | OnnxRuntimeGraphNet
+    if runtime == "openvino":
+        net = OpenVinoGraphNet(descriptor.scale, location, threads)
+    elif runtime == "onnxruntime":
+        net = OnnxRuntimeGraphNet(descriptor.scale, location, threads)
+    else:
+        raise AIUnavailable(f"model {descriptor.name} has no graph for {runtime!r}")
+    if net.tile != descriptor.graph_tile:
+        raise ModelLoadError(f"the graph of {descriptor.name} takes {net.tile} px tiles, "
+                             f"not {descriptor.graph_tile}")
+    logger.info("model loaded", extra={"model": descriptor.name, "runtime": runtime,
+                                       "threads": threads})
+    return net.forward
 
 
 NETS = NetCache()

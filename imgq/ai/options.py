@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 MIN_TILE = 32
 DEFAULT_OVERLAP = 24
-RUNTIMES = ("auto", "torch", "openvino", "ncnn")
+RUNTIMES = ("auto", "torch", "openvino", "onnxruntime", "ncnn")
 Wrap = Callable[[Callable[["torch.Tensor"], "torch.Tensor"]], Callable[["torch.Tensor"], Any]]
 
 

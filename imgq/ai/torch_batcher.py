@@ -182,6 +182,8 @@ class TileBatcher:
                 reason = "alone"
         finally:
             for request in requests:
+                if request.result is None and request.error is None:  # interrupted
+                    request.error = RuntimeError("the shared batch was interrupted")
                 request.done = True
         with self._cond:
             self.stats.flushes[reason] += 1

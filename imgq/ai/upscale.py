@@ -3,7 +3,8 @@
 Where a model runs: on a CUDA GPU with PyTorch when one is there and the model has a PyTorch
 form; otherwise on the CPU with the fastest installed runtime that runs it exactly, as
 bench/bench_runtimes.py measured (``ModelDescriptor.cpu_runtimes``): OpenVINO or ncnn for the
-shipped ncnn files (no torch needed), PyTorch for DAT light and the models folder.
+shipped ncnn files and DAT light's shipped graph (no torch needed), PyTorch for the models
+folder.
 
 Per tile the model runs on RGB; a ×4 model asked for ×2 or ×3 is followed by an antialiased
 bicubic downscale of that tile; the overlap blending hides the tile borders of that filter too.
@@ -95,7 +96,7 @@ def _cuda_available() -> bool:
 
 
 class ArrayUpscaler:
-    """The numpy tiled path on OpenVINO or ncnn (no torch)."""
+    """The numpy tiled path on OpenVINO, onnxruntime or ncnn (no torch)."""
 
     def __init__(self, opts: UpscaleOptions, descriptor: ModelDescriptor, scale: int) -> None:
         if (opts.device or "auto").strip().lower() not in ("auto", "cpu"):
@@ -114,9 +115,12 @@ class ArrayUpscaler:
         image = np.ascontiguousarray(layout.hwc(arr).transpose(2, 0, 1))
         h = max(layout.height + (-layout.height) % d.size_alignment, d.min_size)
         w = max(layout.width + (-layout.width) % d.size_alignment, d.min_size)
+        if d.graph_tile:  # a graph of one tile shape: every tile has it
+            h, w = max(h, d.graph_tile), max(w, d.graph_tile)
         image = pad_to(image, h, w)
-        tile = self._tile(h, w)
-        plan = TilePlan.make(h, w, tile, self.opts.overlap, self.scale, d.size_alignment)
+        tile = d.graph_tile or self._tile(h, w)
+        plan = TilePlan.make(h, w, tile, self.opts.overlap, self.scale, d.size_alignment,
+                             fixed=bool(d.graph_tile))
         transform = ArrayTileTransform(self.forward, layout, d.scale, self.scale)
         reporter = ProgressReporter(plan.count, progress, should_abort)
         estimated = self.opts.estimated_seconds

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgq.ai.costs import CostBook, cost_class, cost_key, covered_pixels
+from imgq.ai.costs import CostBook, Run, cost_class, cost_key, covered_pixels
 from imgq.ai.cpu_nets import limit_threads, usable_cores
 from imgq.ai.descriptors import ModelDescriptor
 from imgq.ai.estimate import estimate_cpu_seconds
@@ -49,11 +49,14 @@ def limit_cpu_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def calibration_sides(descriptor: ModelDescriptor) -> tuple[int, int]:
+def calibration_sides(descriptor: ModelDescriptor) -> tuple[int, ...]:
     """The small side, and a larger one that the reference figures say takes about
-    CALIBRATION_SECONDS."""
+    CALIBRATION_SECONDS; one tile for a model whose graph has a single tile shape (DAT light:
+    a small image costs a whole tile, and a tile is seconds of work)."""
     align = max(16, descriptor.size_alignment)
     small = max(SMALL_SIDE, descriptor.min_size)
+    if descriptor.graph_tile:  # one tile shape, whatever the size: one tile says it all
+        return (descriptor.graph_tile,)
     per_pixel = estimate_cpu_seconds(100, 100, descriptor) / 10_000
     side = int(math.sqrt(CALIBRATION_SECONDS / max(per_pixel, 1e-12)))
     low, high = LARGE_SIDES
@@ -63,7 +66,8 @@ def calibration_sides(descriptor: ModelDescriptor) -> tuple[int, int]:
 def calibrate(descriptor: ModelDescriptor, book: CostBook, models_dir: Path | None = None,
               threads: int | None = None) -> None:
     """Time `descriptor` on the CPU on two random images of new shapes (after a warm-up that
-    loads it) and record both runs, which give its fixed and its per-pixel cost."""
+    loads it) and record both runs, which give its fixed and its per-pixel cost (in CPU
+    seconds) and the machine's pace now."""
     threads = threads or usable_cores()
     upscaler = Upscaler(UpscaleOptions(model=descriptor.name, device="cpu",
                                        models_dir=models_dir, threads=threads))
@@ -73,9 +77,10 @@ def calibrate(descriptor: ModelDescriptor, book: CostBook, models_dir: Path | No
     runs = []
     for side in calibration_sides(descriptor):
         image = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         upscaler.run(image)
-        runs.append((covered_pixels(side, side, descriptor), time.perf_counter() - started))
+        runs.append(Run(covered_pixels(side, side, descriptor), time.perf_counter() - started,
+                        time.process_time() - cpu))
     book.record_runs(cost_key(descriptor, "cpu", threads), runs)
     logger.info("measured %s on this CPU", descriptor.name, extra={"model": descriptor.name})
 

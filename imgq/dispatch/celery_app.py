@@ -144,6 +144,8 @@ def _register_tasks(app: Celery) -> None:
         drained = drain_concurrently(_runtime(app), resource, items_in_flight(settings, resource))
         if drained.retry_item is not None and drained.retry_in is not None:
             _publisher(app).publish_to(queue, [drained.retry_item], drained.retry_in)
+        for item, delay in drained.later:  # items that ran side by side and wait for a retry
+            _publisher(app).publish_to(queue, [item], delay)
         return drained.items
 
     @app.task(name=SWEEP_QUEUE, ignore_result=True)

@@ -206,16 +206,18 @@ class Upscale(Operation):
                 threads=config.threads,
                 estimated_seconds=self.estimate(params, image.width, image.height).seconds))
             # What the estimate stands for: the image's way into the model and back out.
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             source = to_array(image)
             result = upscaler.run(source.array, staged(ctx, prefix), ctx.should_abort)
             out = from_array(image, result, source.icc)
-            self._record(image, params, time.perf_counter() - started)
+            self._record(image, params, time.perf_counter() - started,
+                         time.process_time() - cpu)
         return out
 
-    def _record(self, image: Image, params: Any, seconds: float) -> None:
+    def _record(self, image: Image, params: Any, seconds: float, cpu_seconds: float) -> None:
         """Feed the run's time to this machine's costs (default tiles only: they are what
-        the estimates assume)."""
+        the estimates assume). The CPU seconds too where they are this item's alone: on the
+        CPU, one item at a time in the process."""
         config = self.config
         if params.tile or config.tile:
             return
@@ -223,8 +225,10 @@ class Upscale(Operation):
         pixels = covered_pixels(image.width, image.height, descriptor)
         if pixels < MIN_RECORDED_PIXELS:
             return
-        device = "cuda" if config.runs_on_cuda() else "cpu"
-        config.costs().record(cost_key(descriptor, device, config.threads), pixels, seconds)
+        on_cuda = config.runs_on_cuda()
+        alone = not on_cuda and config.in_flight() == 1
+        config.costs().record(cost_key(descriptor, "cuda" if on_cuda else "cpu", config.threads),
+                              pixels, seconds, cpu_seconds if alone else None)
 
 
 def _at_scale(result: Any, image: Image, scale: int, model_scale: int) -> Any:

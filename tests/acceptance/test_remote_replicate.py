@@ -50,6 +50,7 @@ class StandIn:
         self.delivery_auth: list[str | None] = []
         self.unauthorized = 0
         self.fail_creates = 0
+        self.fail_looks = False  # every look at a prediction answers 503
         self.release = threading.Event()
         self.ids = itertools.count(1)
         self.api = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(self._api))
@@ -168,6 +169,9 @@ class StandIn:
                 if prediction["status"] in ("starting", "processing"):
                     prediction["status"] = "canceled"
             elif method == "GET":
+                if self.fail_looks:
+                    self._problem(handler, 503, "Service Unavailable", "try again shortly")
+                    return
                 self._advance(prediction)
             self._send(handler, 200, prediction)
 
@@ -229,6 +233,8 @@ def server(standin: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "rep-large": endpoint(operation="upscale", model="acme/nearest", scale=2),
         "rep-sd": endpoint(operation="generate", model="acme/tiny-sd"),
         "rep-revoked": endpoint(operation="upscale", version="nearest", scale=2, token="old"),
+        "rep-badinput": endpoint(operation="upscale", version="nearest", scale=2,
+                                 input={"image": "{image}", "scale": "x{scale}"}),
     }
     served = Server(root / "data", root / "logs", {})
     served.start(workers=2, ai_remote_endpoints=json.dumps(endpoints),
@@ -370,3 +376,51 @@ def test_a_refused_token_is_the_servers_trouble_not_the_images(
     assert standin.unauthorized > before
     assert server.client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
     assert server.wait_finished(job["id"])["items"][0]["status"] == "cancelled"
+
+
+def test_an_input_replicate_refuses_fails_the_item_with_its_message(
+        server: Server, standin: StandIn) -> None:
+    job = server.submit_ok([("d.png", png_bytes(16, 16))], "upscale:model=rep-badinput,scale=2")
+    item = server.wait_finished(job["id"])["items"][0]
+    assert item["status"] == "failed", item
+    assert item["error"]["code"] == "remote_failed"
+    assert "refused it: scale: must be an integer" in item["error"]["message"]
+    sent = [c for c in standin.creates if c["body"]["input"].get("scale") == "x2"]
+    assert len(sent) == 1  # not retried: it is about this input
+
+
+def test_the_time_limit_cancels_the_prediction(standin: StandIn, tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    endpoints = {"rep-forever": {"operation": "upscale", "kind": "replicate",
+                                 "url": standin.url, "token": "replicate",
+                                 "version": "forever", "scale": 2}}
+    limited = Server(tmp_path / "data", tmp_path / "logs", {})
+    before = set(standin.cancels)
+    try:
+        limited.start(workers=1, ai_remote_endpoints=json.dumps(endpoints),
+                      ai_remote_tokens=json.dumps({"replicate": TOKEN}),
+                      ai_remote_poll_seconds="0.2", item_time_limit_seconds="3")
+        job = limited.submit_ok([("e.png", png_bytes(16, 16))], "upscale:model=rep-forever")
+        item = limited.wait_finished(job["id"])["items"][0]
+    finally:
+        limited.close()
+    assert item["status"] == "failed", item
+    assert item["error"]["code"] == "time_limit"
+    assert "time limit" in item["error"]["message"]
+    cancelled = set(standin.cancels) - before
+    assert len(cancelled) == 1
+    assert standin.predictions[cancelled.pop()]["status"] == "canceled"
+
+
+def test_a_cancel_while_replicate_is_failing_still_cancels_the_item(
+        server: Server, standin: StandIn) -> None:
+    job = server.submit_ok([("f.png", png_bytes(16, 16))], "upscale:model=rep-forever,scale=2")
+    server.wait_job(job["id"], lambda j: j["items"][0]["progress"] >= 40,
+                    what="the prediction running")
+    standin.fail_looks = True
+    try:
+        assert server.client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+        item = server.wait_finished(job["id"], timeout=30)["items"][0]
+    finally:
+        standin.fail_looks = False
+    assert item["status"] == "cancelled", item

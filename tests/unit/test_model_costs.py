@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from imgq.ai.costs import (
     MEASURED,
+    PACE_FRESH_SECONDS,
     REFERENCE,
     CostBook,
+    Run,
     Fit,
     cost_class,
     cost_key,
     covered_pixels,
     estimate,
+    load_pace,
 )
 from imgq.ai.descriptors import SHIPPED
+from imgq.ai.estimate import reference_cpu_seconds_per_pixel
 
 X4PLUS = SHIPPED.get("realesrgan-x4plus")
 
@@ -85,7 +90,7 @@ def test_the_work_counts_each_tiles_padding_not_just_the_image_pixels() -> None:
     assert covered_pixels(400, 400, CUGAN_X2) == 9 * (150 + 36) ** 2
     # so at the same measured line, the tiled image costs more than its pixels say
     book = CostBook(None)
-    book.record_runs(cost_key(CUGAN_X2, "cpu", 2), [(10_000, 0.3), (50_000, 1.1)])
+    book.record_runs(cost_key(CUGAN_X2, "cpu", 2), [Run(10_000, 0.3), Run(50_000, 1.1)])
     per_pixel = (1.1 - 0.3) / 40_000
     overhead = 0.3 - per_pixel * 10_000
     tiled = estimate(book, CUGAN_X2, 400, 400, "cpu", 2)
@@ -96,7 +101,7 @@ def test_the_work_counts_each_tiles_padding_not_just_the_image_pixels() -> None:
 
 def test_the_fixed_cost_of_a_run_is_counted_once_per_image() -> None:
     book = CostBook(None)
-    book.record_runs(cost_key(X4PLUS, "cpu", 2), [(1_024, 0.7), (20_000, 4.5)])
+    book.record_runs(cost_key(X4PLUS, "cpu", 2), [Run(1_024, 0.7), Run(20_000, 4.5)])
     small = estimate(book, X4PLUS, 32, 32, "cpu", 2).seconds
     large = estimate(book, X4PLUS, 1600, 1200, "cpu", 2).seconds
     per_pixel = (4.5 - 0.7) / (20_000 - 1_024)
@@ -126,3 +131,54 @@ def test_a_figure_stands_only_for_the_runtime_and_threads_it_was_measured_with()
     assert estimate(book, X4PLUS, 64, 64, "cpu", 2).basis == REFERENCE
     assert estimate(book, X4PLUS, 64, 64, "cpu", 1).basis == MEASURED
     assert "/openvino/" in cost_key(X4PLUS, "cpu", 2) or "/ncnn/" in cost_key(X4PLUS, "cpu", 2)
+
+
+def test_a_busier_machine_lengthens_every_models_estimate_once_one_run_shows_it(
+        tmp_path: Path) -> None:
+    book = CostBook(tmp_path / "costs.json")
+    anime = SHIPPED.get("realesrgan-x4plus-anime")
+    # measured when quiet: 2 threads, so a second of wall-clock time is 2 CPU seconds
+    book.record_runs(cost_key(X4PLUS, "cpu", 2), [Run(1_000, 0.1, 0.2), Run(20_000, 2.0, 4.0)])
+    book.record(cost_key(anime, "cpu", 2), 20_000, 0.7, 1.4)
+    quiet = estimate(book, anime, 640, 480, "cpu", 2).seconds
+    assert estimate(book, X4PLUS, 640, 480, "cpu", 2).seconds == pytest.approx(
+        2.0 / 20_000 * covered_pixels(640, 480, X4PLUS), rel=0.05)
+    # then an x4plus run takes four times as long for the same CPU seconds: the machine is busy
+    book.record(cost_key(X4PLUS, "cpu", 2), 20_000, 8.0, 4.0)
+    busy = CostBook(tmp_path / "costs.json")  # as another process reads it
+    assert estimate(busy, anime, 640, 480, "cpu", 2).seconds > 2.5 * quiet
+    # the fit itself, in CPU seconds, did not move
+    fit = busy.fit(cost_key(X4PLUS, "cpu", 2))
+    assert fit is not None and fit.cpu
+    assert fit.line()[1] == pytest.approx(4.0 / 20_000, rel=0.05)  # type: ignore[index]
+
+
+def test_a_model_not_measured_yet_runs_at_the_pace_the_others_show(tmp_path: Path) -> None:
+    book = CostBook(tmp_path / "costs.json")
+    anime = SHIPPED.get("realesrgan-x4plus-anime")
+    first = estimate(book, anime, 640, 480, "cpu", 2)
+    assert first.basis == REFERENCE and first.cpu_seconds is not None
+    # its work: the FLOPs of the pixels its tiles make the network run on
+    assert first.cpu_seconds == pytest.approx(
+        covered_pixels(640, 480, anime) * reference_cpu_seconds_per_pixel(anime))
+    assert first.seconds >= first.cpu_seconds / 2  # two threads at best halve it
+    # x4plus ran at 5 wall-clock seconds per CPU second just now: the machine is busy
+    book.record(cost_key(X4PLUS, "cpu", 2), 20_000, 20.0, 4.0)
+    busy = estimate(book, anime, 640, 480, "cpu", 2)
+    assert busy.basis == REFERENCE
+    assert busy.seconds == pytest.approx(5 * first.cpu_seconds)
+
+
+def test_an_old_pace_gives_way_to_what_the_load_average_says(tmp_path: Path) -> None:
+    path = tmp_path / "costs.json"
+    book = CostBook(path)
+    key = cost_key(X4PLUS, "cpu", 2)
+    book.record(key, 20_000, 20.0, 4.0)
+    assert book.pace(key, 2) == pytest.approx(5.0)
+    raw = json.loads(path.read_text())
+    raw["paces"][key.partition("|")[2]]["at"] -= PACE_FRESH_SECONDS + 1
+    path.write_text(json.dumps(raw))
+    stale = CostBook(path)
+    before, pace, after = load_pace(2), stale.pace(key, 2), load_pace(2)
+    assert pace in (before, after)  # the load average may tick over in between
+    assert pace >= 0.5  # at best the two threads run side by side

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -47,8 +48,11 @@ def snapshot(stats: BatchStats) -> tuple[int, int, int, Counter[str]]:
 def both_in_the_pass(barrier: threading.Barrier) -> Callable[[float, str], None]:
     """A progress callback whose first call (before the first tile, inside the tiled pass)
     waits for the other item to be in its pass too."""
+    waited = threading.Event()
+
     def progress(fraction: float, _: str) -> None:
-        if fraction == 0.0:
+        if fraction == 0.0 and not waited.is_set():  # not again in an fp32 rerun
+            waited.set()
             barrier.wait(timeout=60)
     return progress
 
@@ -122,7 +126,7 @@ def test_an_item_that_fails_or_stops_does_not_fail_or_hold_its_neighbour(
     expected = upscaler().run(b)
     before = snapshot(batcher.stats)
     barrier = threading.Barrier(2)
-    progress = both_in_the_pass(barrier)
+    progress, neighbour = both_in_the_pass(barrier), both_in_the_pass(barrier)
     done: list[float] = []
 
     def troubled() -> np.ndarray:
@@ -133,7 +137,7 @@ def test_an_item_that_fails_or_stops_does_not_fail_or_hold_its_neighbour(
             a, lambda f, s: (progress(f, s), done.append(f)), lambda: len(done) >= 2)
 
     results = run_together({"a": troubled,
-                            "b": lambda: upscaler(share_batches=True).run(b, progress)})
+                            "b": lambda: upscaler(share_batches=True).run(b, neighbour)})
     assert isinstance(results["a"], Exception)
     assert ("injected" if how == "error" else "stopped after tile 1/4") in str(results["a"])
     out = results["b"]
@@ -185,3 +189,43 @@ def test_fixed_shapes_fill_a_shared_batch_up_to_a_power_of_two() -> None:
         out = shared.run(owner, tiles, limit=8)
     assert shapes == [4] and shared.stats.padded == 1
     assert torch.equal(out, tiles * 2)
+
+
+def test_non_finite_tiles_send_only_their_own_image_back_to_fp32() -> None:
+    first = upscaler(precision="bf16", share_batches=True)
+    second = upscaler(precision="bf16", share_batches=True)
+    real = first.loaded.module
+
+    def overflowing_on_dark_tiles(x: torch.Tensor) -> torch.Tensor:  # fp16/bf16 overflow
+        out = real(x)
+        dark = x.float().mean(dim=(1, 2, 3)) < 0.2
+        return torch.where(dark[:, None, None, None], torch.full_like(out, torch.nan), out)
+
+    shared_model = dataclasses.replace(first.loaded, module=overflowing_on_dark_tiles)
+    first.loaded = second.loaded = shared_model  # both items on the one model and batcher
+    batcher = batcher_for(shared_model)
+    batcher.wait_seconds = 30.0  # a batch runs early only when the mechanism says so
+    dark, bright = scene(40, 48, seed=6) // 8, scene(40, 48, seed=7)
+    barrier = threading.Barrier(2)
+    results = run_together({"dark": lambda: first.run(dark, both_in_the_pass(barrier)),
+                            "bright": lambda: second.run(bright, both_in_the_pass(barrier))})
+    assert batcher.stats.mixed >= 1
+    assert first.loaded.precision == "fp32"  # the dark image ran again in fp32, alone
+    assert second.loaded is shared_model  # the bright one stayed in bf16
+    out = results["dark"]
+    assert isinstance(out, np.ndarray)
+    assert np.abs(out.astype(np.int16) - upscaler().run(dark)).max() <= 1
+    lone = upscaler(precision="bf16")
+    lone.loaded = shared_model
+    bright_out = results["bright"]
+    assert isinstance(bright_out, np.ndarray)
+    assert np.abs(bright_out.astype(np.int16) - lone.run(bright)).max() <= 2
+
+
+def test_tiles_wait_for_a_busy_neighbour_no_longer_than_the_wait_bound() -> None:
+    shared = TileBatcher(lambda tiles: tiles + 1, wait_seconds=0.05)
+    tiles = torch.zeros(1, 3, 8, 8)
+    with shared.member(), shared.member() as owner:  # the first stays busy elsewhere
+        out = shared.run(owner, tiles, limit=4)
+    assert torch.equal(out, tiles + 1)
+    assert shared.stats.flushes == Counter(timeout=1)
