@@ -28,7 +28,7 @@ from imgq.dispatch.pool import HARD_MARGIN
 from imgq.dispatch.sweeper import FleetSweeper
 from imgq.worker.context import allow_hard_stop
 from imgq.worker.execute import DRAIN_SECONDS, drain_concurrently
-from imgq.worker.runtime import Runtime, items_in_flight, tune_libvips
+from imgq.worker.runtime import Runtime, items_in_flight, lower_priority, tune_libvips
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,7 @@ def _build_runtime(**_: Any) -> None:
     allow_hard_stop()
     app = _state_app.get("app")
     if app is not None:
+        lower_priority(app.imgq_settings.worker_nice)
         _runtime(app)
 
 

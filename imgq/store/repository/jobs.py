@@ -11,6 +11,7 @@ from imgq.domain.access import Quotas, Scope
 from imgq.domain.models import Item, Job
 from imgq.domain.status import Status
 from imgq.errors import NotFound
+from imgq.store.db import ONE_READ
 from imgq.store.repository.base import (
     ITEM_FIELDS,
     JOB_FIELDS,
@@ -88,7 +89,7 @@ class JobStore(RepositoryBase):
 
     def get_job_versioned(self, job_id: str, *, scope: Scope) -> tuple[Job, int]:
         """The job and its version (grows with every change to it or its items), one query."""
-        with self.engine.connect() as conn:
+        with self.engine.connect().execution_options(**ONE_READ) as conn:
             found = self.load_versioned(conn, and_(jobs.c.id == job_id, *visible(scope)))
         if not found:
             raise NotFound(f"job {job_id} not found")
@@ -98,7 +99,7 @@ class JobStore(RepositoryBase):
                            scope: Scope) -> list[tuple[Job, int]]:
         """Jobs with their versions in the order asked; unknown ids, and other owners' jobs,
         are left out."""
-        with self.engine.connect() as conn:
+        with self.engine.connect().execution_options(**ONE_READ) as conn:
             found = self.load_versioned(conn, and_(jobs.c.id.in_(list(job_ids)),
                                                    *visible(scope)))
         by_id = {j.id: (j, v) for j, v in found}
@@ -126,7 +127,7 @@ class JobStore(RepositoryBase):
         """One item of a job by its index, as a download or a preview needs it, in one query
         that reads neither the job's other items nor its JSON columns: whether the job's
         files were removed, and the item (None when the job has no such item)."""
-        with self.engine.connect() as conn:
+        with self.engine.connect().execution_options(**ONE_READ) as conn:
             row = conn.execute(ITEM_OF_JOB.where(jobs.c.id == job_id, *visible(scope)),
                                {"index": index}).first()
         if row is None:
