@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, false, select
+from sqlalchemy import JSON, ColumnElement, Connection, Engine, String, false, select, type_coerce
 from sqlalchemy.engine import Row
 
 from imgq.domain.access import Scope
@@ -95,9 +96,16 @@ def db_value(value: Any) -> Any:
     return value.value if isinstance(value, Status) else value
 
 
+# The job's JSON columns as the driver gives them (text on SQLite, already decoded on
+# PostgreSQL): the join repeats them on every item row, and they are decoded once per job
+# (`_job_of`) rather than once per row.
+_JOB_JSON = frozenset(c.name for c in jobs.c if isinstance(c.type, JSON))
+_JOB_COLUMNS = [type_coerce(c, String()).label(c.name) if c.name in _JOB_JSON else c
+                for c in jobs.c]
+
 # Every column of a job then every column of its items (none for a job without items), read
 # by position: no per-row lookup by name.
-JOBS_WITH_ITEMS = (select(*jobs.c, *items.c)
+JOBS_WITH_ITEMS = (select(*_JOB_COLUMNS, *items.c)
                    .select_from(jobs.outerjoin(items, items.c.job_id == jobs.c.id))
                    .order_by(items.c.idx))
 _JOB_POS = {c.name: n for n, c in enumerate(jobs.c)}
@@ -110,7 +118,11 @@ _ITEM_STATUS = ITEM_FIELDS.index("status")
 
 
 def _job_of(row: Row[Any]) -> Job:
-    return Job(**dict(zip(JOB_FIELDS, [row[n] for n in _JOB_AT])))
+    values = dict(zip(JOB_FIELDS, [row[n] for n in _JOB_AT]))
+    for name in _JOB_JSON:
+        if isinstance(values[name], str):
+            values[name] = json.loads(values[name])
+    return Job(**values)
 
 
 def _item_of(row: Row[Any]) -> Item:
