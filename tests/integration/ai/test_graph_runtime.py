@@ -147,9 +147,9 @@ def test_a_short_image_is_padded_up_to_the_tile_and_cropped_back() -> None:
     expected = reference(3, image.transpose(2, 0, 1).astype(np.float32) / 255)
     expected8 = np.rint(np.clip(expected, 0, 1) * 255).transpose(1, 2, 0)
     assert out.shape == (120, 210, 3)
-    # DAT sees edge-replicated context instead of its own reflection padding: the last rows
-    # and columns differ a little, the rest is the same picture
-    assert psnr(out[:-12, :-12], expected8[:-12, :-12], 255.0) >= 40.0
+    # DAT sees edge-replicated context where PyTorch pads inside each block: the last rows and
+    # columns differ a little (50.1 dB over the whole image measured, 51.8 without them)
+    assert psnr(out[:-12, :-12], expected8[:-12, :-12], 255.0) >= 48.0
 
 
 def test_the_estimate_counts_the_tile_a_short_image_is_padded_up_to() -> None:
