@@ -84,7 +84,9 @@ def serve(extra_env: dict[str, str] | None = None) -> Iterator[Server]:
     data_dir = Path(tempfile.mkdtemp(prefix="imgq-bench-serve-"))
     port = _free_port()
     env = {**os.environ, "IMGQ_DATA_DIR": str(data_dir), "IMGQ_WORKERS": str(WORKERS),
-           "IMGQ_PORT": str(port), "IMGQ_HOST": "127.0.0.1", **(extra_env or {})}
+           "IMGQ_PORT": str(port), "IMGQ_HOST": "127.0.0.1",
+           # no AI steps here: the AI lane's one-off model measuring would run during (a)
+           "IMGQ_AI_MEASURE_ON_START": "false", **(extra_env or {})}
     for key in ("IMGQ_DATABASE_URL", "IMGQ_STORAGE_URL", "IMGQ_BROKER_URL"):
         env.pop(key, None)  # embedded defaults only
     log = data_dir / "serve.log"

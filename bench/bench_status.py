@@ -32,7 +32,7 @@ from urllib.parse import urlparse
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.bench_compare import celery_design, redis_postgres_fleet  # noqa: E402
+from bench.bench_compare import NO_AI_START, celery_design, redis_postgres_fleet  # noqa: E402
 from bench.common import machine_note, photos  # noqa: E402
 from tests.acceptance.fleet_support import Fleet  # noqa: E402
 
@@ -174,7 +174,7 @@ def run(rates: list[int], seconds: float) -> None:
         tmp = Path(tmp_name)
         logs = tmp / "logs"
         logs.mkdir()
-        embedded = Fleet({"data_dir": str(tmp / "embedded"), "workers": "2"}, logs)
+        embedded = Fleet({"data_dir": str(tmp / "embedded"), "workers": "2", **NO_AI_START}, logs)
         stack.callback(embedded.stop_all)
         measure(ImgqTarget("imgq embedded", embedded.serve()), rates, seconds)
         embedded.stop_all()

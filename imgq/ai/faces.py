@@ -69,7 +69,8 @@ def no_model_message(models_dir: Path | None, missing: list[str] | None = None) 
     return (f"face swap needs InsightFace's models, and {', '.join(absent)} "
             f"{'is' if len(absent) == 1 else 'are'} not installed: put det_10g.onnx and "
             f"w600k_r50.onnx (from the buffalo_l pack) and inswapper_128.onnx in {where}, then "
-            "restart. These weights are for non-commercial research use only; see docs/ai.md")
+            "restart (these weights are for non-commercial research use only), or serve it from "
+            "a remote endpoint (IMGQ_AI_REMOTE_ENDPOINTS); see docs/ai.md")
 
 
 def listing(models_dir: Path | None) -> dict[str, object]:

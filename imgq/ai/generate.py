@@ -115,36 +115,54 @@ def checkpoints(models_dir: Path | None) -> list[Checkpoint]:
     return scan(models_dir)[0]
 
 
-def family(path: Path) -> str:
-    """diffusers' name for the model family of a single-file checkpoint, from its tensors'
-    names and shapes (the file's header; no weights are read)."""
-    _offline()
-    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
-    from safetensors import safe_open
+#: What a whole Stable Diffusion checkpoint holds, by the prefixes of its tensors' names in
+#: the original layout: (the part, the prefixes any of which it is stored under).
+_PARTS = (("the UNet", ("model.diffusion_model.",)),
+          ("the VAE", ("first_stage_model.",)),
+          ("the text encoder", ("cond_stage_model.", "conditioner.embedders.")))
 
-    class Header(dict[str, Any]):
-        pass
+
+def _header(path: Path) -> dict[str, Any]:
+    """The file's tensors by name, each with only its .shape (the header; no weights read)."""
+    from safetensors import safe_open
 
     @dataclass(frozen=True)
     class Shape:
         shape: tuple[int, ...]
 
-    header = Header()
     with safe_open(str(path), framework="pt") as tensors:
-        for key in tensors.keys():
-            header[key] = Shape(tuple(tensors.get_slice(key).get_shape()))
+        return {key: Shape(tuple(tensors.get_slice(key).get_shape())) for key in tensors.keys()}
+
+
+def family(header: dict[str, Any]) -> str:
+    """diffusers' name for the model family of a single-file checkpoint, from its tensors'
+    names and shapes."""
+    _offline()
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+
     kind: str = infer_diffusers_model_type(header)  # type: ignore[no-untyped-call]
     return kind
 
 
 def _config_for(path: Path, configs: Path) -> tuple[Path | None, str]:
     try:
-        kind = family(path)
+        header = _header(path)
     except ImportError:
-        return None, f"{path.name}: reading a single-file checkpoint needs diffusers"
+        return None, f"{path.name}: reading a single-file checkpoint needs safetensors"
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign file is the operator's
         return None, (f"{path.name} is not a readable safetensors checkpoint "
                       f"({type(exc).__name__}: {str(exc)[:200]})")
+    lacking = [part for part, prefixes in _PARTS
+               if not any(key.startswith(prefixes) for key in header)]
+    if lacking:
+        # diffusers would call any such file Stable Diffusion 1.x (its fallback).
+        return None, (f"{path.name} is not a whole Stable Diffusion checkpoint in the original "
+                      f"layout: it lacks {' and '.join(lacking)} (a LoRA, a VAE or a single "
+                      f"component belongs elsewhere; put whole checkpoints here)")
+    try:
+        kind = family(header)
+    except ImportError:
+        return None, f"{path.name}: reading a single-file checkpoint needs diffusers"
     if kind not in FAMILIES:
         return None, (f"{path.name} is a {kind!r} checkpoint (as diffusers classifies it), not "
                       f"a text-to-image one of the families generate runs: "
@@ -185,8 +203,8 @@ def _missing_parts(folder: Path) -> list[str]:
 def find(models_dir: Path | None, name: str | None) -> Checkpoint:
     installed, unusable = scan(models_dir)
     for broken in unusable:
-        if broken.name == name:
-            raise AIUnavailable(broken.reason)
+        if broken.name == name:  # the operator's to fix, not worth another try
+            raise ModelLoadError(broken.reason)
     if not installed:
         raise AIUnavailable(no_model_message(models_dir, unusable))
     if name is None:
@@ -205,7 +223,8 @@ def no_model_message(models_dir: Path | None, unusable: list[Unusable] | None = 
     return (f"no text-to-image model installed: put a Stable Diffusion checkpoint in {where}: "
             f"a single <name>{SINGLE_FILE_SUFFIX} file (with its family's configs in "
             f"{CONFIGS}/, the refusal then says which) or a diffusers folder (model_index.json, "
-            f"unet/, vae/, text_encoder/, tokenizer/, scheduler/), then restart; see docs/ai.md")
+            f"unet/, vae/, text_encoder/, tokenizer/, scheduler/), then restart; or serve it "
+            f"from a remote endpoint (IMGQ_AI_REMOTE_ENDPOINTS); see docs/ai.md")
 
 
 def _load(checkpoint: Checkpoint, device: str) -> Any:

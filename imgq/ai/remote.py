@@ -130,8 +130,11 @@ class _Imgq:
     def _follow(self, remote: imgq_client.Client, job_id: str) -> bytes:
         while True:
             if self.should_abort():
-                with self._said(remote):
-                    remote.cancel(job_id)
+                try:
+                    with self._said(remote):
+                        remote.cancel(job_id)
+                except (RemoteUnavailable, RemoteFailed) as exc:  # the item stops all the same
+                    log.warning("could not cancel job %s on %s: %s", job_id, self.where, exc)
                 raise Cancelled(f"cancelled; the job on {self.where} was cancelled too")
             item = self._look(remote, job_id)
             stage = item.stage or item.status
@@ -151,7 +154,9 @@ class _Imgq:
                 with self._said(remote):
                     return remote.get(job_id).items[0]
             except RemoteUnavailable:
-                if attempt == POLL_TRIES or self.should_abort():
+                if self.should_abort():  # cancelled or out of time: it stops, not retried
+                    raise Cancelled(f"stopped while {self.where} could not be reached") from None
+                if attempt == POLL_TRIES:
                     raise
                 time.sleep(_backoff(attempt))
         raise AssertionError("unreachable")
@@ -160,9 +165,19 @@ class _Imgq:
         path, _ = imgq_client.Requests.result(job_id, index)
         with self._said(remote):
             with remote.http.stream("GET", path) as response:
+                if response.is_redirect and response.headers.get("location"):
+                    # a presigned download (IMGQ_S3_PRESIGNED_DOWNLOADS there): without the key
+                    location = str(response.url.join(response.headers["location"]))
+                else:
+                    if not response.is_success:
+                        raise RemoteUnavailable(f"{self.where} answered "
+                                                f"{response.status_code} for the result")
+                    return _capped(response, self.options.max_result_bytes, self.where)
+            with httpx.Client(timeout=self.options.timeout_seconds) as plain, \
+                    plain.stream("GET", location) as response:
                 if not response.is_success:
-                    raise RemoteUnavailable(f"{self.where} answered {response.status_code} for "
-                                            "the result")
+                    raise RemoteUnavailable(f"the result's download from {self.where} answered "
+                                            f"{response.status_code}")
                 return _capped(response, self.options.max_result_bytes, self.where)
 
     def _failure(self, error: Mapping[str, Any]) -> Exception:
@@ -311,7 +326,11 @@ class _Replicate:
             if status == "canceled":
                 raise RemoteUnavailable(f"{self.where} canceled the prediction")
             if self.should_abort():
-                self._call("POST", cancel_url)
+                try:
+                    self._call("POST", cancel_url)
+                except (RemoteUnavailable, RemoteFailed) as exc:  # the item stops all the same
+                    log.warning("could not cancel prediction %s on %s: %s",
+                                prediction.get("id"), self.where, exc)
                 raise Cancelled(f"cancelled; the prediction on {self.where} was canceled too")
             self.progress(self._fraction(prediction),
                           f"{self.request.name} on {self.where}: {status}")
@@ -338,7 +357,9 @@ class _Replicate:
             try:
                 return self._json(self._call("GET", url))
             except RemoteUnavailable:
-                if attempt == POLL_TRIES or self.should_abort():
+                if self.should_abort():  # cancelled or out of time: it stops, not retried
+                    raise Cancelled(f"stopped while {self.where} could not be reached") from None
+                if attempt == POLL_TRIES:
                     raise
                 time.sleep(_backoff(attempt))
         raise AssertionError("unreachable")

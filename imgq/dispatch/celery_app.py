@@ -28,7 +28,7 @@ from imgq.dispatch.pool import HARD_MARGIN
 from imgq.dispatch.sweeper import FleetSweeper
 from imgq.worker.context import allow_hard_stop
 from imgq.worker.execute import DRAIN_SECONDS, drain_concurrently
-from imgq.worker.runtime import Runtime, items_in_flight, tune_libvips
+from imgq.worker.runtime import Runtime, items_in_flight, lower_priority, tune_libvips
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,8 @@ def _register_tasks(app: Celery) -> None:
         drained = drain_concurrently(_runtime(app), resource, items_in_flight(settings, resource))
         if drained.retry_item is not None and drained.retry_in is not None:
             _publisher(app).publish_to(queue, [drained.retry_item], drained.retry_in)
+        for item, delay in drained.later:  # items that ran side by side and wait for a retry
+            _publisher(app).publish_to(queue, [item], delay)
         return drained.items
 
     @app.task(name=SWEEP_QUEUE, ignore_result=True)
@@ -188,6 +190,7 @@ def _build_runtime(**_: Any) -> None:
     allow_hard_stop()
     app = _state_app.get("app")
     if app is not None:
+        lower_priority(app.imgq_settings.worker_nice)
         _runtime(app)
 
 

@@ -145,6 +145,8 @@ class EmbeddedDispatcher(Dispatcher):
             return False
         if drained.retry_in is not None:
             self._later(drained.retry_in, _Wake(done.resource, 1))
+        for _, delay in drained.later:  # items that ran side by side and wait for a retry
+            self._later(delay, _Wake(done.resource, 1))
         # A submit after this drain started may have come after its last look at the queue.
         return drained.more or self._last_wake.get(done.resource, 0) > done.started
 

@@ -38,14 +38,20 @@ def make_engine(url: str, pool_size: int | None = None, max_overflow: int | None
 
 
 WRITE = {"imgq_write": True}
+#: A read made of one SELECT: on SQLite it needs no BEGIN (the statement reads one snapshot by
+#: itself), which saves a round trip through the driver on every status read.
+ONE_READ = {"imgq_one_read": True}
 
 
 def _sqlite_begin(conn: Any) -> None:
     # Writers take the write lock at BEGIN (IMMEDIATE), so a transaction that reads before it
     # writes never fails to upgrade its lock under concurrency; readers BEGIN deferred and,
     # with WAL, read a snapshot without blocking anyone.
-    immediate = conn.get_execution_options().get("imgq_write")
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    options = conn.get_execution_options()
+    if options.get("imgq_write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    elif not options.get("imgq_one_read"):
+        conn.exec_driver_sql("BEGIN")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -65,6 +65,8 @@ class Drained:
     more: bool  # it stopped while items may still be due (time budget or a retry)
     retry_item: str | None = None
     retry_in: float | None = None
+    #: more items to wake later, (item, seconds), from items run side by side (drain_concurrently)
+    later: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,11 +173,14 @@ def drain_concurrently(rt: Runtime, resource: str, ways: int, budget: float = DR
         thread.start()
     for thread in threads:
         thread.join()
-    retries = [d for d in results if d.retry_in is not None]  # a retry, or the database down
-    soonest = min(retries, key=lambda d: d.retry_in or 0.0) if retries else None
+    retries = sorted((d for d in results if d.retry_in is not None),  # a retry, or the
+                     key=lambda d: d.retry_in or 0.0)  # database down
+    soonest = retries[0] if retries else None
     return Drained(sum(d.items for d in results), any(d.more for d in results),
                    soonest.retry_item if soonest else None,
-                   soonest.retry_in if soonest else None)
+                   soonest.retry_in if soonest else None,
+                   tuple((d.retry_item, d.retry_in) for d in retries[1:]
+                         if d.retry_item is not None and d.retry_in is not None))
 
 
 _outage = {"streak": 0}  # looks at an unreachable database in a row, by this process

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
 
 import pyvips
@@ -56,6 +58,14 @@ def tune_libvips(threads: int) -> None:
     operation cache: every item is a different image, and the cache would hold files open."""
     pyvips.concurrency_set(max(1, threads))
     pyvips.cache_set_max(0)
+
+
+def lower_priority(nice: int) -> None:
+    """Run this process (an item worker) `nice` steps below the API's CPU priority, so that
+    the API's short requests are not queued behind image work on the same cores."""
+    if nice > 0:
+        with contextlib.suppress(OSError, AttributeError):  # no os.nice on Windows
+            os.nice(nice)
 
 
 def limit_model_threads(threads: int) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pyvips
 
+from tests.acceptance.fleet_support import S3Server
 from tests.fixtures.encoded import png_bytes
 from tests.fixtures.keys import create_key
 from tests.fixtures.server import Server, free_port, imgq_command
@@ -42,7 +43,7 @@ def _result(server: Server, job: dict[str, Any]) -> bytes:
 
 
 def _direct(remote: Server, key: str, image: bytes, pipeline: str,
-            attachments: tuple[tuple[str, bytes], ...] = ()) -> bytes:
+            attachments: tuple[tuple[str, bytes], ...] = (), redirected: bool = False) -> bytes:
     """The same work sent straight to the remote server, as the reference."""
     headers = {"Authorization": f"Bearer {key}"}
     sent = remote.client.post("/v1/jobs", data={"pipeline": pipeline}, headers=headers,
@@ -58,6 +59,9 @@ def _direct(remote: Server, key: str, image: bytes, pipeline: str,
         time.sleep(0.1)
     assert job["items"][0]["status"] == "succeeded", job
     result = remote.client.get(job["items"][0]["result_url"], headers=headers)
+    if redirected:
+        assert result.is_redirect, result.status_code
+        result = remote.client.get(result.headers["location"])
     assert result.status_code == 200
     return result.content
 
@@ -186,3 +190,19 @@ def test_cancelling_the_item_cancels_the_job_on_the_remote_imgq(
     while remote_active():
         assert time.monotonic() < deadline, "the remote job kept running"
         time.sleep(0.1)
+
+
+def test_a_remote_that_redirects_to_presigned_storage_gives_its_result(
+        serve: Callable[..., Server], s3_server: S3Server) -> None:
+    remote = serve(auth="keys", workers=1, storage_url=f"s3://{s3_server.new_bucket()}/gpu",
+                   s3_presigned_downloads="true", **s3_server.settings())
+    key = create_key(remote, "front")
+    local = serve(workers=1, **_remote_settings(
+        remote, key, **{"gpu-anime": {"model": "realesr-animevideov3"}}))
+    image = png_bytes(40, 30, seed=2)
+    job = local.submit_ok([("small.png", image)], "upscale:model=gpu-anime")
+    done = local.wait_finished(job["id"])
+    assert done["items"][0]["status"] == "succeeded", done["items"][0]
+    expected = _direct(remote, key, image, "upscale:model=realesr-animevideov3,scale=4",
+                       redirected=True)
+    assert np.array_equal(_pixels(_result(local, done)), _pixels(expected))

@@ -268,9 +268,48 @@ def test_a_single_file_without_its_configs_is_refused_saying_what_to_put_where(
     reason = build_registry(settings(tmp_path, models)).get("generate").unavailable_reason or ""
     assert "lacks tokenizer/" in reason and str(models / "generate" / "configs" / "v1") in reason
 
+    # A file of tensors that is not a whole checkpoint (a LoRA, say): diffusers alone would
+    # take it for Stable Diffusion 1.x.
+    from safetensors.torch import save_file
+    import torch
+
+    lora = models / "generate" / "detail-lora.safetensors"
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight":
+               torch.zeros(4, 8)}, str(lora))
+    reason = build_registry(settings(tmp_path, models)).get("generate").unavailable_reason or ""
+    assert ("detail-lora.safetensors is not a whole Stable Diffusion checkpoint in the original "
+            "layout: it lacks the UNet and the VAE and the text encoder") in reason
+    lora.unlink()
+
     # Not a checkpoint at all, and a pickled one: each says what it is.
     checkpoint.write_bytes(b"not a checkpoint")
     (models / "generate" / "old.ckpt").write_bytes(b"\x80\x04")
     reason = build_registry(settings(tmp_path, models)).get("generate").unavailable_reason or ""
     assert "dreamy.safetensors is not a readable safetensors checkpoint" in reason
     assert "old.ckpt is a pickled checkpoint" in reason
+
+
+def test_asking_for_a_single_file_that_cannot_load_says_why(
+        single_file_models: Path, tmp_path: Path) -> None:
+    """Another checkpoint is installed, so generate is available; the one asked for is not."""
+    from imgq.ai.generate import find
+
+    models = tmp_path / "models"
+    shutil.copytree(single_file_models / "generate" / "tiny-sd", models / "generate" / "tiny-sd")
+    (models / "generate" / "dreamy.safetensors").write_bytes(
+        (single_file_models / "generate" / "tiny-file.safetensors").read_bytes())
+    app, _ = build_app(settings(tmp_path / "data", models, workers=1))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        listed = {op["name"]: op for op in client.get("/v1/operations").json()}
+        assert listed["generate"]["available"] is True
+        created = client.post("/v1/jobs", files={"_": (None, b"")}, data={
+            "pipeline": "generate:prompt=a boat,model=dreamy,width=64,height=64,steps=1"})
+        assert created.status_code == 201, created.text
+        job = finished(client, created.headers["Location"],
+                       lambda body: body["status"] not in ("queued", "running"))
+        (item,) = job["items"]
+        assert item["status"] == "failed" and item["error"]["code"] == "model_load_error", item
+        assert item["error"]["message"].startswith(
+            "dreamy.safetensors is a Stable Diffusion 1.x checkpoint; a single file holds only "
+            "weights, and its configs and tokenizer are missing"), item["error"]
+    assert find(models, None).name == "tiny-sd"

@@ -16,6 +16,7 @@ import pyvips
 from imgq.config import load_settings
 from imgq.domain.models import Item, Job
 from imgq.domain.status import Status
+from imgq.errors import TransientError
 from imgq.ops.base import NoParams, Operation, StepContext
 from imgq.ops.image import Image
 from imgq.store.repository import utcnow
@@ -64,13 +65,27 @@ class Alone(Operation):
         return image
 
 
+class Hiccup(Operation):
+    """A gpu step whose storage has a hiccup every time."""
+
+    name = "hiccup"
+    summary = "test"
+    resource = "gpu"
+    concurrent = True
+
+    def apply(self, image: Image, params: NoParams, ctx: StepContext) -> Image:
+        raise TransientError("storage hiccup")
+
+
 @pytest.fixture
 def rt(tmp_path: Path) -> Iterator[Runtime]:
     settings = load_settings(data_dir=tmp_path, ai_device="cpu", ai_items_in_flight=2,
-                             ai_measure_on_start=False, item_time_limit_seconds=120)
+                             ai_measure_on_start=False, item_time_limit_seconds=120,
+                             retry_backoff_seconds=30.0)
     runtime = Runtime.from_settings(settings, run_migrations=True)
     runtime.registry.add(Meet())
     runtime.registry.add(Alone())
+    runtime.registry.add(Hiccup())
     Meet.barrier, Alone.barrier, Alone.seen = threading.Barrier(2), threading.Barrier(2), []
     yield runtime
     runtime.close()
@@ -109,6 +124,16 @@ def test_two_ai_items_run_at_the_same_time_in_one_process(rt: Runtime) -> None:
     assert drained.items == 2
     # Each waited for the other inside its step: run one after the other, both would fail.
     assert [rt.repo.get_item(i.id).status for i in items] == [Status.succeeded] * 2
+
+
+def test_every_item_that_ran_side_by_side_and_waits_for_a_retry_is_woken(rt: Runtime) -> None:
+    image = png(scene(40, 48, seed=1))
+    items = {submit(rt, [{"op": "hiccup"}], image).id for _ in range(2)}
+    drained = drain_concurrently(rt, "gpu", 2)
+    assert drained.items == 2
+    woken = {drained.retry_item, *(item for item, _ in drained.later)}
+    assert woken == items  # not only the soonest: the dispatcher wakes each at its time
+    assert drained.retry_in is not None and all(delay > 0 for _, delay in drained.later)
 
 
 def test_a_gpu_step_not_made_for_it_runs_for_one_item_at_a_time(rt: Runtime) -> None:

@@ -231,3 +231,21 @@ def test_a_worker_over_its_memory_ceiling_leaves_before_its_next_item(
     pool, rt = make_pool(1, worker_max_memory_mb=1)  # every process is over 1 MB
     pids = pids_of_items(pool, rt, 3, at_once=False)
     assert len(set(pids)) == 3, f"one item per process: {pids}"
+
+
+def _nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def test_items_run_at_a_lower_cpu_priority_than_the_server(make_pool: Any, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    pid_file = tmp_path / "pids"
+    monkeypatch.setenv("IMGQ_TEST_PID_FILE", str(pid_file))
+    pool, rt = make_pool(1, worker_nice=7)
+    item = submit(rt, [{"op": "pid"}])
+    assert pool.drain("cpu").result(timeout=60).items == 1
+    assert rt.repo.get_item(item.id).status == Status.succeeded
+    worker = int(pid_file.read_text().split()[0])
+    assert worker != os.getpid()
+    assert _nice(worker) == min(19, os.nice(0) + 7)
+    assert _nice(os.getpid()) == os.nice(0)  # the server's own priority is left alone

@@ -6,6 +6,7 @@ makes from today's spandrel."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import pickle
 import zipfile
@@ -24,6 +25,7 @@ import torch  # noqa: E402
 from imgq.ai.catalog import get_model  # noqa: E402
 from imgq.ai.descriptors import SHIPPED  # noqa: E402
 from imgq.ai.errors import ModelLoadError  # noqa: E402
+from imgq.ai.estimate import estimate_cpu_seconds  # noqa: E402
 from imgq.ai.graph_runtime import (  # noqa: E402
     GRAPH_TILE,
     OnnxRuntimeGraphNet,
@@ -145,9 +147,16 @@ def test_a_short_image_is_padded_up_to_the_tile_and_cropped_back() -> None:
     expected = reference(3, image.transpose(2, 0, 1).astype(np.float32) / 255)
     expected8 = np.rint(np.clip(expected, 0, 1) * 255).transpose(1, 2, 0)
     assert out.shape == (120, 210, 3)
-    # DAT sees edge-replicated context instead of its own reflection padding: the last rows
-    # and columns differ a little, the rest is the same picture
-    assert psnr(out[:-12, :-12], expected8[:-12, :-12], 255.0) >= 40.0
+    # DAT sees edge-replicated context where PyTorch pads inside each block: the last rows and
+    # columns differ a little (50.1 dB over the whole image measured, 51.8 without them)
+    assert psnr(out[:-12, :-12], expected8[:-12, :-12], 255.0) >= 48.0
+
+
+def test_the_estimate_counts_the_tile_a_short_image_is_padded_up_to() -> None:
+    dat = SHIPPED.get("dat-light-x2")
+    assert estimate_cpu_seconds(100, 60, dat, 2) == estimate_cpu_seconds(192, 192, dat, 2)
+    any_tile = dataclasses.replace(dat, graph_tile=0)
+    assert estimate_cpu_seconds(100, 60, any_tile, 2) < estimate_cpu_seconds(100, 60, dat, 2) / 5
 
 
 # -- the shipped graph is today's export -------------------------------------------------------

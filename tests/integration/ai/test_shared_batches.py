@@ -220,3 +220,12 @@ def test_non_finite_tiles_send_only_their_own_image_back_to_fp32() -> None:
     bright_out = results["bright"]
     assert isinstance(bright_out, np.ndarray)
     assert np.abs(bright_out.astype(np.int16) - lone.run(bright)).max() <= 2
+
+
+def test_tiles_wait_for_a_busy_neighbour_no_longer_than_the_wait_bound() -> None:
+    shared = TileBatcher(lambda tiles: tiles + 1, wait_seconds=0.05)
+    tiles = torch.zeros(1, 3, 8, 8)
+    with shared.member(), shared.member() as owner:  # the first stays busy elsewhere
+        out = shared.run(owner, tiles, limit=4)
+    assert torch.equal(out, tiles + 1)
+    assert shared.stats.flushes == Counter(timeout=1)
