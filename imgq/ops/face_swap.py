@@ -100,6 +100,7 @@ class FaceSwap(Operation):
         self._config = config or AIConfig.from_environment()
         remote = serving(self._config, self.name, None) is not None
         self.unavailable_reason = None if remote else _problem(self._config)  # type: ignore[misc]
+        self.concurrent = remote  # type: ignore[misc]  # served remotely: only waits there
 
     @property
     def remote_models(self) -> dict[str, str]:

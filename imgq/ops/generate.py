@@ -74,6 +74,8 @@ class Generate(Operation):
         self._local_problem = _problem(self._config)
         remote = bool(self._config.remote_for(self.name))
         self.unavailable_reason = None if remote else self._local_problem  # type: ignore[misc]
+        # every step goes to an endpoint (no checkpoint here): items in flight wait side by side
+        self.concurrent = remote and self._local_problem is not None  # type: ignore[misc]
 
     @property
     def remote_models(self) -> dict[str, str]:

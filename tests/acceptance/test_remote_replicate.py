@@ -52,6 +52,7 @@ class StandIn:
         self.fail_creates = 0
         self.fail_looks = False  # every look at a prediction answers 503
         self.release = threading.Event()
+        self.gate = threading.Event()  # what the "gate" model waits for
         self.ids = itertools.count(1)
         self.api = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(self._api))
         self.delivery = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(self._deliver))
@@ -186,7 +187,9 @@ class StandIn:
         if model == "fails":
             prediction.update(status="failed", logs="Traceback ...",
                               error="The input image has no alpha channel to fill")
-        elif model in ("holds", "forever") and not (model == "holds" and self.release.is_set()):
+        elif model in ("holds", "forever", "gate") and not (
+                (model == "holds" and self.release.is_set())
+                or (model == "gate" and self.gate.is_set())):
             prediction["logs"] = "loading\n  0%|          | 0/50\n 42%|████▏     | 21/50"
         else:
             data = self._run(model, prediction["input"])
@@ -196,7 +199,7 @@ class StandIn:
                               output=[url] if model == "tiny-sd" else url)
 
     def _run(self, model: str, given: dict[str, Any]) -> bytes:
-        if model == "tiny-sd":
+        if "prompt" in given:  # text-to-image: a canvas coloured by the seed
             seed = int(given.get("seed", 0))
             canvas = pyvips.Image.black(int(given["width"]), int(given["height"]), bands=3)
             return bytes((canvas + [seed % 256, 128, 64]).cast("uchar").pngsave_buffer())
@@ -424,3 +427,33 @@ def test_a_cancel_while_replicate_is_failing_still_cancels_the_item(
     finally:
         standin.fail_looks = False
     assert item["status"] == "cancelled", item
+
+
+def test_remote_generate_items_in_flight_wait_side_by_side(standin: StandIn,
+                                                           tmp_path: Path) -> None:
+    """No checkpoint here: every generate step only waits on the endpoint, so two items in
+    flight in one AI worker are at the endpoint at once (a local pipeline runs one at a time)."""
+    (tmp_path / "logs").mkdir()
+    endpoints = {"rep-gated": {"operation": "generate", "kind": "replicate", "url": standin.url,
+                               "token": "replicate", "version": "gate"}}
+    two = Server(tmp_path / "data", tmp_path / "logs", {})
+    try:
+        two.start(workers=2, ai_items_in_flight="2", ai_remote_endpoints=json.dumps(endpoints),
+                  ai_remote_tokens=json.dumps({"replicate": TOKEN}), ai_remote_poll_seconds="0.2")
+        jobs = []
+        for seed in (1, 2):
+            sent = two.client.post("/v1/jobs", files={"_": (None, b"")}, data={
+                "pipeline": f"generate:prompt=a kite,width=64,height=64,steps=2,seed={seed}"})
+            assert sent.status_code == 201, sent.text
+            jobs.append(sent.json()["id"])
+        deadline = time.monotonic() + 30
+        while sum(p["model"] == "gate" and p["status"] == "processing" and "42%" in p["logs"]
+                  for p in list(standin.predictions.values())) < 2:
+            assert time.monotonic() < deadline, "the two items did not run side by side"
+            time.sleep(0.1)
+        standin.gate.set()
+        done = [two.wait_finished(job)["items"][0] for job in jobs]
+    finally:
+        two.close()
+    assert [item["status"] for item in done] == ["succeeded", "succeeded"]
+    assert sorted(item["details"]["seed"] for item in done) == [1, 2]

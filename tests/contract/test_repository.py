@@ -16,8 +16,10 @@ from tests.contract.conftest import make_job
 
 def test_a_created_job_reads_back_with_its_items_in_order(repo: Repository) -> None:
     job = make_job(3)
+    job.extra = {"attachments": {"style.png": {"key": "k", "width": 4}}, "note": "é"}
     repo.create_job(job)
     got = repo.get_job(job.id, scope=SYSTEM)
+    assert (got.pipeline, got.extra) == (job.pipeline, job.extra)  # JSON columns, once per job
     assert [i.id for i in got.items] == [i.id for i in job.items]
     assert got.status == JobStatus.queued
     assert got.items[0].input_meta["format"] == "png"

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from imgq.api.archive import open_result, require_results, stream_zip
-from imgq.api.auth import PrincipalDep, ScopeDep
+from imgq.api.auth import PrincipalDep, ScopeDep, scope_of
 from imgq.api.capacity import refuse_when_full
-from imgq.api.deps import BaseUrl, DispatcherDep, RuntimeDep, errors, load_item
+from imgq.api.deps import BaseUrl, DispatcherDep, RuntimeDep, base_url, errors, load_item
 from imgq.api.job_reads import JobReads, etag_of, matches
 from imgq.api.schemas import JobList, JobOut, job_out
 from imgq.api.service import parse_ttl, submit_job
@@ -124,8 +124,10 @@ async def list_jobs(
 @router.get("/{job_id}", response_model=JobOut, summary="A job and its items",
             description=ETAG_NOTE, responses={304: {"description": "Not modified."},
                                               **errors(404)})
-async def get_job(job_id: str, request: Request, base: BaseUrl, scope: ScopeDep) -> Response:
-    found = await reads_of(request).one(job_id, base, scope)
+async def get_job(job_id: str, request: Request) -> Response:
+    # The most frequent request of all (pollers): the base URL and the caller's scope are
+    # read here rather than as dependencies, each of which costs FastAPI a resolution.
+    found = await reads_of(request).one(job_id, base_url(request), scope_of(request))
     if matches(request.headers.get("if-none-match"), found.etag):
         return _not_modified(found.etag)
     return _json(found.body, found.etag)

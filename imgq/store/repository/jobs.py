@@ -28,7 +28,9 @@ from imgq.store.tables import items, jobs, webhooks
 # A job's removal flag and one of its items (NULLs when it has none at that index).
 ITEM_OF_JOB = (select(jobs.c.data_removed, *items.c)
                .select_from(jobs.outerjoin(items, and_(items.c.job_id == jobs.c.id,
-                                                      items.c.idx == bindparam("index")))))
+                                                      items.c.idx == bindparam("index"))))
+               .where(jobs.c.id == bindparam("job_id")))
+ITEM_OF_OWNERS_JOB = ITEM_OF_JOB.where(jobs.c.owner == bindparam("owner"))
 
 # The lowest fair key still queued in a queue: the head of its fair order.
 QUEUE_HEAD = (select(func.min(items.c.fair_key))
@@ -90,7 +92,7 @@ class JobStore(RepositoryBase):
     def get_job_versioned(self, job_id: str, *, scope: Scope) -> tuple[Job, int]:
         """The job and its version (grows with every change to it or its items), one query."""
         with self.engine.connect().execution_options(**ONE_READ) as conn:
-            found = self.load_versioned(conn, and_(jobs.c.id == job_id, *visible(scope)))
+            found = self.read_by_ids(conn, [job_id], scope)
         if not found:
             raise NotFound(f"job {job_id} not found")
         return found[0]
@@ -100,8 +102,7 @@ class JobStore(RepositoryBase):
         """Jobs with their versions in the order asked; unknown ids, and other owners' jobs,
         are left out."""
         with self.engine.connect().execution_options(**ONE_READ) as conn:
-            found = self.load_versioned(conn, and_(jobs.c.id.in_(list(job_ids)),
-                                                   *visible(scope)))
+            found = self.read_by_ids(conn, list(job_ids), scope)
         by_id = {j.id: (j, v) for j, v in found}
         return [by_id[i] for i in job_ids if i in by_id]
 
@@ -127,9 +128,14 @@ class JobStore(RepositoryBase):
         """One item of a job by its index, as a download or a preview needs it, in one query
         that reads neither the job's other items nor its JSON columns: whether the job's
         files were removed, and the item (None when the job has no such item)."""
+        params: dict[str, object] = {"job_id": job_id, "index": index}
+        statement = ITEM_OF_JOB
+        if not (scope.sees_all or scope.ids_open):  # as visible(scope): built once, at import
+            if scope.owner is None:
+                raise NotFound(f"job {job_id} not found")
+            statement, params["owner"] = ITEM_OF_OWNERS_JOB, scope.owner
         with self.engine.connect().execution_options(**ONE_READ) as conn:
-            row = conn.execute(ITEM_OF_JOB.where(jobs.c.id == job_id, *visible(scope)),
-                               {"index": index}).first()
+            row = conn.execute(statement, params).first()
         if row is None:
             raise NotFound(f"job {job_id} not found")
         return bool(row[0]), item_from_row(row) if row.id is not None else None
