@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -75,6 +75,7 @@ class RemoteRequest:
 
 Progress = Callable[[float, str], None]
 Abort = Callable[[], bool]
+T = TypeVar("T")
 
 
 def run(request: RemoteRequest, options: RemoteOptions, progress: Progress,
@@ -95,6 +96,21 @@ def _backoff(attempt: int) -> float:
 
 
 # -- another imgq ---------------------------------------------------------------------------
+def _through_outages(look: Callable[[], T], where: str, should_abort: Abort) -> T:
+    """A status poll, asked again with backoff while the endpoint cannot be reached (up to
+    POLL_TRIES times); a cancel or the time limit stops it instead."""
+    for attempt in range(1, POLL_TRIES + 1):
+        try:
+            return look()
+        except RemoteUnavailable:
+            if should_abort():  # cancelled or out of time: it stops, not retried
+                raise Cancelled(f"stopped while {where} could not be reached") from None
+            if attempt == POLL_TRIES:
+                raise
+            time.sleep(_backoff(attempt))
+    raise AssertionError("unreachable")
+
+
 class _Imgq:
     def __init__(self, request: RemoteRequest, options: RemoteOptions, progress: Progress,
                  should_abort: Abort) -> None:
@@ -149,17 +165,10 @@ class _Imgq:
             time.sleep(self.options.poll_seconds)
 
     def _look(self, remote: imgq_client.Client, job_id: str) -> imgq_client.Item:
-        for attempt in range(1, POLL_TRIES + 1):
-            try:
-                with self._said(remote):
-                    return remote.get(job_id).items[0]
-            except RemoteUnavailable:
-                if self.should_abort():  # cancelled or out of time: it stops, not retried
-                    raise Cancelled(f"stopped while {self.where} could not be reached") from None
-                if attempt == POLL_TRIES:
-                    raise
-                time.sleep(_backoff(attempt))
-        raise AssertionError("unreachable")
+        def look() -> imgq_client.Item:
+            with self._said(remote):
+                return remote.get(job_id).items[0]
+        return _through_outages(look, self.where, self.should_abort)
 
     def _result(self, remote: imgq_client.Client, job_id: str, index: int) -> bytes:
         path, _ = imgq_client.Requests.result(job_id, index)
@@ -353,16 +362,8 @@ class _Replicate:
         return isinstance(url, str) and url.startswith(self.base + "/")
 
     def _look(self, url: str) -> dict[str, Any]:
-        for attempt in range(1, POLL_TRIES + 1):
-            try:
-                return self._json(self._call("GET", url))
-            except RemoteUnavailable:
-                if self.should_abort():  # cancelled or out of time: it stops, not retried
-                    raise Cancelled(f"stopped while {self.where} could not be reached") from None
-                if attempt == POLL_TRIES:
-                    raise
-                time.sleep(_backoff(attempt))
-        raise AssertionError("unreachable")
+        return _through_outages(lambda: self._json(self._call("GET", url)), self.where,
+                                self.should_abort)
 
     @staticmethod
     def _fraction(prediction: dict[str, Any]) -> float:

@@ -30,7 +30,7 @@ from imgq.ops.ai_support import (
 )
 from imgq.ops.base import Operation, Params, StepContext
 from imgq.ops.image import Image
-from imgq.ops.remote import run_remote, serving, where
+from imgq.ops.remote import AIOperation, run_remote, serving
 
 
 class FaceSwapParams(Params):
@@ -88,7 +88,7 @@ def _back(work: np.ndarray, colour: int, original: np.ndarray) -> np.ndarray:
     return np.dstack([values, work[:, :, 3]])
 
 
-class FaceSwap(Operation):
+class FaceSwap(AIOperation):
     name = "face_swap"
     summary = ("Face swap (InsightFace models the operator installs): the face of a picture "
                "you attach (source_face) put onto the largest face of the image, or onto all.")
@@ -97,14 +97,10 @@ class FaceSwap(Operation):
     attachment_params = ("source_face",)
 
     def __init__(self, config: AIConfig | None = None) -> None:
-        self._config = config or AIConfig.from_environment()
-        remote = serving(self._config, self.name, None) is not None
-        self.unavailable_reason = None if remote else _problem(self._config)  # type: ignore[misc]
+        super().__init__(config or AIConfig.from_environment())
+        remote = serving(self.config, self.name, None) is not None
+        self.unavailable_reason = None if remote else _problem(self.config)  # type: ignore[misc]
         self.concurrent = remote  # type: ignore[misc]  # served remotely: only waits there
-
-    @property
-    def remote_models(self) -> dict[str, str]:
-        return where(self._config, self.name)
 
     def name_suffix(self, params: FaceSwapParams) -> str:
         return "-swapped"
@@ -112,7 +108,7 @@ class FaceSwap(Operation):
     def apply(self, image: Image, params: FaceSwapParams, ctx: StepContext) -> Image:
         from imgq.ai import faces
 
-        config = self._config
+        config = self.config
         served = serving(config, self.name, None)
         if served is not None:
             return image.with_vips(run_remote(config, served, self.name,

@@ -24,7 +24,7 @@ from imgq.ops.ai_support import AIConfig, missing_packages, stopping_as_the_item
 from imgq.ops.base import Operation, Params, StepContext
 from imgq.ops.image import Image
 from imgq.ops.prompts import PromptRules, refine
-from imgq.ops.remote import Served, run_remote, serving, where
+from imgq.ops.remote import AIOperation, Served, run_remote, serving
 
 
 class GenerateParams(Params):
@@ -59,7 +59,7 @@ def _problem(config: AIConfig) -> str | None:
     return None if installed else no_model_message(config.models_dir, unusable)
 
 
-class Generate(Operation):
+class Generate(AIOperation):
     name = "generate"
     summary = ("Text-to-image (Stable Diffusion, with a checkpoint in the models folder): a new "
                "image from a prompt, refined by the prompt rules. First step of a job with no "
@@ -69,24 +69,20 @@ class Generate(Operation):
     makes_image = True
 
     def __init__(self, config: AIConfig | None = None, rules: Path | None = None) -> None:
-        self._config = config or AIConfig.from_environment()
+        super().__init__(config or AIConfig.from_environment())
         self._rules = PromptRules.load(rules)
-        self._local_problem = _problem(self._config)
-        remote = bool(self._config.remote_for(self.name))
+        self._local_problem = _problem(self.config)
+        remote = bool(self.config.remote_for(self.name))
         self.unavailable_reason = None if remote else self._local_problem  # type: ignore[misc]
         # every step goes to an endpoint (no checkpoint here): items in flight wait side by side
         self.concurrent = remote and self._local_problem is not None  # type: ignore[misc]
-
-    @property
-    def remote_models(self) -> dict[str, str]:
-        return where(self._config, self.name)
 
     def _served(self, model: str | None) -> Served | None:
         """The endpoint of the model asked for; with none asked, the first remote model when
         no checkpoint is installed here."""
         if model is None and self._local_problem is not None:
-            model = next(iter(self._config.remote_for(self.name)), None)
-        return serving(self._config, self.name, model)
+            model = next(iter(self.config.remote_for(self.name)), None)
+        return serving(self.config, self.name, model)
 
     def create(self, params: GenerateParams, ctx: StepContext) -> Image:
         from imgq.ai import generate as sd
@@ -98,8 +94,8 @@ class Generate(Operation):
             return self._remote(params, refined.prompt if refined else params.prompt,
                                 (refined.negative_prompt if refined else params.negative_prompt),
                                 served, ctx)
-        checkpoint = sd.find(self._config.models_dir, params.model)
-        device = "cuda" if self._config.runs_on_cuda() and self._config.device != "cpu" else "cpu"
+        checkpoint = sd.find(self.config.models_dir, params.model)
+        device = "cuda" if self.config.runs_on_cuda() and self.config.device != "cpu" else "cpu"
         request = sd.Request(
             prompt=refined.prompt if refined else params.prompt,
             negative_prompt=(refined.negative_prompt if refined else params.negative_prompt) or "",
@@ -124,7 +120,7 @@ class Generate(Operation):
         seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
         sent = {**params.model_dump(mode="json"), "prompt": prompt, "negative_prompt": negative,
                 "seed": seed, "refine": False}
-        pixels = run_remote(self._config, served, self.name, sent, ctx)
+        pixels = run_remote(self.config, served, self.name, sent, ctx)
         image = Image(pixels, "png")
         image.details.update({
             "model": served.name, "seed": seed, "steps": params.steps,

@@ -18,8 +18,23 @@ from imgq.ai.remote import RemoteRequest, placeholders, run
 from imgq.config import MODEL_CHOSEN_OPERATIONS, RemoteEndpoint, SettingsError
 from imgq.errors import RemoteFailed
 from imgq.ops.ai_support import AIConfig, stopping_as_the_item_asks
-from imgq.ops.base import Registry, StepContext
+from imgq.ops.base import Operation, Registry, StepContext
 from imgq.ops.image import Image
+
+
+class AIOperation(Operation):
+    """An operation backed by a model, which the AI settings may send to a remote endpoint."""
+
+    def __init__(self, config: AIConfig | None = None) -> None:
+        self._config = config
+
+    @property
+    def config(self) -> AIConfig:
+        return self._config or AIConfig.from_environment()
+
+    @property
+    def remote_models(self) -> dict[str, str]:
+        return where(self.config, self.name)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from imgq.ops.ai_support import (
 )
 from imgq.ops.base import Operation, Params, StepContext
 from imgq.ops.image import Image
-from imgq.ops.remote import run_remote, serving, where
+from imgq.ops.remote import AIOperation, run_remote, serving
 
 #: Output formats that cannot hold alpha.
 _NO_ALPHA = frozenset({"jpeg"})
@@ -52,7 +52,7 @@ def _weights_problem() -> str | None:
     return None if path.is_file() else f"the U²-Net-p weights are missing ({path.name})"
 
 
-class RemoveBackground(Operation):
+class RemoveBackground(AIOperation):
     name = "remove_background"
     summary = ("AI background removal (U²-Net-p): transparent background, the mask alone, or "
                "a composite over a colour. Keep alpha with PNG or WebP output.")
@@ -60,21 +60,13 @@ class RemoveBackground(Operation):
     resource = "cpu"
 
     def __init__(self, config: AIConfig | None = None) -> None:
-        self._config = config
+        super().__init__(config)
         missing = missing_packages("onnxruntime")
         problem = ("onnxruntime is not installed (it comes with imgq: pip install onnxruntime)"
                    if missing else _weights_problem())
         if serving(self.config, self.name, None):
             problem = None  # a remote endpoint serves it: no local model needed
         self.unavailable_reason = problem  # type: ignore[misc]
-
-    @property
-    def config(self) -> AIConfig:
-        return self._config or AIConfig.from_environment()
-
-    @property
-    def remote_models(self) -> dict[str, str]:
-        return where(self.config, self.name)
 
     def name_suffix(self, params: RemoveBackgroundParams) -> str:
         return "-mask" if params.mode == "mask" else "-nobg"

@@ -24,7 +24,7 @@ from imgq.ops.ai_support import (
 )
 from imgq.ops.base import Operation, Params, StepContext
 from imgq.ops.image import Image
-from imgq.ops.remote import run_remote, serving, where
+from imgq.ops.remote import AIOperation, run_remote, serving
 
 
 class StyleTransferParams(Params):
@@ -76,7 +76,7 @@ def _to_unit_rgb(array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, floa
     return colour, alpha, top
 
 
-class StyleTransfer(Operation):
+class StyleTransfer(AIOperation):
     name = "style_transfer"
     summary = ("Neural style transfer: one of 26 built-in painting styles, a blend of them, or "
                "the style of a picture you attach (style_image).")
@@ -85,17 +85,9 @@ class StyleTransfer(Operation):
     attachment_params = ("style_image",)
 
     def __init__(self, config: AIConfig | None = None) -> None:
-        self._config = config
+        super().__init__(config)
         remote = serving(self.config, self.name, None) is not None
         self.unavailable_reason = None if remote else _problem()  # type: ignore[misc]
-
-    @property
-    def config(self) -> AIConfig:
-        return self._config or AIConfig.from_environment()
-
-    @property
-    def remote_models(self) -> dict[str, str]:
-        return where(self.config, self.name)
 
     def apply(self, image: Image, params: StyleTransferParams, ctx: StepContext) -> Image:
         from imgq.ai import style

@@ -33,7 +33,7 @@ from imgq.ops.ai_support import (
 )
 from imgq.ops.base import Operation, Params, StepContext
 from imgq.ops.image import Image
-from imgq.ops.remote import run_remote, serving, where
+from imgq.ops.remote import AIOperation, run_remote, serving
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def params_model(choices: tuple[tuple[str, int], ...]) -> type[Params]:
     return model
 
 
-class Upscale(Operation):
+class Upscale(AIOperation):
     name = "upscale"
     summary = ("AI super-resolution ×2/×3/×4 (Real-ESRGAN, DAT light, or your own model). "
                "Alpha, grey and 16-bit are kept. Runs on the GPU queue.")
@@ -122,16 +122,8 @@ class Upscale(Operation):
     concurrent = True  # items in flight share the loaded model and its batches
 
     def __init__(self, config: AIConfig | None = None) -> None:
-        self._config = config
+        super().__init__(config)
         self.unavailable_reason = self._problem()  # type: ignore[misc]
-
-    @property
-    def config(self) -> AIConfig:
-        return self._config or AIConfig.from_environment()
-
-    @property
-    def remote_models(self) -> dict[str, str]:
-        return where(self.config, self.name)
 
     def _problem(self) -> str | None:
         if not self.choices():

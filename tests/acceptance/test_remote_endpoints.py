@@ -115,7 +115,7 @@ def test_the_remote_server_killed_mid_item_is_retried_and_the_item_finishes(
     key = create_key(remote, "front")
     local = serve(workers=1, **_remote_settings(
         remote, key, **{"gpu-esrgan": {"model": "realesrgan-x4plus"}}))
-    image = png_bytes(64, 48)
+    image = png_bytes(160, 120)  # a few seconds of x4plus on the remote: seen running there
     job = local.submit_ok([("photo.png", image)], "upscale:model=gpu-esrgan,scale=4")
 
     # The remote's own stage, relayed: its worker has the item.
