@@ -15,9 +15,14 @@ from imgq.domain.status import Status
 from imgq.errors import Gone, NotFound
 from imgq.worker.runtime import Runtime
 
+#: Item indexes fit a 32-bit column: larger ones name no item.
+MAX_ITEM_INDEX = 2**31
+
 
 async def load_item(rt: Runtime, scope: Scope, job_id: str, index: int) -> Item:
     """A job's item by its index, refusing unknown items (404) and removed files (410)."""
+    if not 0 <= index < MAX_ITEM_INDEX:  # no job has it, and the database could not compare it
+        raise NotFound(f"job {job_id} has no item {index}")
     removed, item = await anyio.to_thread.run_sync(
         lambda: rt.repo.get_job_item(job_id, index, scope=scope))
     if item is None:

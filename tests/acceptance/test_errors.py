@@ -46,6 +46,10 @@ def test_what_a_client_sends_is_answered_with_a_json_4xx(serve: Callable[..., Se
         error = error_of(server.submit([("a.png", png_bytes())], pipeline), 422)
         assert "nested too deeply" in error["message"], error
     assert server.jobs_total() == 0
+    job = server.submit([("a.png", png_bytes())], "grayscale").json()["id"]
+    for index in ("855988754108872392704", "-1", str(2**31)):  # beyond any item, or any column
+        for path in (f"/v1/jobs/{job}/items/{index}/result", f"/v1/jobs/{job}/items/{index}/preview"):
+            assert "has no item" in error_of(c.get(path), 404)["message"], path
 
 
 def test_nested_parameters_on_the_backend_ai_route_are_a_400(serve: Callable[..., Server]) -> None:

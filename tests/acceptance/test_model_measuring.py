@@ -1,11 +1,14 @@
 """`imgq serve` measures model costs without making the first upscale wait for models nobody
-asked for: the default model first, the others one at a time while the AI lane is idle."""
+asked for: the default model first, the others one at a time while the AI lane is idle; and
+the threads those measurements and the runs use are the AI worker's share of the cores."""
 
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -13,9 +16,10 @@ import pytest
 import pyvips
 
 from imgq.ai.costs import CostBook, cost_class, cost_key
-from imgq.ai.cpu_nets import choose_runtime
+from imgq.ai.cpu_nets import choose_runtime, usable_cores
 from imgq.ai.descriptors import SHIPPED
 from imgq.config import load_settings
+from imgq.dispatch.pool import init_worker
 from imgq.ops.upscale import DEFAULT_MODEL, shipped_choices
 from tests.fixtures.encoded import jpeg_bytes
 from tests.fixtures.server import Server
@@ -60,3 +64,16 @@ def test_the_first_upscale_waits_only_for_its_own_models_measurement(
 
 def measured(book: CostBook) -> set[str]:
     return {key.split("|")[0] for key in book.keys()}
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_the_openvino_nets_of_an_ai_worker_get_its_share_of_the_cores(processes: int) -> None:
+    # what a process of the AI lane sets up (its initializer), seen from inside it: the threads
+    # its OpenVINO/ncnn nets are built with, and the threads its estimates are keyed by
+    settings = load_settings(ai_workers=processes)
+    threads = max(1, multiprocessing.cpu_count() // processes)
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=init_worker,
+                             initargs=(settings, threads, True)) as pool:
+        seen = {pool.submit(usable_cores).result(timeout=120) for _ in range(processes)}
+    assert seen == {threads} == {settings.ai_threads}

@@ -124,6 +124,7 @@ def test_one_tile_matches_pytorch(runtime: str, scale: int) -> None:
     assert psnr(np.clip(out, 0, 1), np.clip(expected, 0, 1)) >= EXACT_DB
 
 
+@pytest.mark.timeout(600)  # PyTorch on the whole image is the slow part (~90 s, loaded machine)
 def test_a_tiled_image_matches_untiled_pytorch_without_seams() -> None:
     """Three by two tiles of the graph's one shape against PyTorch on the whole image: the
     torch-free path is exact and the tile borders do not show."""
