@@ -38,9 +38,17 @@ def make_engine(url: str, pool_size: int | None = None, max_overflow: int | None
 
 
 WRITE = {"imgq_write": True}
-#: A read made of one SELECT: on SQLite it needs no BEGIN (the statement reads one snapshot by
-#: itself), which saves a round trip through the driver on every status read.
+#: A read made of one SELECT needs no transaction of its own (the statement reads one
+#: snapshot by itself): on SQLite no BEGIN, on PostgreSQL autocommit, which spares the BEGIN
+#: and ROLLBACK round trips around every status read.
 ONE_READ = {"imgq_one_read": True}
+SERVER_ONE_READ = {"isolation_level": "AUTOCOMMIT"}
+
+
+def one_read_options(engine: Engine) -> dict[str, Any]:
+    # Not AUTOCOMMIT on SQLite: resetting it when the connection returns to the pool would
+    # undo the driver setting that leaves BEGIN to `_sqlite_begin`.
+    return ONE_READ if engine.dialect.name == "sqlite" else SERVER_ONE_READ
 
 
 def _sqlite_begin(conn: Any) -> None:

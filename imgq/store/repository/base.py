@@ -25,7 +25,7 @@ from sqlalchemy.engine import Row
 from imgq.domain.access import Scope
 from imgq.domain.models import Claim, Item, Job
 from imgq.domain.status import Status
-from imgq.store.db import WRITE
+from imgq.store.db import WRITE, one_read_options
 from imgq.store.tables import items, jobs
 
 ITEM_FIELDS = [f.name for f in fields(Item)]
@@ -43,6 +43,7 @@ class RepositoryBase:
         #: Write transactions this process has committed: a cache of reads made before the
         #: number changed may be out of date with this process's own changes.
         self.writes = 0
+        self.one_read = one_read_options(engine)  # execution options of a one-SELECT read
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:

@@ -11,7 +11,6 @@ from imgq.domain.access import Quotas, Scope
 from imgq.domain.models import Item, Job
 from imgq.domain.status import Status
 from imgq.errors import NotFound
-from imgq.store.db import ONE_READ
 from imgq.store.repository.base import (
     ITEM_FIELDS,
     JOB_FIELDS,
@@ -91,7 +90,7 @@ class JobStore(RepositoryBase):
 
     def get_job_versioned(self, job_id: str, *, scope: Scope) -> tuple[Job, int]:
         """The job and its version (grows with every change to it or its items), one query."""
-        with self.engine.connect().execution_options(**ONE_READ) as conn:
+        with self.engine.connect().execution_options(**self.one_read) as conn:
             found = self.read_by_ids(conn, [job_id], scope)
         if not found:
             raise NotFound(f"job {job_id} not found")
@@ -101,7 +100,7 @@ class JobStore(RepositoryBase):
                            scope: Scope) -> list[tuple[Job, int]]:
         """Jobs with their versions in the order asked; unknown ids, and other owners' jobs,
         are left out."""
-        with self.engine.connect().execution_options(**ONE_READ) as conn:
+        with self.engine.connect().execution_options(**self.one_read) as conn:
             found = self.read_by_ids(conn, list(job_ids), scope)
         by_id = {j.id: (j, v) for j, v in found}
         return [by_id[i] for i in job_ids if i in by_id]
@@ -134,7 +133,7 @@ class JobStore(RepositoryBase):
             if scope.owner is None:
                 raise NotFound(f"job {job_id} not found")
             statement, params["owner"] = ITEM_OF_OWNERS_JOB, scope.owner
-        with self.engine.connect().execution_options(**ONE_READ) as conn:
+        with self.engine.connect().execution_options(**self.one_read) as conn:
             row = conn.execute(statement, params).first()
         if row is None:
             raise NotFound(f"job {job_id} not found")
