@@ -7,7 +7,6 @@ the models are not installed."""
 from __future__ import annotations
 
 import json
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +47,7 @@ from tests.fixtures.tiny_faces import (  # noqa: E402
     face_centre,
     face_picture,
 )
+from tests.fixtures.waiting import wait_for  # noqa: E402
 
 BIG, SMALL = (8, 5, 255), (3, 10, 0)  # detector cells (column, row) and the face's size (red)
 REACH = 100  # no pixel farther than this from a swapped face's centre may change
@@ -260,13 +260,7 @@ def client(models_dir: Path, tmp_path: Path) -> Iterator[TestClient]:
 
 
 def finished(client: TestClient, url: str, done: Any) -> dict[str, Any]:
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        body = client.get(url).json()
-        if done(body):
-            return body  # type: ignore[no-any-return]
-        time.sleep(0.3)
-    raise AssertionError(f"{url} did not finish: {body}")
+    return wait_for(lambda: client.get(url).json(), done, 240, f"{url} finished", poll=0.3)
 
 
 def test_face_swap_through_v1_jobs_with_the_source_face_as_an_attachment(

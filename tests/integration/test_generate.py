@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +41,7 @@ from imgq.ops.base import Registry  # noqa: E402
 from imgq.worker.run import run_pipeline  # noqa: E402
 from tests.fixtures.tiny_diffusion import build_tiny_pipeline, copy_configs  # noqa: E402
 from tests.fixtures.tiny_diffusion import write_single_file  # noqa: E402
+from tests.fixtures.waiting import wait_for  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -140,13 +140,7 @@ def client(models_dir: Path, tmp_path: Path) -> Iterator[TestClient]:
 
 
 def finished(client: TestClient, url: str, done: Any) -> dict[str, Any]:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        body = client.get(url).json()
-        if done(body):
-            return body  # type: ignore[no-any-return]
-        time.sleep(0.3)
-    raise AssertionError(f"{url} did not finish: {body}")
+    return wait_for(lambda: client.get(url).json(), done, 300, f"{url} finished", poll=0.3)
 
 
 def test_a_job_with_no_files_generates_through_v1_jobs_and_the_backend_ai_api(
