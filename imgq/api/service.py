@@ -16,6 +16,7 @@ from imgq.domain.models import Item, Job
 from imgq.domain.pipeline import StepSpec, parse_pipeline
 from imgq.domain.status import Status
 from imgq.errors import InvalidRequest
+from imgq.ai.costs import Estimate
 from imgq.ops.ai_support import estimate_pipeline, refuse_large_ai_inputs
 from imgq.ops.base import BoundStep, refuse_large_outputs
 from imgq.ops.image import INPUT_FORMATS, ImageInfo, Limits, probe
@@ -73,7 +74,9 @@ async def submit_job(
     job = _new_job(rt, [s.to_dict() for s in steps], rt.registry.resource_of(steps),
                    ttl_seconds, source, extra or {}, inputs, infos, estimates)
     if not inputs:
-        job.items.append(_no_input_item(job, steps[0].name))
+        refuse_large_outputs(steps, steps[0].name, 0, 0, rt.settings.max_output_pixels)
+        made = await anyio.to_thread.run_sync(estimate_pipeline, steps, 0, 0)
+        job.items.append(_no_input_item(job, steps[0].name, made))
         job.item_count = 1
     job.owner = caller.scope.owner
     if caller.quotas is not None:  # refused before any file is stored
@@ -130,10 +133,13 @@ def _attachment_names(attached: list[StagedFile]) -> set[str]:
     return set(names)
 
 
-def _no_input_item(job: Job, name: str) -> Item:
-    """The one item of a job whose first step makes its image: no input file."""
+def _no_input_item(job: Job, name: str, estimate: Estimate | None) -> Item:
+    """The one item of a job whose first step makes its image: no input file. Its estimate
+    where this machine has one (a checkpoint's first image has none)."""
+    seconds = round(estimate.seconds, 1) if estimate is not None and estimate.seconds else None
     return Item(id=str(uuid.uuid4()), job_id=job.id, idx=0, status=Status.queued,
-                input_name=f"{name}.png", queued_at=job.created_at, input_key="", input_meta={})
+                input_name=f"{name}.png", queued_at=job.created_at, input_key="",
+                input_meta={"estimated_seconds": seconds})
 
 
 def _is_specs(pipeline: object) -> TypeGuard[list[StepSpec]]:

@@ -78,7 +78,7 @@ class JobOut(BaseModel):
 
 
 def _meta(raw: dict[str, Any] | None) -> ImageMeta | None:
-    if not raw:
+    if not raw or "format" not in raw:  # no input image: its first step made it
         return None
     return ImageMeta(**{k: raw[k] for k in ("format", "width", "height", "bytes")})
 

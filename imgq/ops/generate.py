@@ -19,12 +19,17 @@ from pathlib import Path
 import pyvips
 from pydantic import Field
 
-from imgq.errors import TimeLimitExceeded
+from imgq.ai.costs import MEASURED, CostBook, Estimate
+from imgq.ai.remote import NOT_ESTIMATED
+from imgq.errors import ImgqError, TimeLimitExceeded
 from imgq.ops.ai_support import AIConfig, missing_packages, stopping_as_the_item_asks
 from imgq.ops.base import Operation, Params, StepContext
 from imgq.ops.image import Image
 from imgq.ops.prompts import PromptRules, refine
 from imgq.ops.remote import AIOperation, Served, run_remote, serving
+
+
+UNMEASURED = "not measured here yet: the first image of this checkpoint measures it"
 
 
 class GenerateParams(Params):
@@ -84,6 +89,37 @@ class Generate(AIOperation):
             model = next(iter(self.config.remote_for(self.name)), None)
         return serving(self.config, self.name, model)
 
+    def output_size(self, width: int, height: int, params: GenerateParams) -> tuple[int, int]:
+        return params.width, params.height  # it makes its image: no input size counts
+
+    # -- the estimate: from this machine's earlier images of the same checkpoint --------------
+    def estimate(self, params: GenerateParams, width: int, height: int) -> Estimate:
+        """Seconds to make the image here: a line through the earlier runs of the checkpoint
+        on this machine over pixels × steps (the UNet's work; the decode is in the fixed part).
+        Before its first image, no figure: the first run's progress says the time left."""
+        from imgq.ai import generate as sd
+
+        if self._served(params.model) is not None:
+            return Estimate(0.0, NOT_ESTIMATED)
+        try:
+            checkpoint = sd.find(self.config.models_dir, params.model)
+        except ImgqError:
+            return Estimate(0.0, UNMEASURED)
+        fit = self.config.costs().fit(self._cost_key(checkpoint.name))
+        line = fit.line() if fit is not None else None
+        if line is None:
+            return Estimate(0.0, UNMEASURED)
+        overhead, per_unit = line
+        return Estimate(overhead + per_unit * params.width * params.height * params.steps,
+                        MEASURED)
+
+    def _cost_key(self, checkpoint: str) -> str:
+        device = "cuda" if self._on_cuda() else "cpu"
+        return CostBook.key(f"generate:{checkpoint}", f"{device}/{self.config.threads}t")
+
+    def _on_cuda(self) -> bool:
+        return self.config.runs_on_cuda() and self.config.device != "cpu"
+
     def create(self, params: GenerateParams, ctx: StepContext) -> Image:
         from imgq.ai import generate as sd
 
@@ -95,7 +131,7 @@ class Generate(AIOperation):
                                 (refined.negative_prompt if refined else params.negative_prompt),
                                 served, ctx)
         checkpoint = sd.find(self.config.models_dir, params.model)
-        device = "cuda" if self.config.runs_on_cuda() and self.config.device != "cpu" else "cpu"
+        device = "cuda" if self._on_cuda() else "cpu"
         request = sd.Request(
             prompt=refined.prompt if refined else params.prompt,
             negative_prompt=(refined.negative_prompt if refined else params.negative_prompt) or "",
@@ -103,8 +139,12 @@ class Generate(AIOperation):
             guidance=params.guidance,
             seed=params.seed if params.seed is not None else secrets.randbelow(2**32))
         ctx.progress(0.0, f"generate: loading {checkpoint.name}")
+        started = time.monotonic()
         with stopping_as_the_item_asks(ctx):
             pixels = sd.generate(checkpoint, device, request, _step_hook(ctx))
+        self.config.costs().record(self._cost_key(checkpoint.name),
+                                   request.width * request.height * request.steps,
+                                   time.monotonic() - started)
         image = Image(pyvips.Image.new_from_array(pixels, interpretation="srgb"), "png")
         image.details.update({
             "model": checkpoint.name, "seed": request.seed, "steps": request.steps,

@@ -223,8 +223,9 @@ def time_limit(rt: Runtime, claim: Claim, steps: list[BoundStep]) -> float:
     accepted, and may take the time it was announced (or is now expected) to take."""
     meta = claim.item.input_meta or {}
     estimated = float(meta.get("estimated_seconds") or 0.0)
-    if meta.get("width") and meta.get("height"):
-        now = estimate_pipeline(steps, int(meta["width"]), int(meta["height"]))
+    made = bool(steps) and steps[0].op.makes_image  # its first step makes the image
+    if (meta.get("width") and meta.get("height")) or made:
+        now = estimate_pipeline(steps, int(meta.get("width") or 0), int(meta.get("height") or 0))
         estimated = max(estimated, now.seconds if now is not None else 0.0)
     return rt.settings.item_time_limit_seconds + 2 * estimated
 

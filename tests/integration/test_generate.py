@@ -179,6 +179,32 @@ def test_a_job_with_no_files_generates_through_v1_jobs_and_the_backend_ai_api(
     assert pyvips.Image.new_from_buffer(png, "").width == 64
 
 
+def test_a_checkpoints_first_image_measures_the_estimates_of_the_next_ones(
+        models_dir: Path, tmp_path: Path) -> None:
+    """No figure before a checkpoint's first image here (none is made up); after it, the 201
+    estimates a generation from that run, in proportion to pixels × steps."""
+    app, _ = build_app(settings(tmp_path / "data", models_dir, workers=1,
+                                ai_costs_file=tmp_path / "costs.json"))
+
+    def submit(steps: int) -> tuple[str, float | None]:
+        pipeline = [{"op": "generate", "prompt": "a lighthouse", "width": 64, "height": 64,
+                     "steps": steps, "seed": 5}]
+        created = client.post("/v1/jobs", data={"pipeline": json.dumps(pipeline)},
+                              files={"_": (None, b"")})
+        assert created.status_code == 201, created.text
+        return created.headers["Location"], created.json()["items"][0]["estimated_seconds"]
+
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        location, first = submit(3)
+        assert first is None
+        job = finished(client, location, lambda body: body["status"] not in ("queued", "running"))
+        assert job["status"] == "succeeded", job
+        _, six = submit(6)
+        _, three = submit(3)
+    assert six is not None and three is not None and six > 0
+    assert abs(six - 2 * three) <= 0.2, (six, three)  # one run measured: no fixed part yet
+
+
 def test_files_with_generate_and_no_files_without_it_are_refused(client: TestClient) -> None:
     photo = pyvips.Image.black(8, 8).pngsave_buffer()
     with_file = client.post("/v1/jobs", files={"files": ("a.png", photo)},
