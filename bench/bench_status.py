@@ -174,8 +174,18 @@ class CeleryTarget(_Target):
                                   files={"file": (f"{n}.jpg", data, "image/jpeg")}, timeout=60)
             batch.append(response.json()["task_id"])
         self.ids.extend(batch)
-        while httpx.get(f"{self.api}/task-status/{batch[-1]}",
-                        timeout=30).json()["status"] not in ("SUCCESS", "FAILURE"):
+        self._wait_some()
+
+    def _wait_some(self) -> None:
+        """As for imgq: a queue a few batches deep, so the workers never run dry between
+        batches (waiting for each batch's end left them idle part of the time)."""
+        while True:
+            # the last task of each of the 3 latest batches
+            last_of_batches = self.ids[len(self.ids) - 1::-10][:3]
+            states = [httpx.get(f"{self.api}/task-status/{task}", timeout=30).json()["status"]
+                      for task in last_of_batches]
+            if sum(s not in ("SUCCESS", "FAILURE") for s in states) < 3:
+                return
             time.sleep(0.1)
 
     def path(self, n: int) -> str:
