@@ -224,6 +224,8 @@ class StorageReadOnly(StorageUnavailable):
 
     code = "storage_read_only"
     retry_after = 30
+
+
 class RemoteUnavailable(Unavailable):
     """A remote model endpoint could not be reached or did not serve the request; the work
     will be retried."""

@@ -9,6 +9,7 @@ from typing import Any, TypeGuard
 
 import anyio
 
+from imgq.ai.costs import Estimate
 from imgq.api.uploads import StagedFile, Upload
 from imgq.dispatch.base import Dispatcher
 from imgq.domain.access import Principal, Quotas
@@ -16,7 +17,6 @@ from imgq.domain.models import Item, Job
 from imgq.domain.pipeline import StepSpec, parse_pipeline
 from imgq.domain.status import Status
 from imgq.errors import InvalidRequest
-from imgq.ai.costs import Estimate
 from imgq.ops.ai_support import estimate_pipeline, refuse_large_ai_inputs
 from imgq.ops.base import BoundStep, refuse_large_outputs
 from imgq.ops.image import INPUT_FORMATS, ImageInfo, Limits, probe

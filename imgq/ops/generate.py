@@ -101,11 +101,13 @@ class Generate(AIOperation):
 
         if self._served(params.model) is not None:
             return Estimate(0.0, NOT_ESTIMATED)
-        try:
-            checkpoint = sd.find(self.config.models_dir, params.model)
-        except ImgqError:
-            return Estimate(0.0, UNMEASURED)
-        fit = self.config.costs().fit(self._cost_key(checkpoint.name))
+        name = params.model  # only the default checkpoint needs the folder looked at
+        if name is None:
+            try:
+                name = sd.find(self.config.models_dir, None).name
+            except ImgqError:
+                return Estimate(0.0, UNMEASURED)
+        fit = self.config.costs().fit(self._cost_key(name))
         line = fit.line() if fit is not None else None
         if line is None:
             return Estimate(0.0, UNMEASURED)
