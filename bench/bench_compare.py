@@ -12,9 +12,10 @@ measured in turns (interleaved rounds, median of the rounds):
   one Celery task per image, status through AsyncResult.
 
 Each service run is timed from the first upload to the last result downloaded, by 8 client
-threads that each upload their share (imgq: jobs of 10 files; the Celery design: one image per
-request), then wait for each of their jobs or tasks in turn (a GET every 50 ms) and download
-its results. Targets (issue 15): small images ≥ 2× the Celery design and ≥ 70 % of raw pyvips;
+threads (urllib3, one keep-alive connection each) that each upload their share (imgq: jobs of
+10 files; the Celery design: one image per request), then wait for each of their jobs or tasks
+in turn (a GET every 50 ms, as each system's API has its pollers do: imgq's with the ETag in
+`If-None-Match`, the Celery design's plain) and download its results. Targets (issue 15): small images ≥ 2× the Celery design and ≥ 70 % of raw pyvips;
 2-MP images ≥ 90 % of raw pyvips.
 
     .venv/bin/python bench/bench_compare.py [--rounds 3] [--processes 2]
@@ -23,6 +24,7 @@ its results. Targets (issue 15): small images ≥ 2× the Celery design and ≥ 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import statistics
@@ -36,8 +38,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
+from urllib3 import BaseHTTPResponse, HTTPConnectionPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (  # noqa: E402
@@ -152,32 +156,59 @@ class Imgq:
         assert done == len(work.files), f"{self.name}: {done} of {len(work.files)} results"
         return elapsed
 
-    def _client(self, http: httpx.Client, files: list[Path], pipeline: str) -> int:
+    def _client(self, http: HTTPConnectionPool, files: list[Path], pipeline: str) -> int:
         jobs = []
         for i in range(0, len(files), PER_JOB):
             parts = [("files", (p.name, p.read_bytes(), "image/jpeg"))
                      for p in files[i:i + PER_JOB]]
-            response = http.post("/v1/jobs", files=parts, data={"pipeline": pipeline})
-            response.raise_for_status()
-            jobs.append(response.json()["id"])
+            jobs.append(_json(http.request("POST", "/v1/jobs",
+                                           fields=[("pipeline", pipeline), *parts]))["id"])
         results = 0
         for job_id in jobs:
-            job = _wait(http, f"/v1/jobs/{job_id}",
-                        lambda body: body["status"] not in ("queued", "running"))
+            job = _follow(http, job_id)
             for item in job["items"]:
                 assert item["status"] == "succeeded", item
-                results += bool(http.get(item["result_url"]).content)
+                results += bool(_body(http.request("GET", urlsplit(item["result_url"]).path)))
         return results
 
 
+def _follow(http: HTTPConnectionPool, job_id: str) -> dict:  # type: ignore[type-arg]
+    """The finished job, polled every POLL seconds as imgq's API documents for pollers: the
+    ETag of the last answer goes back in `If-None-Match`, and an unchanged job is a 304."""
+    deadline = time.monotonic() + 300
+    headers: dict[str, str] = {}
+    while True:
+        response = http.request("GET", f"/v1/jobs/{job_id}", headers=headers)
+        if response.status != 304:
+            body = _json(response)
+            if body["status"] not in ("queued", "running"):
+                return body
+            headers = {"If-None-Match": response.headers["ETag"]}
+        if time.monotonic() > deadline:
+            raise SystemExit(f"job {job_id}: not finished in 300 s")
+        time.sleep(POLL)
+
+
+def _body(response: BaseHTTPResponse) -> bytes:
+    if response.status >= 400:
+        raise SystemExit(f"{response.status}: {response.data[:300]!r}")
+    return response.data
+
+
+def _json(response: BaseHTTPResponse) -> dict:  # type: ignore[type-arg]
+    return json.loads(_body(response))  # type: ignore[no-any-return]
+
+
 def _timed_clients(api: str, files: list[Path],
-                   client: Callable[[httpx.Client, list[Path]], int]) -> tuple[int, float]:
+                   client: Callable[[HTTPConnectionPool, list[Path]], int]) -> tuple[int, float]:
     """Run `client` in CLIENTS threads, each on its share of the files; the results counted
-    and the seconds from the first upload to the last download. The HTTP clients are made
-    before the clock starts (an httpx.Client builds an SSL context, tens of milliseconds of
-    CPU each, which a 0.5-second run would otherwise count as the service's time)."""
+    and the seconds from the first upload to the last download. Each thread keeps one
+    keep-alive connection (urllib3: its CPU per request is about half of httpx's, and the
+    clients share the 2 cores with the services but not with the raw loop)."""
     shares = [files[i::CLIENTS] for i in range(CLIENTS)]
-    https = [httpx.Client(base_url=api, timeout=120) for _ in shares]
+    url = urlsplit(api)
+    https = [HTTPConnectionPool(url.hostname or "127.0.0.1", url.port, maxsize=1, timeout=120, retries=False)
+             for _ in shares]
     try:
         with ThreadPoolExecutor(CLIENTS) as pool:
             start = time.perf_counter()
@@ -189,12 +220,12 @@ def _timed_clients(api: str, files: list[Path],
     return done, elapsed
 
 
-def _wait(http: httpx.Client, path: str, finished: Callable[[dict], bool]) -> dict:  # type: ignore[type-arg]
+def _wait(http: HTTPConnectionPool, path: str, finished: Callable[[dict], bool]) -> dict:  # type: ignore[type-arg]
     deadline = time.monotonic() + 300
     while True:
-        body = http.get(path).json()
+        body = _json(http.request("GET", path))
         if finished(body):
-            return body  # type: ignore[no-any-return]
+            return body
         if time.monotonic() > deadline:
             raise SystemExit(f"{path}: not finished in 300 s")
         time.sleep(POLL)
@@ -216,19 +247,19 @@ class CeleryDesign:
         assert done == len(work.files)
         return elapsed
 
-    def _client(self, http: httpx.Client, files: list[Path], operation: str) -> int:
+    def _client(self, http: HTTPConnectionPool, files: list[Path], operation: str) -> int:
         tasks = []
         for path in files:
-            response = http.post("/process-image/", data={"operation": operation},
-                                 files={"file": (path.name, path.read_bytes(), "image/jpeg")})
-            response.raise_for_status()
-            tasks.append(response.json()["task_id"])
+            image = (path.name, path.read_bytes(), "image/jpeg")
+            fields: list[tuple[str, str | tuple[str, bytes, str]]] = [
+                ("operation", operation), ("file", image)]
+            tasks.append(_json(http.request("POST", "/process-image/", fields=fields))["task_id"])
         results = 0
         for task in tasks:
             body = _wait(http, f"/task-status/{task}",
                          lambda b: b["status"] in ("SUCCESS", "FAILURE"))
             assert body["status"] == "SUCCESS", body
-            results += bool(http.get(f"/result/{task}").content)
+            results += bool(_body(http.request("GET", f"/result/{task}")))
         return results
 
 
