@@ -22,11 +22,17 @@ async def open_result(
     blobs: BlobStore, item: Item
 ) -> tuple[int, Iterator[bytes] | AsyncIterator[bytes]]:
     """The size and bytes of an item's result; 410 result_missing when its file is gone."""
+    size, whole, chunks = await anyio.to_thread.run_sync(read_result, blobs, item)
+    return size, (_once(whole) if whole is not None else chunks)
+
+
+def read_result(blobs: BlobStore, item: Item) -> tuple[int, bytes | None, Iterator[bytes]]:
+    """`open_result` in the calling thread: the size, and the bytes whole when at most
+    WHOLE_RESULT_BYTES (else None and the chunks)."""
     try:
-        size, whole, chunks = await anyio.to_thread.run_sync(_open, blobs, item.result_key or "")
+        return _open(blobs, item.result_key or "")
     except KeyError:
         raise _missing([item]) from None
-    return size, (_once(whole) if whole is not None else chunks)
 
 
 def _open(blobs: BlobStore, key: str) -> tuple[int, bytes | None, Iterator[bytes]]:

@@ -21,10 +21,14 @@ MAX_ITEM_INDEX = 2**31
 
 async def load_item(rt: Runtime, scope: Scope, job_id: str, index: int) -> Item:
     """A job's item by its index, refusing unknown items (404) and removed files (410)."""
+    return await anyio.to_thread.run_sync(find_item, rt, scope, job_id, index)
+
+
+def find_item(rt: Runtime, scope: Scope, job_id: str, index: int) -> Item:
+    """`load_item` in the calling thread, for a route that does more in the same hand-off."""
     if not 0 <= index < MAX_ITEM_INDEX:  # no job has it, and the database could not compare it
         raise NotFound(f"job {job_id} has no item {index}")
-    removed, item = await anyio.to_thread.run_sync(
-        lambda: rt.repo.get_job_item(job_id, index, scope=scope))
+    removed, item = rt.repo.get_job_item(job_id, index, scope=scope)
     if item is None:
         raise NotFound(f"job {job_id} has no item {index}")
     if removed or item.status == Status.expired:

@@ -17,6 +17,11 @@ from imgq.dispatch.celery_app import make_celery, use_app
 
 log = logging.getLogger(__name__)
 
+#: Celery's own lines for every task ("received", "succeeded in"): imgq logs each item's end
+#: itself, with its job and item ids, and a task is a wake-up, not an item.
+_PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+
 def _node_name(role: str) -> str:
     return f"imgq-{role}-{os.getpid()}@{socket.gethostname()}"
 
@@ -24,6 +29,7 @@ def _node_name(role: str) -> str:
 def run_worker(settings: Settings, queues: list[str], concurrency: int | None,
                pool: str | None) -> None:
     app = use_app(make_celery(settings))
+    _quiet_per_task_lines(settings)
     argv = ["worker", "--queues", ",".join(queues), "--hostname", _node_name("worker"),
             "--concurrency", str(concurrency or settings.worker_count),
             "--pool", pool or "prefork", "--loglevel", settings.log_level,
@@ -44,6 +50,13 @@ def run_beat(settings: Settings) -> None:
              redact(settings.broker_url), settings.queue_sweep_interval_seconds,
              settings.sweep_interval_seconds)
     _run_supervised(app, argv, "beat")
+
+
+def _quiet_per_task_lines(settings: Settings) -> None:
+    """Celery's per-task INFO lines only at DEBUG (its failures are logged as before)."""
+    if logging.getLevelName(settings.log_level.upper()) != logging.DEBUG:
+        for name in _PER_TASK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _run_supervised(app: Celery, argv: list[str], role: str) -> None:

@@ -108,7 +108,10 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        worker_send_task_events=True,  # for Flower
+        # No task events unless a monitor asks for them: each task would cost three more
+        # broker messages (received, started, succeeded). Flower turns them on itself
+        # (`enable_events`, a remote-control command it repeats every few seconds).
+        worker_send_task_events=False,
         # A step that ignores the time limit is killed with its child process, which Celery
         # replaces (the item's own watchdog ends the child first: IMGQ_KILL_GRACE_SECONDS).
         task_soft_time_limit=drain_limit(settings),
@@ -159,12 +162,12 @@ def _register_tasks(app: Celery) -> None:
         _sweeper(app).sweep_expiry()
 
 
-def _runtime(app: Celery) -> Any:
+def _runtime(app: Celery, item_worker: bool = False) -> Any:
     with _lock:
         if "runtime" not in _state:
             settings: Settings = app.imgq_settings
             tune_libvips(1)
-            _state["runtime"] = Runtime.from_settings(settings)
+            _state["runtime"] = Runtime.from_settings(settings, item_worker=item_worker)
         return _state["runtime"]
 
 
@@ -191,7 +194,7 @@ def _build_runtime(**_: Any) -> None:
     app = _state_app.get("app")
     if app is not None:
         lower_priority(app.imgq_settings.worker_nice)
-        _runtime(app)
+        _runtime(app, item_worker=True)
 
 
 _state_app: dict[str, Celery] = {}

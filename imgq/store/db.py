@@ -15,7 +15,11 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def make_engine(url: str, pool_size: int | None = None, max_overflow: int | None = None,
-                **kwargs: Any) -> Engine:
+                pre_ping: bool = True, **kwargs: Any) -> Engine:
+    """`pre_ping`: on a server database, test each pooled connection with a round trip before
+    use (what an API's reads need: a connection cut since its last use is replaced, unseen).
+    An item worker passes False: it uses its connections every few milliseconds, and its
+    claims and writes already come again after a dropped connection (`ClaimStore`)."""
     if url.startswith("sqlite"):
         db_path = url.split("///", 1)[-1]
         if db_path and db_path != ":memory:":
@@ -34,7 +38,7 @@ def make_engine(url: str, pool_size: int | None = None, max_overflow: int | None
         kwargs.setdefault("pool_size", pool_size)
     if max_overflow is not None:
         kwargs.setdefault("max_overflow", max_overflow)
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, pool_pre_ping=pre_ping, **kwargs)
 
 
 WRITE = {"imgq_write": True}

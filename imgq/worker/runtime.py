@@ -31,9 +31,12 @@ class Runtime:
     hooks: ItemHooks = field(default_factory=default_hooks)  # around each item's life
 
     @classmethod
-    def from_settings(cls, settings: Settings, run_migrations: bool = False) -> Runtime:
+    def from_settings(cls, settings: Settings, run_migrations: bool = False,
+                      item_worker: bool = False) -> Runtime:
+        """`item_worker`: for a process that runs items (no round trip to test a pooled
+        database connection before each use; see `make_engine`)."""
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size,
-                             max_overflow=settings.db_max_overflow)
+                             max_overflow=settings.db_max_overflow, pre_ping=not item_worker)
         if run_migrations:
             migrate(engine)
         return cls(settings, Repository(engine), open_blob_store(settings.storage_url, settings),

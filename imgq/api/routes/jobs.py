@@ -8,18 +8,28 @@ import anyio
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from imgq.api.archive import open_result, require_results, stream_zip
+from imgq.api.archive import read_result, require_results, stream_zip
 from imgq.api.auth import PrincipalDep, ScopeDep, scope_of
 from imgq.api.capacity import refuse_when_full
-from imgq.api.deps import BaseUrl, DispatcherDep, RuntimeDep, base_url, errors, load_item
+from imgq.api.deps import (
+    BaseUrl,
+    DispatcherDep,
+    RuntimeDep,
+    base_url,
+    errors,
+    find_item,
+    get_runtime,
+)
 from imgq.api.job_reads import JobReads, etag_of, matches
 from imgq.api.schemas import JobList, JobOut, job_out
 from imgq.api.service import parse_ttl, submit_job
 from imgq.api.uploads import UploadLimits, receive_upload
+from imgq.domain.access import Scope
 from imgq.domain.names import content_disposition, unique_names
 from imgq.domain.status import Status
 from imgq.errors import Conflict, Gone, InvalidRequest
 from imgq.ops.image import OUTPUT_FORMATS
+from imgq.worker.runtime import Runtime
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MAX_OFFSET = 1_000_000_000
@@ -143,8 +153,16 @@ def reads_of(request: Request) -> JobReads:
                307: {"description": "A presigned S3 URL (IMGQ_S3_PRESIGNED_DOWNLOADS)."},
                **errors(404, 409, 410)},
 )
-async def get_result(job_id: str, index: int, rt: RuntimeDep, scope: ScopeDep) -> Response:
-    item = await load_item(rt, scope, job_id, index)
+async def get_result(job_id: str, index: int, request: Request) -> Response:
+    # One download per item: the runtime and the caller's scope are read here rather than as
+    # dependencies, and the item, its state and a small result's bytes come in one hand-off
+    # to a thread, answered as a plain response (a stream only for a large result).
+    return await anyio.to_thread.run_sync(
+        _result, get_runtime(request), scope_of(request), job_id, index)
+
+
+def _result(rt: Runtime, scope: Scope, job_id: str, index: int) -> Response:
+    item = find_item(rt, scope, job_id, index)
     if item.status != Status.succeeded or not item.result_key:
         raise Conflict(f"item {index} has no result: it is {item.status.value}",
                        status=item.status.value)
@@ -154,10 +172,12 @@ async def get_result(job_id: str, index: int, rt: RuntimeDep, scope: ScopeDep) -
     if rt.settings.s3_presigned_downloads and presign is not None:
         url = presign(item.result_key, item.result_name or "result", media)
         return RedirectResponse(url, status_code=307)  # the bytes come straight from S3
-    size, chunks = await open_result(rt.blobs, item)
-    headers = {**content_disposition(item.result_name or "result"), "Content-Length": str(size)}
-    return StreamingResponse(chunks, media_type=media, headers=headers)
-
+    headers = content_disposition(item.result_name or "result")
+    size, whole, chunks = read_result(rt.blobs, item)
+    if whole is not None:
+        return Response(whole, media_type=media, headers=headers)  # Content-Length its own
+    return StreamingResponse(chunks, media_type=media,
+                             headers={**headers, "Content-Length": str(size)})
 
 
 @router.get(

@@ -2,17 +2,24 @@
 
 A worker finishing an item and taking the next does both in one transaction
 (`finish_and_claim`), so a small item's life costs one write transaction, not two. The claim
-statement is built once, at import, with bound parameters.
+statement is built once, at import, with bound parameters. On PostgreSQL a claim alone is one
+statement in autocommit (one round trip, no BEGIN and COMMIT around it).
+
+An item worker's engine does not test a pooled connection before each use (`make_engine`):
+a claim or a finish that finds its connection dropped (the database restarted, a failover)
+is made again at once on a fresh one, as the ping would have done.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, bindparam, func, or_, select, update
+from sqlalchemy.exc import DBAPIError
 
 from imgq.domain.models import Claim, Job
 from imgq.domain.status import Status, allowed_from
@@ -22,8 +29,8 @@ from imgq.store.repository.base import (
     item_from_row,
     job_from_row,
     owned_by,
+    status_in,
     utcnow,
-    values_of,
 )
 from imgq.store.tables import UTCDateTime, items, jobs
 
@@ -52,7 +59,7 @@ _CLAIM_VALUES = {
     "started_at": func.coalesce(items.c.started_at, _NOW), "stage": "starting",
     "not_before": None,
 }
-_CLAIMABLE = [items.c.status.in_(values_of(allowed_from(Status.running))),
+_CLAIMABLE = [status_in(allowed_from(Status.running)),
               or_(items.c.not_before.is_(None), items.c.not_before <= _NOW)]
 
 # The next due item of a queue in fair order. SKIP LOCKED: on PostgreSQL, workers claiming at
@@ -85,7 +92,7 @@ _ENDS = {
 FINISH = {
     target: update(items).where(
         items.c.id == bindparam("v_id"), items.c.claim_token == bindparam("v_token"),
-        items.c.status.in_(values_of(allowed_from(target))),
+        status_in(allowed_from(target)),
     ).values(status=target.value, **{
         c: bindparam(f"v_{c}", type_=items.c[c].type)
         for c in (*columns, "finished_at", "lease_until")})
@@ -98,16 +105,41 @@ _SETS = {target: {*columns, "finished_at", "lease_until", *(
     ("failures",) if target == Status.queued else ())} for target, columns in _ENDS.items()}
 
 
+T = TypeVar("T")
+
+
+def again_if_dropped(action: Callable[[], T]) -> T:
+    """Run `action` (one statement); once more at once when its connection turned out dropped
+    (SQLAlchemy has then invalidated it, and the pool's older connections with it)."""
+    try:
+        return action()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return action()
+
+
 class ClaimStore(RepositoryBase):
     def claim(self, item_id: str, lease_seconds: float) -> Claim | None:
         """Take this queued item if it is due. None when someone else has it or it is not due."""
-        with self._write() as conn:
-            return self._claim(conn, CLAIM_ONE, {"item_id": item_id}, lease_seconds)
+        return again_if_dropped(lambda: self._claim_alone(CLAIM_ONE, {"item_id": item_id},
+                                                          lease_seconds))
 
     def claim_next(self, resource: str, lease_seconds: float) -> Claim | None:
         """Take the queue's next due item in fair order; None when nothing is due."""
-        with self._write() as conn:
-            return self._claim(conn, CLAIM_NEXT, {"resource": resource}, lease_seconds)
+        return again_if_dropped(lambda: self._claim_alone(CLAIM_NEXT, {"resource": resource},
+                                                          lease_seconds))
+
+    def _claim_alone(self, statement: Any, params: dict[str, Any],
+                     lease_seconds: float) -> Claim | None:
+        if self.engine.dialect.name == "sqlite":  # the write lock taken at BEGIN (db.py)
+            with self._write() as conn:
+                return self._claim(conn, statement, params, lease_seconds)
+        try:  # one UPDATE is atomic by itself; the job's row that follows never changes
+            with self.engine.connect().execution_options(**self.one_read) as conn:
+                return self._claim(conn, statement, params, lease_seconds)
+        finally:
+            self.writes += 1
 
     def finish_and_claim(
         self, finish: Finish, resource: str | None, lease_seconds: float
@@ -115,11 +147,23 @@ class ClaimStore(RepositoryBase):
         """Record how an item ended and, when `resource` is given, claim the queue's next due
         item, in one transaction. Returns why the finish was refused (None: it was written) and
         the new claim."""
-        with self._write() as conn:
-            refused = self._apply_finish(conn, finish)
-            claim = (self._claim(conn, CLAIM_NEXT, {"resource": resource}, lease_seconds)
-                     if resource is not None else None)
-        return refused, claim
+        committing = False
+
+        def write() -> tuple[str | None, Claim | None]:
+            nonlocal committing
+            with self._write() as conn:
+                refused = self._apply_finish(conn, finish)
+                claim = (self._claim(conn, CLAIM_NEXT, {"resource": resource}, lease_seconds)
+                         if resource is not None else None)
+                committing = True
+            return refused, claim
+
+        try:
+            return write()
+        except DBAPIError as exc:  # again only when nothing can have been committed
+            if not exc.connection_invalidated or committing:
+                raise
+        return write()
 
     def _claim(self, conn: Connection, statement: Any, params: dict[str, Any],
                lease_seconds: float) -> Claim | None:
