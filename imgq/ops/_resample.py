@@ -15,7 +15,7 @@ import pyvips
 
 from imgq.errors import DecodeError
 from imgq.ops.access import render
-from imgq.ops.image import Image, vips_reason
+from imgq.ops.image import Image, header, vips_reason
 
 Fit = Literal["contain", "cover", "fill"]
 Crop = Literal["centre", "attention"]
@@ -107,24 +107,24 @@ def _crop(image: pyvips.Image, target: Plan, crop: Crop) -> pyvips.Image:
 PlanFn = Callable[[int, int], Plan]
 
 
-def upright_size(path: Path) -> tuple[pyvips.Image, int, int]:
+def upright_size(path: Path, fmt: str) -> tuple[pyvips.Image, int, int]:
     """Open the header and give the size after EXIF orientation, as `decode` will see it."""
     try:
-        header = pyvips.Image.new_from_file(str(path))
+        opened = header(path, fmt)
     except pyvips.Error as exc:
-        raise DecodeError(f"cannot decode image: {vips_reason(exc)}") from None
-    width, height = int(header.width), int(header.height)
-    orientation = int(header.get("orientation")) if header.get_typeof("orientation") else 1
+        raise DecodeError(f"cannot decode {fmt} image: {vips_reason(exc)}") from None
+    width, height = int(opened.width), int(opened.height)
+    orientation = int(opened.get("orientation")) if opened.get_typeof("orientation") else 1
     if orientation in _ROTATED_ORIENTATIONS:
         width, height = height, width
-    return header, width, height
+    return opened, width, height
 
 
 def shrink_on_load(path: Path, fmt: str, target_of: PlanFn, crop: Crop = "centre") -> Image | None:
     """Decode and resize at once with pyvips' thumbnail loader (JPEG DCT and WebP shrink, and
     no full-size decoded image in memory); None where `decode` and `resample` must do it."""
-    header, width, height = upright_size(path)
-    if header.format != "uchar" or header.interpretation not in _FUSABLE_INTERPRETATIONS:
+    opened, width, height = upright_size(path, fmt)
+    if opened.format != "uchar" or opened.interpretation not in _FUSABLE_INTERPRETATIONS:
         return None
     target = target_of(width, height)
     if target.is_identity:

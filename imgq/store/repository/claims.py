@@ -29,8 +29,8 @@ from imgq.store.repository.base import (
     item_from_row,
     job_from_row,
     owned_by,
+    status_in,
     utcnow,
-    values_of,
 )
 from imgq.store.tables import UTCDateTime, items, jobs
 
@@ -59,7 +59,7 @@ _CLAIM_VALUES = {
     "started_at": func.coalesce(items.c.started_at, _NOW), "stage": "starting",
     "not_before": None,
 }
-_CLAIMABLE = [items.c.status.in_(values_of(allowed_from(Status.running))),
+_CLAIMABLE = [status_in(allowed_from(Status.running)),
               or_(items.c.not_before.is_(None), items.c.not_before <= _NOW)]
 
 # The next due item of a queue in fair order. SKIP LOCKED: on PostgreSQL, workers claiming at
@@ -92,7 +92,7 @@ _ENDS = {
 FINISH = {
     target: update(items).where(
         items.c.id == bindparam("v_id"), items.c.claim_token == bindparam("v_token"),
-        items.c.status.in_(values_of(allowed_from(target))),
+        status_in(allowed_from(target)),
     ).values(status=target.value, **{
         c: bindparam(f"v_{c}", type_=items.c[c].type)
         for c in (*columns, "finished_at", "lease_until")})
