@@ -6,25 +6,34 @@ it made through this server; workers' progress shows at most that late). The bod
 ETag are made once per version of the job, so a poller that sends `If-None-Match` gets a 304
 and one that does not gets bytes already serialised. What comes from memory is held to the
 caller's scope as the repository holds what it reads (`Scope.opens`).
+
+What is not in memory is read one query at a time: the reads that arrive while a query runs
+are made together by the next one (one query, one hand-off to a thread, for all their jobs).
+Under a burst of polls (many pollers, or a backlog after the server was held up) a query per
+request meant as many threads waking, waiting for the CPU and for each other's GIL, before
+the event loop could answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 from cachetools import LRUCache
 
-from imgq.domain.access import Scope
+from imgq.domain.access import SYSTEM, Scope
 from imgq.domain.models import Job
 from imgq.domain.views import job_out
 from imgq.errors import NotFound
 from imgq.worker.runtime import Runtime
 
 MAX_ENTRIES = 4096
+#: Jobs one query reads at most; reads that would make it longer wait for the next one.
+MAX_READ_IDS = 1000
 
 
 @dataclass(frozen=True)
@@ -35,11 +44,22 @@ class Snapshot:
     body: bytes  # the JSON of GET /v1/jobs/{id}
 
 
+@dataclass
+class _Read:
+    """One query's worth of job ids, and its answer: every job found, whoever owns it."""
+
+    done: asyncio.Future[dict[str, tuple[Job, int]]]
+    ids: set[str] = field(default_factory=set)
+
+
 class JobReads:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.ttl = rt.settings.status_cache_seconds
         self._kept: LRUCache[tuple[str, str], tuple[Snapshot, float, int]] = LRUCache(MAX_ENTRIES)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._next: _Read | None = None  # not started yet: later reads join it
+        self._running: asyncio.Task[None] | None = None  # the query under way
 
     async def one(self, job_id: str, base: str, scope: Scope) -> Snapshot:
         found = await self.many([job_id], base, scope)
@@ -55,10 +75,54 @@ class JobReads:
                 and scope.opens(s.job.owner)}
         missing = [i for i in job_ids if i not in kept]
         if missing:
-            for job, version in await anyio.to_thread.run_sync(
-                    lambda: self.rt.repo.get_jobs_versioned(missing, scope=scope)):
-                kept[job.id] = self._keep(snapshot(job, version, base), base, now, writes)
+            found = await self._read(missing)
+            for job, version in (found[i] for i in missing if i in found):
+                if scope.opens(job.owner):
+                    kept[job.id] = self._keep(self._made(job, version, base), base, now, writes)
         return [kept[i] for i in job_ids if i in kept]
+
+    async def _read(self, job_ids: Sequence[str]) -> dict[str, tuple[Job, int]]:
+        """The jobs found of these ids, read by a query that starts after this call (never
+        one already under way, so a change made before the call is seen), with the ids other
+        reads want meanwhile; each caller holds the answer to its own scope."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (tests start several): nothing carries over
+            self._loop, self._next, self._running = loop, None, None
+        read = self._next
+        if read is None or len(read.ids) + len(job_ids) > MAX_READ_IDS:
+            read = self._next = _Read(loop.create_future())
+            self._start(read)
+        read.ids.update(job_ids)
+        return await asyncio.shield(read.done)  # a caller that goes away leaves the others theirs
+
+    def _start(self, read: _Read) -> None:
+        """Run `read` after the query under way; a task of its own, which no caller's
+        cancellation stops."""
+        before = self._running
+        task = asyncio.get_running_loop().create_task(self._query(read, before))
+        self._running = task
+
+    async def _query(self, read: _Read, before: asyncio.Task[None] | None) -> None:
+        if before is not None:
+            await asyncio.wait([before])
+        if self._next is read:
+            self._next = None  # from here on, new reads wait for the next query
+        try:
+            found = await anyio.to_thread.run_sync(
+                lambda: self.rt.repo.get_jobs_versioned(sorted(read.ids), scope=SYSTEM))
+        except Exception as exc:  # noqa: BLE001 - each waiting read answers with the error
+            read.done.set_exception(exc)
+            read.done.exception()  # retrieved: every waiter that is left raises it
+            return
+        read.done.set_result({job.id: (job, version) for job, version in found})
+
+    def _made(self, job: Job, version: int, base: str) -> Snapshot:
+        """The snapshot of this version of the job: the one a read sharing the same query
+        made already, or a new one."""
+        entry = self._kept.get((job.id, base))
+        if entry is not None and entry[0].version == version:
+            return entry[0]
+        return snapshot(job, version, base)
 
     def _fresh(self, job_id: str, base: str, now: float, writes: int) -> Snapshot | None:
         entry = self._kept.get((job_id, base))
