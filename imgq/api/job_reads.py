@@ -33,12 +33,16 @@ from imgq.worker.runtime import Runtime
 
 MAX_ENTRIES = 4096
 #: Jobs one query reads at most; reads that would make it longer wait for the next one.
-MAX_READ_IDS = 1000
+MAX_READ_IDS = 200  # as many as one ?ids= list may name
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    job: Job
+    """A job's answer, without the job: thousands of them kept add no objects (the job's items
+    and their dicts) to what the cyclic collector walks in its full collections."""
+
+    job_id: str
+    owner: str | None
     version: int
     etag: str
     body: bytes  # the JSON of GET /v1/jobs/{id}
@@ -72,7 +76,7 @@ class JobReads:
         left out."""
         now, writes = time.monotonic(), self.rt.repo.writes
         kept = {i: s for i in job_ids if (s := self._fresh(i, base, now, writes)) is not None
-                and scope.opens(s.job.owner)}
+                and scope.opens(s.owner)}
         missing = [i for i in job_ids if i not in kept]
         if missing:
             found = await self._read(missing)
@@ -133,12 +137,12 @@ class JobReads:
 
     def _keep(self, found: Snapshot, base: str, now: float, writes: int) -> Snapshot:
         if self.ttl > 0:
-            self._kept[(found.job.id, base)] = (found, now, writes)
+            self._kept[(found.job_id, base)] = (found, now, writes)
         return found
 
 
 def snapshot(job: Job, version: int, base: str) -> Snapshot:
-    return Snapshot(job, version, etag_of([(job.id, version)], base),
+    return Snapshot(job.id, job.owner, version, etag_of([(job.id, version)], base),
                     job_out(job, base).model_dump_json().encode())
 
 

@@ -61,28 +61,9 @@ async def submit_job(
     if callback_url:
         callback_url = accept_callback_url(rt.settings, callback_url, caller.key is not None)
     specs = pipeline if _is_specs(pipeline) else parse_pipeline(pipeline)
-    steps = await anyio.to_thread.run_sync(rt.registry.bind, specs)  # may read the models folder
-    rt.registry.check_inputs(steps, len(inputs), _attachment_names(attached))
-    limits = limits_of(rt)
-    infos = await anyio.to_thread.run_sync(_probe_all, inputs, limits)  # one hand-off
-    sizes = [(f.name, i.width, i.height) for f, i in zip(inputs, infos)]
-    for name, width, height in sizes:
-        refuse_large_outputs(steps, name, width, height, rt.settings.max_output_pixels)
-    await anyio.to_thread.run_sync(refuse_large_ai_inputs, steps, sizes)  # docs/ai.md
-    extras = [await anyio.to_thread.run_sync(probe, f.path, f.name, limits) for f in attached]
-    estimates = await anyio.to_thread.run_sync(_estimates, steps, infos)
-    job = _new_job(rt, [s.to_dict() for s in steps], rt.registry.resource_of(steps),
-                   ttl_seconds, source, extra or {}, inputs, infos, estimates)
-    if not inputs:
-        refuse_large_outputs(steps, steps[0].name, 0, 0, rt.settings.max_output_pixels)
-        made = await anyio.to_thread.run_sync(estimate_pipeline, steps, 0, 0)
-        job.items.append(_no_input_item(job, steps[0].name, made))
-        job.item_count = 1
-    job.owner = caller.scope.owner
-    if caller.quotas is not None:  # refused before any file is stored
-        await anyio.to_thread.run_sync(rt.repo.check_quotas, job, caller.quotas)
-    await anyio.to_thread.run_sync(_store, rt, job, inputs, list(zip(attached, extras)),
-                                   callback_url, base_url, caller.quotas)
+    job = await anyio.to_thread.run_sync(  # one hand-off for every check and the storing
+        lambda: _check_and_store(rt, caller, specs, inputs, attached, ttl_seconds, source,
+                                 extra or {}, callback_url, base_url))
     log.info("job %s: %d items queued (%s)", job.id, len(job.items), job.resource,
              extra={"job_id": job.id})
     if dispatcher is not None:
@@ -92,6 +73,35 @@ async def submit_job(
         except Exception:  # noqa: BLE001 - a broker down now must not lose the answer
             log.warning("job %s: publishing failed; the sweeper will dispatch its items",
                         job.id, exc_info=True, extra={"job_id": job.id})
+    return job
+
+
+def _check_and_store(rt: Runtime, caller: Principal, specs: list[StepSpec],
+                     inputs: list[StagedFile], attached: list[StagedFile], ttl_seconds: int,
+                     source: str, extra: dict[str, Any], callback_url: str | None,
+                     base_url: str) -> Job:
+    """`submit_job`'s checks in order (binding may read the models folder, probing reads each
+    file's header), then the files and rows stored: the job, or the first refusal."""
+    steps = rt.registry.bind(specs)
+    rt.registry.check_inputs(steps, len(inputs), _attachment_names(attached))
+    limits = limits_of(rt)
+    infos = _probe_all(inputs, limits)
+    sizes = [(f.name, i.width, i.height) for f, i in zip(inputs, infos)]
+    for name, width, height in sizes:
+        refuse_large_outputs(steps, name, width, height, rt.settings.max_output_pixels)
+    refuse_large_ai_inputs(steps, sizes)  # docs/ai.md
+    extras = _probe_all(attached, limits)
+    estimates = _estimates(steps, infos)
+    job = _new_job(rt, [s.to_dict() for s in steps], rt.registry.resource_of(steps),
+                   ttl_seconds, source, extra, inputs, infos, estimates)
+    if not inputs:
+        refuse_large_outputs(steps, steps[0].name, 0, 0, rt.settings.max_output_pixels)
+        job.items.append(_no_input_item(job, steps[0].name, estimate_pipeline(steps, 0, 0)))
+        job.item_count = 1
+    job.owner = caller.scope.owner
+    if caller.quotas is not None:  # refused before any file is stored
+        rt.repo.check_quotas(job, caller.quotas)
+    _store(rt, job, inputs, list(zip(attached, extras)), callback_url, base_url, caller.quotas)
     return job
 
 

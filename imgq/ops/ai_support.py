@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, runtime_checkable
 
 import numpy as np
 import pyvips
@@ -173,6 +173,19 @@ def staged(ctx: StepContext, prefix: str) -> Callable[[float, str], None]:
     return report
 
 
+def _is_a(kind: type, protocol: type) -> bool:
+    """isinstance against a runtime-checkable protocol costs tens of microseconds (it looks up
+    every member each time); operations have their methods on their class, so an answer per
+    class holds for every instance. Asked for every file of every job at submit."""
+    found = _KINDS.get((kind, protocol))
+    if found is None:
+        found = _KINDS[(kind, protocol)] = issubclass(kind, protocol)
+    return found
+
+
+_KINDS: dict[tuple[type, type], bool] = {}
+
+
 # -- the AI pixel limit, checked when a job is submitted ------------------------------------
 @runtime_checkable
 class PixelLimited(Protocol):
@@ -186,13 +199,17 @@ class PixelLimited(Protocol):
 SIZE_CHANGING = frozenset({"resize", "thumbnail", "crop"})
 
 
+def _limited(op: object) -> TypeGuard[PixelLimited]:
+    return _is_a(type(op), PixelLimited)
+
+
 def refuse_large_ai_inputs(steps: Sequence[BoundStep], files: Sequence[tuple[str, int, int]]
                            ) -> None:
     """ImageTooLarge (413) for the first (name, width, height) over an AI step's limit."""
     for step in steps:
         if step.name in SIZE_CHANGING:
             return
-        if isinstance(step.op, PixelLimited):
+        if _limited(step.op):
             for name, width, height in files:
                 step.op.refuse_if_too_large(step.params, width, height, name)
 
@@ -205,12 +222,16 @@ class TimeEstimated(Protocol):
     def estimate(self, params: Any, width: int, height: int) -> Estimate: ...
 
 
+def _estimated(op: object) -> TypeGuard[TimeEstimated]:
+    return _is_a(type(op), TimeEstimated)
+
+
 def estimate_pipeline(steps: Sequence[BoundStep], width: int, height: int) -> Estimate | None:
     """Seconds the AI steps of a pipeline will take on a width×height image (each at the size
     the steps before it make), or None when it has none."""
     total, basis, found = 0.0, MEASURED, False
     for step in steps:
-        if isinstance(step.op, TimeEstimated):
+        if _estimated(step.op):
             estimate = step.op.estimate(step.params, width, height)
             total += estimate.seconds
             basis = basis if estimate.basis == MEASURED else estimate.basis

@@ -119,7 +119,7 @@ def probe(path: Path, name: str, limits: Limits) -> ImageInfo:
                 f"{name}: {frames} frames, more than the limit of {limits.max_frames} frames",
                 file=name
             )
-        height = int(header.get("page-height")) if "page-height" in header.get_fields() else height
+        height = int(header.get("page-height")) if header.get_typeof("page-height") else height
     if width * height > limits.max_pixels:
         raise ImageTooLarge(
             f"{name}: {width}×{height} is {width * height:,} pixels, "
@@ -153,7 +153,8 @@ def _refuse_undecodable(header: pyvips.Image, name: str, fmt: str) -> None:
 
 
 def _pages(image: pyvips.Image) -> int:
-    return int(image.get("n-pages")) if "n-pages" in image.get_fields() else 1
+    # get_typeof is 0 for a field the image lacks; get_fields would build every field's name
+    return int(image.get("n-pages")) if image.get_typeof("n-pages") else 1
 
 
 def vips_reason(exc: pyvips.Error) -> str:

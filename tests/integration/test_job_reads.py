@@ -4,12 +4,13 @@ come while one query runs are made by the next one, and each caller sees its own
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Sequence
 from pathlib import Path
 
 from imgq.api.job_reads import JobReads
 from imgq.config import load_settings
-from imgq.domain.access import Scope
+from imgq.domain.access import SYSTEM, Scope
 from imgq.domain.models import Job
 from imgq.worker.runtime import Runtime
 from tests.contract.conftest import make_job
@@ -38,7 +39,7 @@ def test_a_burst_of_reads_costs_two_queries_and_each_caller_sees_its_own_jobs(
 
     async def burst() -> list[list[str]]:
         reads = JobReads(rt)
-        return [[s.job.id for s in found] for found in await asyncio.gather(*(
+        return [[s.job_id for s in found] for found in await asyncio.gather(*(
             reads.many([jobs[n % 6].id, jobs[(n + 1) % 6].id], "http://x", owners[n % 3])
             for n in range(READS)))]
 
@@ -56,3 +57,28 @@ def test_a_burst_of_reads_costs_two_queries_and_each_caller_sees_its_own_jobs(
         assert ids == [j.id for j in wanted if scope.opens(j.owner)]
     assert again == seen
     assert all(len(q) == len(set(q)) for q in queries)  # each job read once per query
+
+
+def test_answers_kept_in_memory_add_little_for_the_collector_to_walk(tmp_path: Path) -> None:
+    """The collector's full collections walk every tracked object the server keeps: an answer
+    kept must not keep its job, items and their dicts (tens of objects each) with it."""
+    rt = Runtime.from_settings(load_settings(data_dir=tmp_path, status_cache_seconds=10),
+                               run_migrations=True)
+    jobs = [make_job(10) for _ in range(100)]
+    for job in jobs:
+        rt.repo.create_job(job)
+    reads = JobReads(rt)
+
+    async def read(some: list[Job]) -> int:
+        return len(await reads.many([j.id for j in some], "http://x", SYSTEM))
+
+    try:
+        assert asyncio.run(read(jobs[:50])) == 50  # what a first read builds once
+        gc.collect()
+        before = len(gc.get_objects())
+        assert asyncio.run(read(jobs[50:])) == 50
+        gc.collect()
+        added = len(gc.get_objects()) - before
+    finally:
+        rt.close()
+    assert added < 5 * 50, f"{added} objects tracked for 50 answers kept"

@@ -117,7 +117,7 @@ async def list_jobs(
     if ids is not None:
         wanted = [i.strip() for i in ids.split(",") if i.strip()][:200]
         found = await reads_of(request).many(wanted, base, scope)
-        etag = etag_of([(s.job.id, s.version) for s in found], base)
+        etag = etag_of([(s.job_id, s.version) for s in found], base)
         if matches(request.headers.get("if-none-match"), etag):
             return _not_modified(etag)
         body = (b'{"jobs":[' + b",".join(s.body for s in found)
