@@ -26,8 +26,10 @@ from imgq.config import Settings, get_settings
 from imgq.dispatch.base import Dispatcher, queue_for, resource_of
 from imgq.dispatch.pool import HARD_MARGIN
 from imgq.dispatch.sweeper import FleetSweeper
+from imgq.domain.models import Claim
 from imgq.worker.context import allow_hard_stop
 from imgq.worker.execute import DRAIN_SECONDS, drain_concurrently
+from imgq.worker.hooks import Hooks, ItemHooks
 from imgq.worker.runtime import Runtime, items_in_flight, lower_priority, tune_libvips
 
 log = logging.getLogger(__name__)
@@ -141,6 +143,8 @@ def _register_tasks(app: Celery) -> None:
         """A message means "the queue has work": run its due items in fair order (the named
         item among them, or it was run already); one message per item is published, so the
         items a drain leaves keep theirs."""
+        if item_id in _ended_here:  # a drain of this process ran it: the message is spent
+            return 0
         settings: Settings = app.imgq_settings
         queue = (task.request.delivery_info or {}).get("routing_key") or settings.cpu_queue
         resource = resource_of(settings, queue)
@@ -162,12 +166,44 @@ def _register_tasks(app: Celery) -> None:
         _sweeper(app).sweep_expiry()
 
 
+class EndedHere(ItemHooks):
+    """The items whose final end (succeeded, failed, cancelled) this process wrote, the latest
+    `size`. Their messages, which arrive after a drain ran them, cost no claim: a final state
+    never changes, and every other due item still has a message of its own."""
+
+    FINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+    def __init__(self, size: int = 8192) -> None:
+        self.size = size
+        self._ids: dict[str, None] = {}
+        self._lock = threading.Lock()
+
+    def ended(self, claim: Claim, outcome: str, note: str = "") -> None:
+        if outcome in self.FINAL:
+            with self._lock:
+                self._ids[claim.item.id] = None
+                if len(self._ids) > self.size:
+                    del self._ids[next(iter(self._ids))]
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._ids
+
+    def clear(self) -> None:
+        with self._lock:
+            self._ids.clear()
+
+
+_ended_here = EndedHere()
+
+
 def _runtime(app: Celery, item_worker: bool = False) -> Any:
     with _lock:
         if "runtime" not in _state:
             settings: Settings = app.imgq_settings
             tune_libvips(1)
-            _state["runtime"] = Runtime.from_settings(settings, item_worker=item_worker)
+            runtime = Runtime.from_settings(settings, item_worker=item_worker)
+            runtime.hooks = Hooks(runtime.hooks, _ended_here)
+            _state["runtime"] = runtime
         return _state["runtime"]
 
 
@@ -190,6 +226,7 @@ def _sweeper(app: Celery) -> Any:
 def _build_runtime(**_: Any) -> None:
     """Each prefork child builds its Runtime once, after the fork (no shared connections)."""
     _state.clear()
+    _ended_here.clear()
     allow_hard_stop()
     app = _state_app.get("app")
     if app is not None:

@@ -110,7 +110,8 @@ items = Table(
     Index("ix_items_job_idx", "job_id", "idx", unique=True),
     Index("ix_items_status_not_before", "status", "not_before"),
     Index("ix_items_owner_status", "owner", "status"),
-    Index("ix_items_status_fair_key", "status", "fair_key"),
+    # The claim's order (claims.py), whole: the next due item is the index's first row.
+    Index("ix_items_claim_order", "status", "fair_key", "queued_at", "id"),
 )
 
 # The webhook outbox: one row per job with a callback_url, written with the job; the sweeper
