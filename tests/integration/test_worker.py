@@ -59,6 +59,17 @@ class Slow(Operation):
         return image
 
 
+class Costly(Operation):
+    """An image below MONITOR_PIXELS that takes libvips seconds to compute (noise under a
+    wide blur): the work is all done by the encoder, with no step left to look at a cancel."""
+
+    name = "costly"
+    summary = "test"
+
+    def apply(self, image: Image, params: NoParams, ctx: StepContext) -> Image:
+        return image.with_vips(pyvips.Image.gaussnoise(1500, 1500).gaussblur(100).cast("uchar"))
+
+
 class Broken(Operation):
     name = "broken"
     summary = "test"
@@ -75,7 +86,7 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
     registry = Registry()
     for op in build_registry():
         registry.add(op)
-    for op in (Flaky(), Slow(), Broken()):
+    for op in (Flaky(), Slow(), Costly(), Broken()):
         registry.add(op)
     runtime.registry = registry
     Flaky.calls, Flaky.failures = 0, 0
@@ -181,6 +192,16 @@ def test_the_time_limit_fails_a_long_item(rt: Runtime) -> None:
     assert execute(rt, job.items[0].id).status == "failed"
     item = rt.repo.get_item(job.items[0].id)
     assert item.error_code == "time_limit" and "time limit of 0.3 s" in (item.error_message or "")
+
+
+def test_the_time_limit_stops_libvips_computing_a_small_image(rt: Runtime) -> None:
+    # A small final image is computed without libvips' progress callbacks; the heartbeat
+    # thread stops its computation.
+    rt.settings = rt.settings.model_copy(update={"item_time_limit_seconds": 0.3})
+    job = submit(rt, [{"op": "costly"}, {"op": "encode", "format": "png"}])
+    assert execute(rt, job.items[0].id).status == "failed"
+    item = rt.repo.get_item(job.items[0].id)
+    assert item.error_code == "time_limit"
 
 
 def test_progress_and_stage_are_reported_while_running(rt: Runtime) -> None:
