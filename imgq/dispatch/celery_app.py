@@ -138,7 +138,9 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def _register_tasks(app: Celery) -> None:
-    @app.task(name=RUN_ITEM, bind=True, ignore_result=True)
+    # shared=False: each app (one per process, or per test) keeps its own tasks, bound to its
+    # own settings; a shared task would reach every app made later in the same process.
+    @app.task(name=RUN_ITEM, bind=True, ignore_result=True, shared=False)
     def run_item(task: Any, item_id: str) -> int:
         """A message means "the queue has work": run its due items in fair order (the named
         item among them, or it was run already); one message per item is published, so the
@@ -155,13 +157,13 @@ def _register_tasks(app: Celery) -> None:
             _publisher(app).publish_to(queue, [item], delay)
         return drained.items
 
-    @app.task(name=SWEEP_QUEUE, ignore_result=True)
+    @app.task(name=SWEEP_QUEUE, ignore_result=True, shared=False)
     def sweep_queue() -> None:
         report = _sweeper(app).sweep_queue()
         log.debug("queue sweep: %d requeued, %d published", len(report.requeued),
                   report.dispatched)
 
-    @app.task(name=SWEEP_EXPIRY, ignore_result=True)
+    @app.task(name=SWEEP_EXPIRY, ignore_result=True, shared=False)
     def sweep_expiry() -> None:
         _sweeper(app).sweep_expiry()
 
