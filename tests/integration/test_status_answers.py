@@ -1,7 +1,8 @@
 """GET /v1/jobs/{id} and ?ids= answer, byte for byte, what the job's models make of the job as
 SQLAlchemy's typed columns read it (`job_out(...).model_dump_json()`), for jobs in every
 state, on SQLite and PostgreSQL: the status read takes the driver's raw values and renders
-without the models, and must not differ from them in one byte."""
+without the models, and must not differ from them in one byte. A download's item lookup reads
+the same raw values and must make the same items."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from sqlalchemy import select, update
 from imgq.api.app import create_app
 from imgq.compose import open_runtime
 from imgq.config import load_settings
+from imgq.domain.access import SYSTEM
 from imgq.domain.models import Job
 from imgq.domain.status import Status
 from imgq.domain.views import job_out
@@ -154,6 +156,11 @@ def test_status_answers_are_the_models_json_byte_for_byte(database_url: str,
                     .encode())
 
         asyncio.run(read())
+        for job_id in ids:  # a download's lookup reads each item as the typed columns do
+            reference = stored(repo, job_id)
+            for item in reference.items:
+                assert repo.get_job_item(job_id, item.idx, scope=SYSTEM) == (
+                    reference.data_removed, item)
         states = {json.loads(expected[i])["status"] for i in ids}
         assert states == {"queued", "running", "succeeded", "partial", "cancelled", "expired"}
         assert {s.value for s in Status} <= {

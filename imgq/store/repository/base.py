@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime, timezone
@@ -145,11 +145,12 @@ _RAW = String()
 _JOB_JSON = frozenset(c.name for c in jobs.c if isinstance(c.type, JSON))
 _JOB_COLUMNS = [cast(c, Text()).label(c.name) if c.name in _JOB_JSON
                 else type_coerce(c, _RAW).label(c.name) for c in jobs.c]
-_ITEM_COLUMNS = [type_coerce(c, _RAW).label(f"item_{c.name}") for c in items.c]
+#: An item's columns as the driver gives them, in table order (`raw_items` reads them).
+ITEM_COLUMNS = [type_coerce(c, _RAW).label(f"item_{c.name}") for c in items.c]
 
 # Every column of a job then every column of its items (none for a job without items), read
 # by position: no per-row lookup by name.
-JOBS_WITH_ITEMS = (select(*_JOB_COLUMNS, *_ITEM_COLUMNS)
+JOBS_WITH_ITEMS = (select(*_JOB_COLUMNS, *ITEM_COLUMNS)
                    .select_from(jobs.outerjoin(items, items.c.job_id == jobs.c.id))
                    .order_by(items.c.idx))
 _BY_IDS = JOBS_WITH_ITEMS.where(jobs.c.id.in_(bindparam("ids", expanding=True)))
@@ -177,7 +178,7 @@ def _kinds(table: Table, names: list[str]) -> list[str]:
 
 def _converter(kinds: list[str], positions: list[int]) -> Any:
     """A function from a raw row to the field values in `positions`' order, with each
-    conversion named in `kinds` (positions with none are copied by one slice-free lookup)."""
+    conversion named in `kinds` (none: the value as it is)."""
     steps = [(n, k) for n, k in enumerate(kinds) if k]
 
     def convert(row: Any) -> list[Any]:
@@ -187,10 +188,10 @@ def _converter(kinds: list[str], positions: list[int]) -> Any:
             if v is None:
                 continue
             if k == "dt":
-                values[n] = raw_datetime(v)
+                values[n] = _DATETIMES.get(v) or raw_datetime(v)
             elif k == "json":
                 if isinstance(v, str):
-                    values[n] = json.loads(v)
+                    values[n] = raw_json(v)
             elif k == "bool":
                 values[n] = bool(v)
             else:
@@ -202,14 +203,47 @@ def _converter(kinds: list[str], positions: list[int]) -> Any:
 _STATUSES = {s.value: s for s in Status}
 _job_values = _converter(_kinds(jobs, JOB_FIELDS), [_JOB_POS[f] for f in JOB_FIELDS])
 _item_values = _converter(_kinds(items, ITEM_FIELDS), [_ITEM_POS[f] for f in ITEM_FIELDS])
+_ITEM_KINDS = _kinds(items, ITEM_FIELDS)
+_ITEM_IN_TABLE = [[c.name for c in items.c].index(f) for f in ITEM_FIELDS]
+
+
+def raw_items(first: int) -> Any:
+    """A function from a row that has `ITEM_COLUMNS` from position `first` on to its Item."""
+    values = _converter(_ITEM_KINDS, [first + n for n in _ITEM_IN_TABLE])
+    return lambda row: Item(*values(row))
+
+
+#: Stored datetimes (SQLite's text) already parsed: a job's items share their queued_at, and
+#: a poller reads the same finished items again and again. Bounded: emptied when full.
+_DATETIMES: dict[Any, datetime] = {}
+_MAX_DATETIMES = 8192
+_scan_json: Callable[[str, int], tuple[Any, int]] = (
+    json.JSONDecoder().scan_once)  # type: ignore[attr-defined]
+
+
+def raw_json(text: str) -> Any:
+    """`json.loads` of the JSON SQLAlchemy wrote (no surrounding whitespace), by the
+    decoder's C scanner without the wrapper's whitespace matching; any other text by
+    `json.loads`."""
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
 
 
 def raw_datetime(value: Any) -> datetime:
     """A stored datetime as a driver gives it (text on SQLite, in the format SQLAlchemy
     writes; a datetime on PostgreSQL) as the aware datetime `UTCDateTime` reads."""
+    text = value
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value  # type: ignore[no-any-return]
+    value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+    if isinstance(text, str):  # (a driver's datetimes are not kept: equal ones in other zones)
+        if len(_DATETIMES) >= _MAX_DATETIMES:
+            _DATETIMES.clear()
+        _DATETIMES[text] = value
+    return value  # type: ignore[no-any-return]
 
 
 def _job_of(row: Row[Any]) -> Job:
