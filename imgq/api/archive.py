@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import zipfile
 from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import datetime
 
 import anyio
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from imgq.blobs.base import BlobStore
 from imgq.domain.models import Item
@@ -16,6 +19,31 @@ from imgq.errors import ResultMissing
 #: Results up to this size are read at once, in the same hand-off to a thread that finds them;
 #: larger ones stream chunk by chunk.
 WHOLE_RESULT_BYTES = 1 << 20
+#: ... while the whole results this process is sending hold less than this together: slow
+#: readers of many small results at once get them streamed, never more memory.
+WHOLE_RESULTS_HELD_BYTES = 64 << 20
+
+
+class _Held:
+    """Bytes of whole results read and not yet sent (or abandoned by their client)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        with self._lock:
+            if size > WHOLE_RESULT_BYTES or self.bytes + size > WHOLE_RESULTS_HELD_BYTES:
+                return False
+            self.bytes += size
+            return True
+
+    def give_back(self, size: int) -> None:
+        with self._lock:
+            self.bytes -= size
+
+
+held = _Held()
 
 
 async def open_result(
@@ -23,12 +51,24 @@ async def open_result(
 ) -> tuple[int, Iterator[bytes] | AsyncIterator[bytes]]:
     """The size and bytes of an item's result; 410 result_missing when its file is gone."""
     size, whole, chunks = await anyio.to_thread.run_sync(read_result, blobs, item)
-    return size, (_once(whole) if whole is not None else chunks)
+    return size, (_Once(whole) if whole is not None else chunks)
+
+
+class WholeResult(Response):
+    """A result read whole: its bytes count against WHOLE_RESULTS_HELD_BYTES until they are
+    sent or the client is gone."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            held.give_back(len(self.body))
 
 
 def read_result(blobs: BlobStore, item: Item) -> tuple[int, bytes | None, Iterator[bytes]]:
     """`open_result` in the calling thread: the size, and the bytes whole when at most
-    WHOLE_RESULT_BYTES (else None and the chunks)."""
+    WHOLE_RESULT_BYTES and the held budget allows (else None and the chunks). Whole bytes are
+    sent by a `WholeResult` or `open_result`, which give their budget back."""
     try:
         return _open(blobs, item.result_key or "")
     except KeyError:
@@ -38,13 +78,43 @@ def read_result(blobs: BlobStore, item: Item) -> tuple[int, bytes | None, Iterat
 def _open(blobs: BlobStore, key: str) -> tuple[int, bytes | None, Iterator[bytes]]:
     size = blobs.size(key)
     chunks = blobs.iter_bytes(key)
-    if size <= WHOLE_RESULT_BYTES:
-        return size, b"".join(chunks), iter(())
-    return size, None, chunks
+    if not held.take(size):
+        return size, None, chunks
+    try:
+        whole = b"".join(chunks)
+    except BaseException:
+        held.give_back(size)
+        raise
+    if len(whole) != size:  # rewritten meanwhile: what is held is what was read
+        held.give_back(size - len(whole))
+    return len(whole), whole, iter(())
 
 
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+class _Once:
+    """Whole bytes as a one-chunk stream; their budget is given back once they were sent, or
+    when the stream is dropped unsent (its client gone before the body started)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+        self._owed = len(data)
+
+    def __aiter__(self) -> _Once:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._data is None:  # asked again: the chunk was sent
+            self._settle()
+            raise StopAsyncIteration
+        data, self._data = self._data, None
+        return data
+
+    def _settle(self) -> None:
+        owed, self._owed = self._owed, 0
+        if owed:
+            held.give_back(owed)
+
+    def __del__(self) -> None:
+        self._settle()
 
 
 async def require_results(blobs: BlobStore, items: list[Item]) -> None:

@@ -56,7 +56,7 @@ def init_worker(settings: Settings, threads: int, models: bool = False) -> None:
     if models:  # a process that runs AI steps: its model threads share the cores too
         limit_model_threads(threads)
     allow_hard_stop()
-    _runtime = Runtime.from_settings(settings)
+    _runtime = Runtime.from_settings(settings, item_worker=True)
 
 
 def run_queue(resource: str) -> Drained:

@@ -8,7 +8,7 @@ import anyio
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from imgq.api.archive import read_result, require_results, stream_zip
+from imgq.api.archive import WholeResult, read_result, require_results, stream_zip
 from imgq.api.auth import PrincipalDep, ScopeDep, scope_of
 from imgq.api.capacity import refuse_when_full
 from imgq.api.deps import (
@@ -175,7 +175,7 @@ def _result(rt: Runtime, scope: Scope, job_id: str, index: int) -> Response:
     headers = content_disposition(item.result_name or "result")
     size, whole, chunks = read_result(rt.blobs, item)
     if whole is not None:
-        return Response(whole, media_type=media, headers=headers)  # Content-Length its own
+        return WholeResult(whole, media_type=media, headers=headers)  # Content-Length its own
     return StreamingResponse(chunks, media_type=media,
                              headers={**headers, "Content-Length": str(size)})
 
