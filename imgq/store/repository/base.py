@@ -69,13 +69,17 @@ class RepositoryBase:
     def read_by_ids(self, conn: Connection, job_ids: list[str],
                     scope: Scope) -> list[tuple[Job, int]]:
         """`load_versioned` of jobs named by id, with a statement built once per kind of
-        scope (no statement to build, nor its cache key to compute, on each status read)."""
+        scope (no statement to build, nor its cache key to compute, on each status read).
+        One id, the most frequent read, is bound as itself: an expanding IN list is written
+        into the SQL at every execution."""
+        one = len(job_ids) == 1
+        params: dict[str, Any] = {"id": job_ids[0]} if one else {"ids": job_ids}
         if scope.sees_all or scope.ids_open:
-            return self.read_versioned(conn, _BY_IDS, {"ids": job_ids})
+            return self.read_versioned(conn, _BY_ID if one else _BY_IDS, params)
         if scope.owner is None:
             return []
-        return self.read_versioned(conn, _BY_IDS_OF_OWNER, {"ids": job_ids,
-                                                             "owner": scope.owner})
+        params["owner"] = scope.owner
+        return self.read_versioned(conn, _BY_ID_OF_OWNER if one else _BY_IDS_OF_OWNER, params)
 
     def read_versioned(self, conn: Connection, statement: Any,
                        params: dict[str, Any]) -> list[tuple[Job, int]]:
@@ -155,6 +159,8 @@ JOBS_WITH_ITEMS = (select(*_JOB_COLUMNS, *ITEM_COLUMNS)
                    .order_by(items.c.idx))
 _BY_IDS = JOBS_WITH_ITEMS.where(jobs.c.id.in_(bindparam("ids", expanding=True)))
 _BY_IDS_OF_OWNER = _BY_IDS.where(jobs.c.owner == bindparam("owner"))
+_BY_ID = JOBS_WITH_ITEMS.where(jobs.c.id == bindparam("id"))
+_BY_ID_OF_OWNER = _BY_ID.where(jobs.c.owner == bindparam("owner"))
 _JOB_POS = {c.name: n for n, c in enumerate(jobs.c)}
 _ITEM_POS = {c.name: len(jobs.c) + n for n, c in enumerate(items.c)}
 _JOB_ID, _JOB_VERSION = _JOB_POS["id"], _JOB_POS["version"]
