@@ -27,7 +27,7 @@ from cachetools import LRUCache
 
 from imgq.domain.access import SYSTEM, Scope
 from imgq.domain.models import Job
-from imgq.domain.views import job_out
+from imgq.domain.views import job_json
 from imgq.errors import NotFound
 from imgq.worker.runtime import Runtime
 
@@ -143,7 +143,7 @@ class JobReads:
 
 def snapshot(job: Job, version: int, base: str) -> Snapshot:
     return Snapshot(job.id, job.owner, version, etag_of([(job.id, version)], base),
-                    job_out(job, base).model_dump_json().encode())
+                    job_json(job, base))
 
 
 def etag_of(versions: Sequence[tuple[str, int]], base: str) -> str:

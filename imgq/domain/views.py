@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+from pydantic_core import to_json
 
 from imgq.domain.models import Item, Job
-from imgq.domain.status import JobStatus, Status
+from imgq.domain.status import TERMINAL, JobStatus, Status, derive_job_status
 
 
 class ErrorInfo(BaseModel):
@@ -114,3 +115,61 @@ def job_out(job: Job, base: str) -> JobOut:
         counts=counts, items=[item_out(job, i, base) for i in job.items],
         urls=JobUrls(self=url, archive=f"{url}/archive", cancel=f"{url}/cancel"),
     )
+
+
+def _meta_dict(raw: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not raw or "format" not in raw:
+        return None
+    return {"format": raw["format"], "width": raw["width"], "height": raw["height"],
+            "bytes": raw["bytes"]}
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def job_json(job: Job, base: str) -> bytes:
+    """`job_out(job, base).model_dump_json()`, the same bytes, made without the models: a
+    status read renders its answer straight from the job (no model validated per item), with
+    the serializer pydantic uses for the models' values (datetimes, floats, strings)."""
+    succeeded, terminal = Status.succeeded, TERMINAL
+    url = f"{base}/v1/jobs/{job.id}"
+    counts: dict[str, int] = {}
+    out_items = []
+    total = 0
+    for item in job.items:
+        status = item.status
+        counts[status.value] = counts.get(status.value, 0) + 1
+        total += 100 if status in terminal else item.progress
+        error = None
+        if item.error_code and status in _ERROR_SHOWN:
+            error = {"code": item.error_code, "message": item.error_message or "",
+                     "details": None}
+        result_meta = item.result_meta
+        input_meta = item.input_meta
+        out_items.append({
+            "id": item.id, "index": item.idx, "name": item.input_name, "status": status.value,
+            "progress": 100 if status == succeeded else item.progress, "stage": item.stage,
+            "attempts": item.attempts, "error": error,
+            "timings": {"queued_at": item.queued_at, "started_at": item.started_at,
+                        "finished_at": item.finished_at,
+                        "processing_seconds": _seconds(item.processing_seconds)},
+            "input": _meta_dict(input_meta), "output": _meta_dict(result_meta),
+            "details": (result_meta or {}).get("details") or None,
+            "result_name": item.result_name,
+            "result_url": (f"{url}/items/{item.idx}/result"
+                           if status == succeeded and item.result_key else None),
+            "estimated_seconds": _seconds((input_meta or {}).get("estimated_seconds")),
+        })
+    return to_json({
+        "id": job.id, "status": derive_job_status(i.status for i in job.items).value,
+        "progress": round(total / len(job.items)) if job.items else 0,
+        "created_at": job.created_at, "expires_at": job.expires_at,
+        "data_removed": job.data_removed, "cancel_requested": job.cancel_requested,
+        "pipeline": job.pipeline, "resource": job.resource, "counts": counts,
+        "items": out_items,
+        "urls": {"self": url, "archive": f"{url}/archive", "cancel": f"{url}/cancel"},
+    })
+
+
+_ERROR_SHOWN = frozenset((Status.failed, Status.cancelled, Status.queued))

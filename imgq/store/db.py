@@ -58,12 +58,13 @@ def one_read_options(engine: Engine) -> dict[str, Any]:
 def _sqlite_begin(conn: Any) -> None:
     # Writers take the write lock at BEGIN (IMMEDIATE), so a transaction that reads before it
     # writes never fails to upgrade its lock under concurrency; readers BEGIN deferred and,
-    # with WAL, read a snapshot without blocking anyone.
+    # with WAL, read a snapshot without blocking anyone. Sent on the driver's connection: a
+    # statement through SQLAlchemy costs a worker more than the BEGIN itself, once per item.
     options = conn.get_execution_options()
     if options.get("imgq_write"):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
     elif not options.get("imgq_one_read"):
-        conn.exec_driver_sql("BEGIN")
+        conn.connection.driver_connection.execute("BEGIN")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

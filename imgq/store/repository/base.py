@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime, timezone
@@ -14,7 +14,11 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Boolean,
     String,
+    Table,
+    Text,
+    cast,
     bindparam,
     false,
     literal_column,
@@ -27,7 +31,7 @@ from imgq.domain.access import Scope
 from imgq.domain.models import Claim, Item, Job
 from imgq.domain.status import Status
 from imgq.store.db import WRITE, one_read_options
-from imgq.store.tables import items, jobs
+from imgq.store.tables import UTCDateTime, items, jobs
 
 ITEM_FIELDS = [f.name for f in fields(Item)]
 JOB_FIELDS = [f.name for f in fields(Job) if f.name != "items"]
@@ -65,18 +69,22 @@ class RepositoryBase:
     def read_by_ids(self, conn: Connection, job_ids: list[str],
                     scope: Scope) -> list[tuple[Job, int]]:
         """`load_versioned` of jobs named by id, with a statement built once per kind of
-        scope (no statement to build, nor its cache key to compute, on each status read)."""
+        scope (no statement to build, nor its cache key to compute, on each status read).
+        One id, the most frequent read, is bound as itself: an expanding IN list is written
+        into the SQL at every execution."""
+        one = len(job_ids) == 1
+        params: dict[str, Any] = {"id": job_ids[0]} if one else {"ids": job_ids}
         if scope.sees_all or scope.ids_open:
-            return self.read_versioned(conn, _BY_IDS, {"ids": job_ids})
+            return self.read_versioned(conn, _BY_ID if one else _BY_IDS, params)
         if scope.owner is None:
             return []
-        return self.read_versioned(conn, _BY_IDS_OF_OWNER, {"ids": job_ids,
-                                                             "owner": scope.owner})
+        params["owner"] = scope.owner
+        return self.read_versioned(conn, _BY_ID_OF_OWNER if one else _BY_IDS_OF_OWNER, params)
 
     def read_versioned(self, conn: Connection, statement: Any,
                        params: dict[str, Any]) -> list[tuple[Job, int]]:
         found: dict[str, tuple[Job, list[int]]] = {}
-        for row in conn.execute(statement, params):
+        for row in conn.execute(statement, params).all():
             entry = found.get(row[_JOB_ID])
             if entry is None:
                 entry = found[row[_JOB_ID]] = (_job_of(row), [row[_JOB_VERSION]])
@@ -130,41 +138,126 @@ def db_value(value: Any) -> Any:
     return value.value if isinstance(value, Status) else value
 
 
-# The job's JSON columns as the driver gives them (text on SQLite, already decoded on
-# PostgreSQL): the join repeats them on every item row, and they are decoded once per job
-# (`_job_of`) rather than once per row.
+# The read of jobs with their items takes every column as the driver gives it (no SQLAlchemy
+# result processing per value, which cost a status read more than its query) and converts it
+# here, once per job for the job's columns that the join repeats on every item row:
+# datetimes (SQLite: text parsed by `datetime.fromisoformat`; PostgreSQL: already datetimes),
+# JSON (SQLite: text; PostgreSQL: decoded by the driver), booleans (SQLite: 0/1). The job's
+# JSON columns are read as text on every backend, so PostgreSQL's driver decodes them once
+# per job rather than once per item row.
+_RAW = String()
 _JOB_JSON = frozenset(c.name for c in jobs.c if isinstance(c.type, JSON))
-_JOB_COLUMNS = [type_coerce(c, String()).label(c.name) if c.name in _JOB_JSON else c
-                for c in jobs.c]
+_JOB_COLUMNS = [cast(c, Text()).label(c.name) if c.name in _JOB_JSON
+                else type_coerce(c, _RAW).label(c.name) for c in jobs.c]
+#: An item's columns as the driver gives them, in table order (`raw_items` reads them).
+ITEM_COLUMNS = [type_coerce(c, _RAW).label(f"item_{c.name}") for c in items.c]
 
 # Every column of a job then every column of its items (none for a job without items), read
 # by position: no per-row lookup by name.
-JOBS_WITH_ITEMS = (select(*_JOB_COLUMNS, *items.c)
+JOBS_WITH_ITEMS = (select(*_JOB_COLUMNS, *ITEM_COLUMNS)
                    .select_from(jobs.outerjoin(items, items.c.job_id == jobs.c.id))
                    .order_by(items.c.idx))
 _BY_IDS = JOBS_WITH_ITEMS.where(jobs.c.id.in_(bindparam("ids", expanding=True)))
 _BY_IDS_OF_OWNER = _BY_IDS.where(jobs.c.owner == bindparam("owner"))
+_BY_ID = JOBS_WITH_ITEMS.where(jobs.c.id == bindparam("id"))
+_BY_ID_OF_OWNER = _BY_ID.where(jobs.c.owner == bindparam("owner"))
 _JOB_POS = {c.name: n for n, c in enumerate(jobs.c)}
 _ITEM_POS = {c.name: len(jobs.c) + n for n, c in enumerate(items.c)}
 _JOB_ID, _JOB_VERSION = _JOB_POS["id"], _JOB_POS["version"]
 _ITEM_ID, _ITEM_VERSION = _ITEM_POS["id"], _ITEM_POS["version"]
-_JOB_AT = [_JOB_POS[f] for f in JOB_FIELDS]
-_ITEM_AT = [_ITEM_POS[f] for f in ITEM_FIELDS]
-_ITEM_STATUS = ITEM_FIELDS.index("status")
+
+
+def _kinds(table: Table, names: list[str]) -> list[str]:
+    """How each named column's raw value becomes the domain's: "dt", "json", "bool", "status"
+    or "" (as it is)."""
+    def kind(name: str) -> str:
+        column_type = table.c[name].type
+        if isinstance(column_type, UTCDateTime):
+            return "dt"
+        if isinstance(column_type, JSON):
+            return "json"
+        if isinstance(column_type, Boolean):
+            return "bool"
+        return "status" if table is items and name == "status" else ""
+    return [kind(n) for n in names]
+
+
+def _converter(kinds: list[str], positions: list[int]) -> Any:
+    """A function from a raw row to the field values in `positions`' order, with each
+    conversion named in `kinds` (none: the value as it is)."""
+    steps = [(n, k) for n, k in enumerate(kinds) if k]
+
+    def convert(row: Any) -> list[Any]:
+        values = [row[p] for p in positions]
+        for n, k in steps:
+            v = values[n]
+            if v is None:
+                continue
+            if k == "dt":
+                values[n] = _DATETIMES.get(v) or raw_datetime(v)
+            elif k == "json":
+                if isinstance(v, str):
+                    values[n] = raw_json(v)
+            elif k == "bool":
+                values[n] = bool(v)
+            else:
+                values[n] = _STATUSES[v]
+        return values
+    return convert
+
+
+_STATUSES = {s.value: s for s in Status}
+_job_values = _converter(_kinds(jobs, JOB_FIELDS), [_JOB_POS[f] for f in JOB_FIELDS])
+_item_values = _converter(_kinds(items, ITEM_FIELDS), [_ITEM_POS[f] for f in ITEM_FIELDS])
+_ITEM_KINDS = _kinds(items, ITEM_FIELDS)
+_ITEM_IN_TABLE = [[c.name for c in items.c].index(f) for f in ITEM_FIELDS]
+
+
+def raw_items(first: int) -> Any:
+    """A function from a row that has `ITEM_COLUMNS` from position `first` on to its Item."""
+    values = _converter(_ITEM_KINDS, [first + n for n in _ITEM_IN_TABLE])
+    return lambda row: Item(*values(row))
+
+
+#: Stored datetimes (SQLite's text) already parsed: a job's items share their queued_at, and
+#: a poller reads the same finished items again and again. Bounded: emptied when full.
+_DATETIMES: dict[Any, datetime] = {}
+_MAX_DATETIMES = 8192
+_scan_json: Callable[[str, int], tuple[Any, int]] = (
+    json.JSONDecoder().scan_once)  # type: ignore[attr-defined]
+
+
+def raw_json(text: str) -> Any:
+    """`json.loads` of the JSON SQLAlchemy wrote (no surrounding whitespace), by the
+    decoder's C scanner without the wrapper's whitespace matching; any other text by
+    `json.loads`."""
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
+
+
+def raw_datetime(value: Any) -> datetime:
+    """A stored datetime as a driver gives it (text on SQLite, in the format SQLAlchemy
+    writes; a datetime on PostgreSQL) as the aware datetime `UTCDateTime` reads."""
+    text = value
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+    if isinstance(text, str):  # (a driver's datetimes are not kept: equal ones in other zones)
+        if len(_DATETIMES) >= _MAX_DATETIMES:
+            _DATETIMES.clear()
+        _DATETIMES[text] = value
+    return value  # type: ignore[no-any-return]
 
 
 def _job_of(row: Row[Any]) -> Job:
-    values = dict(zip(JOB_FIELDS, [row[n] for n in _JOB_AT]))
-    for name in _JOB_JSON:
-        if isinstance(values[name], str):
-            values[name] = json.loads(values[name])
-    return Job(**values)
+    return Job(*_job_values(row))
 
 
 def _item_of(row: Row[Any]) -> Item:
-    values = [row[n] for n in _ITEM_AT]
-    values[_ITEM_STATUS] = Status(values[_ITEM_STATUS])
-    return Item(**dict(zip(ITEM_FIELDS, values)))
+    return Item(*_item_values(row))
 
 
 def item_from_row(row: Row[Any]) -> Item:

@@ -12,11 +12,13 @@ from imgq.domain.models import Item, Job
 from imgq.domain.status import Status
 from imgq.errors import NotFound
 from imgq.store.repository.base import (
+    ITEM_COLUMNS,
     ITEM_FIELDS,
     JOB_FIELDS,
     RepositoryBase,
     db_value,
     item_from_row,
+    raw_items,
     utcnow,
     visible,
 )
@@ -25,11 +27,12 @@ from imgq.store.repository.usage import check_quotas, count_submission
 from imgq.store.tables import items, jobs, webhooks
 
 # A job's removal flag and one of its items (NULLs when it has none at that index).
-ITEM_OF_JOB = (select(jobs.c.data_removed, *items.c)
+ITEM_OF_JOB = (select(jobs.c.data_removed, *ITEM_COLUMNS)
                .select_from(jobs.outerjoin(items, and_(items.c.job_id == jobs.c.id,
                                                       items.c.idx == bindparam("index"))))
                .where(jobs.c.id == bindparam("job_id")))
 ITEM_OF_OWNERS_JOB = ITEM_OF_JOB.where(jobs.c.owner == bindparam("owner"))
+_item_of_job = raw_items(1)  # its columns as the driver gives them (base.ITEM_COLUMNS)
 
 # The lowest fair key still queued in a queue: the head of its fair order.
 QUEUE_HEAD = (select(func.min(items.c.fair_key))
@@ -137,7 +140,7 @@ class JobStore(RepositoryBase):
             row = conn.execute(statement, params).first()
         if row is None:
             raise NotFound(f"job {job_id} not found")
-        return bool(row[0]), item_from_row(row) if row.id is not None else None
+        return bool(row[0]), _item_of_job(row) if row[1] is not None else None
 
     def get_item(self, item_id: str) -> Item:
         """An item by its id, for imgq's own processes (clients name items by job and index)."""
