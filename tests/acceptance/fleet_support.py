@@ -263,3 +263,16 @@ class Fleet:
     def log_text(self) -> str:
         return "\n".join(f"===== {log.name} =====\n{log.read_text(errors='replace')[-6000:]}"
                          for _, _, log in self.processes if log.exists())
+
+
+def empty_schema(database_url: str) -> None:
+    """Migrate the fleet tests' database and empty it: the schema lives for the session."""
+    from imgq.store import tables
+    from imgq.store.db import make_engine, migrate
+
+    engine = make_engine(database_url)
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(tables.items.delete())
+        conn.execute(tables.jobs.delete())
+    engine.dispose()

@@ -24,14 +24,13 @@ import pytest
 
 from imgq.blobs.s3 import S3BlobStore
 from imgq.config import load_settings
-from imgq.store import tables
-from imgq.store.db import make_engine, migrate
 from tests.fixtures.encoded import image_info, jpeg_bytes
 from tests.acceptance.fleet_support import (
     BROKERS,
     Fleet,
     S3Server,
     broker_reachable,
+    empty_schema,
     forget_queues,
 )
 from tests.conftest import service_missing
@@ -56,12 +55,7 @@ def fleet(request: pytest.FixtureRequest, postgres_url: str, s3_server: S3Server
     problem = broker_reachable(url)
     if problem:
         service_missing(request.param, problem)
-    engine = make_engine(postgres_url)
-    migrate(engine)
-    with engine.begin() as conn:  # the schema lives for the session: start empty
-        conn.execute(tables.items.delete())
-        conn.execute(tables.jobs.delete())
-    engine.dispose()
+    empty_schema(postgres_url)
     tag = uuid.uuid4().hex[:8]
     settings = {
         "broker_url": url, "database_url": postgres_url, "data_dir": str(tmp_path / "data"),

@@ -19,9 +19,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from imgq.store import tables
-from imgq.store.db import make_engine, migrate
-from tests.acceptance.fleet_support import BROKERS, Fleet, broker_reachable, forget_queues
+from tests.acceptance.fleet_support import (
+    BROKERS,
+    Fleet,
+    broker_reachable,
+    empty_schema,
+    forget_queues,
+)
 from tests.conftest import service_missing
 from tests.fixtures.encoded import jpeg_bytes
 
@@ -33,12 +37,7 @@ def fleet(postgres_url: str, tmp_path: Path) -> Iterator[Fleet]:
     problem = broker_reachable(BROKERS["redis"])
     if problem:
         service_missing("redis", problem)
-    engine = make_engine(postgres_url)
-    migrate(engine)
-    with engine.begin() as conn:  # the schema lives for the session: start empty
-        conn.execute(tables.items.delete())
-        conn.execute(tables.jobs.delete())
-    engine.dispose()
+    empty_schema(postgres_url)
     tag = uuid.uuid4().hex[:8]
     settings = {
         "broker_url": BROKERS["redis"], "database_url": postgres_url,
