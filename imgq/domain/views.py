@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
 from imgq.domain.models import Item, Job
-from imgq.domain.status import TERMINAL, JobStatus, Status, derive_job_status
+from imgq.domain.status import JobStatus, Status
 
 
 class ErrorInfo(BaseModel):
@@ -78,47 +78,8 @@ class JobOut(BaseModel):
     urls: JobUrls
 
 
-def _meta(raw: dict[str, Any] | None) -> ImageMeta | None:
+def _meta(raw: dict[str, Any] | None) -> dict[str, Any] | None:
     if not raw or "format" not in raw:  # no input image: its first step made it
-        return None
-    return ImageMeta(**{k: raw[k] for k in ("format", "width", "height", "bytes")})
-
-
-def item_out(job: Job, item: Item, base: str) -> ItemOut:
-    error = None
-    if item.error_code and item.status in (Status.failed, Status.cancelled, Status.queued):
-        error = ErrorInfo(code=item.error_code, message=item.error_message or "")
-    has_result = item.status == Status.succeeded and item.result_key
-    return ItemOut(
-        id=item.id, index=item.idx, name=item.input_name, status=item.status,
-        progress=100 if item.status == Status.succeeded else item.progress, stage=item.stage,
-        attempts=item.attempts, error=error,
-        timings=Timings(queued_at=item.queued_at, started_at=item.started_at,
-                        finished_at=item.finished_at, processing_seconds=item.processing_seconds),
-        input=_meta(item.input_meta),
-        output=_meta(item.result_meta), result_name=item.result_name,
-        details=(item.result_meta or {}).get("details") or None,
-        result_url=f"{base}/v1/jobs/{job.id}/items/{item.idx}/result" if has_result else None,
-        estimated_seconds=(item.input_meta or {}).get("estimated_seconds"),
-    )
-
-
-def job_out(job: Job, base: str) -> JobOut:
-    counts: dict[str, int] = {}
-    for item in job.items:
-        counts[item.status.value] = counts.get(item.status.value, 0) + 1
-    url = f"{base}/v1/jobs/{job.id}"
-    return JobOut(
-        id=job.id, status=job.status, progress=job.progress, created_at=job.created_at,
-        expires_at=job.expires_at, data_removed=job.data_removed,
-        cancel_requested=job.cancel_requested, pipeline=job.pipeline, resource=job.resource,
-        counts=counts, items=[item_out(job, i, base) for i in job.items],
-        urls=JobUrls(self=url, archive=f"{url}/archive", cancel=f"{url}/cancel"),
-    )
-
-
-def _meta_dict(raw: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not raw or "format" not in raw:
         return None
     return {"format": raw["format"], "width": raw["width"], "height": raw["height"],
             "bytes": raw["bytes"]}
@@ -128,48 +89,58 @@ def _seconds(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def job_json(job: Job, base: str) -> bytes:
-    """`job_out(job, base).model_dump_json()`, the same bytes, made without the models: a
-    status read renders its answer straight from the job (no model validated per item), with
-    the serializer pydantic uses for the models' values (datetimes, floats, strings)."""
-    succeeded, terminal = Status.succeeded, TERMINAL
+_ERROR_SHOWN = frozenset((Status.failed, Status.cancelled, Status.queued))
+
+
+def _item_fields(url: str, item: Item) -> dict[str, Any]:
+    """An item as ItemOut shows it, in plain values (`url`: its job's)."""
+    status = item.status
+    error = None
+    if item.error_code and status in _ERROR_SHOWN:
+        error = {"code": item.error_code, "message": item.error_message or "", "details": None}
+    result_meta, input_meta = item.result_meta, item.input_meta
+    return {
+        "id": item.id, "index": item.idx, "name": item.input_name, "status": status.value,
+        "progress": 100 if status == Status.succeeded else item.progress, "stage": item.stage,
+        "attempts": item.attempts, "error": error,
+        "timings": {"queued_at": item.queued_at, "started_at": item.started_at,
+                    "finished_at": item.finished_at,
+                    "processing_seconds": _seconds(item.processing_seconds)},
+        "input": _meta(input_meta), "output": _meta(result_meta),
+        "details": (result_meta or {}).get("details") or None,
+        "result_name": item.result_name,
+        "result_url": (f"{url}/items/{item.idx}/result"
+                       if status == Status.succeeded and item.result_key else None),
+        "estimated_seconds": _seconds((input_meta or {}).get("estimated_seconds")),
+    }
+
+
+def _job_fields(job: Job, base: str) -> dict[str, Any]:
+    """A job as JobOut shows it, in plain values."""
     url = f"{base}/v1/jobs/{job.id}"
     counts: dict[str, int] = {}
-    out_items = []
-    total = 0
     for item in job.items:
-        status = item.status
-        counts[status.value] = counts.get(status.value, 0) + 1
-        total += 100 if status in terminal else item.progress
-        error = None
-        if item.error_code and status in _ERROR_SHOWN:
-            error = {"code": item.error_code, "message": item.error_message or "",
-                     "details": None}
-        result_meta = item.result_meta
-        input_meta = item.input_meta
-        out_items.append({
-            "id": item.id, "index": item.idx, "name": item.input_name, "status": status.value,
-            "progress": 100 if status == succeeded else item.progress, "stage": item.stage,
-            "attempts": item.attempts, "error": error,
-            "timings": {"queued_at": item.queued_at, "started_at": item.started_at,
-                        "finished_at": item.finished_at,
-                        "processing_seconds": _seconds(item.processing_seconds)},
-            "input": _meta_dict(input_meta), "output": _meta_dict(result_meta),
-            "details": (result_meta or {}).get("details") or None,
-            "result_name": item.result_name,
-            "result_url": (f"{url}/items/{item.idx}/result"
-                           if status == succeeded and item.result_key else None),
-            "estimated_seconds": _seconds((input_meta or {}).get("estimated_seconds")),
-        })
-    return to_json({
-        "id": job.id, "status": derive_job_status(i.status for i in job.items).value,
-        "progress": round(total / len(job.items)) if job.items else 0,
+        counts[item.status.value] = counts.get(item.status.value, 0) + 1
+    return {
+        "id": job.id, "status": job.status.value, "progress": job.progress,
         "created_at": job.created_at, "expires_at": job.expires_at,
         "data_removed": job.data_removed, "cancel_requested": job.cancel_requested,
         "pipeline": job.pipeline, "resource": job.resource, "counts": counts,
-        "items": out_items,
+        "items": [_item_fields(url, i) for i in job.items],
         "urls": {"self": url, "archive": f"{url}/archive", "cancel": f"{url}/cancel"},
-    })
+    }
 
 
-_ERROR_SHOWN = frozenset((Status.failed, Status.cancelled, Status.queued))
+def item_out(job: Job, item: Item, base: str) -> ItemOut:
+    return ItemOut.model_validate(_item_fields(f"{base}/v1/jobs/{job.id}", item))
+
+
+def job_out(job: Job, base: str) -> JobOut:
+    return JobOut.model_validate(_job_fields(job, base))
+
+
+def job_json(job: Job, base: str) -> bytes:
+    """`job_out(job, base).model_dump_json()`, the same bytes, made without the models: a
+    status read renders its answer straight from the job's plain values (no model validated
+    per item), with the serializer pydantic uses for the models' values."""
+    return to_json(_job_fields(job, base))

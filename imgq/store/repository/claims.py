@@ -194,13 +194,16 @@ class ClaimStore(RepositoryBase):
         token = str(uuid.uuid4())
         params = {**self._finish_params(finish), "resource": resource, "now": now,
                   "token": token, "lease_until": now + timedelta(seconds=lease_seconds)}
+
+        def made(conn: Connection) -> tuple[str | None, Claim | None]:
+            row = conn.execute(FINISH_AND_CLAIM[finish.target], params).one()
+            claim = self._claim_of(conn, row if row.id is not None else None, token)
+            return (None if row.finished_count else self._refusal(conn, finish)), claim
+
         try:
             try:
                 with self.engine.connect().execution_options(**self.one_read) as conn:
-                    row = conn.execute(FINISH_AND_CLAIM[finish.target], params).one()
-                    claim = self._claim_of(conn, row if row.id is not None else None, token)
-                    refused = None if row.finished_count else self._refusal(conn, finish)
-                    return refused, claim
+                    return made(conn)
             except DBAPIError as exc:
                 if not exc.connection_invalidated:
                     raise
@@ -210,10 +213,7 @@ class ClaimStore(RepositoryBase):
                         and current.status == finish.target.value):  # it was committed
                     held = conn.execute(_HELD_BY, {"token": token}).first()
                     return None, self._claim_of(conn, held, token)
-                row = conn.execute(FINISH_AND_CLAIM[finish.target], params).one()
-                claim = self._claim_of(conn, row if row.id is not None else None, token)
-                refused = None if row.finished_count else self._refusal(conn, finish)
-                return refused, claim
+                return made(conn)
         finally:
             self.writes += 1
 
