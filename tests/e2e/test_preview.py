@@ -82,7 +82,7 @@ def test_the_page_shows_the_ai_time_before_uploading(page: Any, tmp_path: Path) 
                                                 "this server")
         assert "first guess" not in estimate.inner_text()
         files = page.locator("#file-list .file .file-estimate")
-        page.wait_for_function("() => document.querySelectorAll('.file-estimate')[1].textContent != ''")
+        page.wait_for_function("() => (document.querySelectorAll('.file-estimate')[1]?.textContent ?? '') != ''")
         assert files.nth(0).inner_text() == f" · AI {describe_estimate(one)}"
         assert files.nth(1).inner_text() == f" · AI {describe_estimate(two)}"
 

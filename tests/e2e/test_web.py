@@ -125,10 +125,10 @@ def test_expiry_counts_down_then_says_expired(page: Any, idle: Server, tmp_path:
     job_id = response.json()["id"]
     page.goto(f"{idle.url}/jobs?ids={job_id}")
     expiry = page.locator(".job .expiry")
-    page.wait_for_function("() => document.querySelector('.job .expiry').textContent.startsWith('Expires in')")
+    page.wait_for_function("() => document.querySelector('.job .expiry')?.textContent.startsWith('Expires in')")
     assert re.fullmatch(r"Expires in [1-4]s", expiry.inner_text())
     started = time.monotonic()
-    page.wait_for_function("() => document.querySelector('.job .expiry').textContent === 'Expired'")
+    page.wait_for_function("() => document.querySelector('.job .expiry')?.textContent === 'Expired'")
     assert time.monotonic() - started < 6
 
 
