@@ -54,6 +54,7 @@ from bench.common import (  # noqa: E402
 from bench.bench_fleet import fresh_schema  # noqa: E402
 from tests.acceptance.fleet_support import (  # noqa: E402
     BROKERS,
+    DEFAULT_WORKER_NICE,
     Fleet,
     forget_queues,
     free_port,
@@ -398,6 +399,7 @@ def redis_postgres_fleet(stack: ExitStack, tmp: Path, logs: Path, tag: str) -> F
     db = stack.enter_context(fresh_schema())
     queues = {"cpu_queue": f"cpu-{tag}", "gpu_queue": f"gpu-{tag}", "sweep_queue": f"sweep-{tag}"}
     fleet = Fleet({"data_dir": str(tmp / "fleet"), "database_url": db, **NO_AI_START,
+                   **DEFAULT_WORKER_NICE,
                    "storage_url": (tmp / "fleet-blobs").as_uri(),
                    "broker_url": BROKERS["redis"], **queues}, logs)
     stack.callback(forget_queues, BROKERS["redis"], list(queues.values()))

@@ -32,7 +32,12 @@ import pyvips
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.acceptance.fleet_support import BROKERS, Fleet, forget_queues  # noqa: E402
+from tests.acceptance.fleet_support import (  # noqa: E402
+    BROKERS,
+    DEFAULT_WORKER_NICE,
+    Fleet,
+    forget_queues,
+)
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PIPELINE = "grayscale"
@@ -116,7 +121,7 @@ def run(concurrency: int, singles: int) -> None:
     with fresh_schema() as db, tempfile.TemporaryDirectory() as tmp:
         common = {"database_url": db, "storage_url": Path(tmp, "blobs").as_uri(),
                   "data_dir": str(Path(tmp, "data")), "log_level": "WARNING",
-                  "max_files": str(PER_JOB)}
+                  "max_files": str(PER_JOB), **DEFAULT_WORKER_NICE}
         celery = {**common, "broker_url": BROKERS["redis"], "cpu_queue": f"cpu-{tag}",
                   "gpu_queue": f"gpu-{tag}", "sweep_queue": f"sweep-{tag}"}
         logs = Path(tmp, "logs")

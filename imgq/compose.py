@@ -8,14 +8,18 @@ these; nothing below imports this module.
 
 from __future__ import annotations
 
+import logging
+
 import pyvips
 from fastapi import FastAPI
 
 from imgq.api.app import create_app
 from imgq.config import Settings, SettingsError
 from imgq.dispatch.base import Dispatcher, broker_kind, queue_names
-from imgq.worker.runtime import Runtime
+from imgq.ops.image import quiet_libvips
+from imgq.worker.runtime import Runtime, lower_session_priority
 
+log = logging.getLogger(__name__)
 
 def open_runtime(settings: Settings, run_migrations: bool = False) -> Runtime:
     """The database, blob store and operations one process works with."""
@@ -27,6 +31,7 @@ def build_app(settings: Settings, embedded_workers: bool = True) -> tuple[FastAP
     `imgq beat` does that job."""
     # No libvips operation cache in the API process: it would keep decoded previews alive.
     pyvips.cache_set_max(0)
+    quiet_libvips()
     dispatcher = make_dispatcher(settings, embedded_workers=embedded_workers)
     fleet = broker_kind(settings) != "embedded"
     runtime = open_runtime(settings, run_migrations=True)
@@ -55,6 +60,9 @@ def run_worker(settings: Settings, queues: str | None, concurrency: int | None,
                pool: str | None) -> None:
     """`imgq worker`: consume the broker's queues until stopped."""
     kind = broker_kind(settings)
+    if kind != "embedded" and lower_session_priority(settings.worker_nice):
+        log.info("worker session's CPU group lowered to nice %d (Linux autogroup)",
+                 settings.worker_nice)
     if kind == "celery":
         from imgq.dispatch.celery import run_worker as run_celery
 

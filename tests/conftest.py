@@ -15,6 +15,11 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 os.environ.setdefault("IMGQ_AI_MEASURE_ON_START", "false")
 os.environ.setdefault("IMGQ_AI_COSTS_FILE", os.path.join(
     tempfile.mkdtemp(prefix="imgq-test-costs-"), "model-costs.json"))
+# The tests run beside mypy and the servers they start, so the cores are always shared. OpenMP's threads (torch's, ncnn's) spin while
+# they wait for each other by default, and a spinning thread holds the core its partner needs:
+# a conv took 40× longer with two such processes on two cores. Waiting threads sleep instead;
+# this process and every process a test starts read it when their OpenMP library loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 POSTGRES_URL = os.environ.get("IMGQ_TEST_POSTGRES_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

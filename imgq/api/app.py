@@ -15,8 +15,7 @@ from imgq import __version__
 from imgq.api import compat, cors, failures, openapi_errors
 from imgq.api.access import AccessMiddleware
 from imgq.api.auth import documented_security
-from imgq.api.headers import SecurityHeaders
-from imgq.api.hosts import HostCheck
+from imgq.api.edge import Edge
 from imgq.api.idempotency import IdempotencyMiddleware
 from imgq.api.job_reads import JobReads
 from imgq.api.job_watch import JobWatches
@@ -90,6 +89,7 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
     app.state.dispatcher = dispatcher
     app.state.job_watches = JobWatches(runtime)
     app.state.job_reads = JobReads(runtime)
+    docs = list(app.router.routes)  # the documentation's routes, which FastAPI adds first
     app.include_router(jobs.router)
     app.include_router(meta.router)
     app.include_router(metrics.router)
@@ -101,12 +101,15 @@ def create_app(runtime: Runtime, dispatcher: Dispatcher | None = None,
         app.include_router(router)
         if tag not in (app.openapi_tags or []):  # a route shared by two APIs comes twice
             app.openapi_tags = [*(app.openapi_tags or []), tag]
+    # Every request is matched against the routes in their order: the documentation's go last
+    # (no other route has their paths), so that a poller's GET is not compared with them first.
+    app.router.routes[:] = [r for r in app.router.routes if r not in docs] + docs
     failures.install(app)
     openapi_errors.install(app)
     app.add_middleware(IdempotencyMiddleware, runtime=runtime, paths=SUBMIT_PATHS)
     app.add_middleware(AccessMiddleware, runtime=runtime)  # keys, rate limits
-    app.add_middleware(failures.CatchAll)  # the database down while a key is checked: 503
-    app.add_middleware(SecurityHeaders)
-    app.add_middleware(HostCheck, settings=settings)
+    # The Host check, the security headers, and the catch-all that answers a failure (the
+    # database down while a key is checked: 503) in JSON, in one layer.
+    app.add_middleware(Edge, settings=settings)
     cors.install(app, settings)  # outermost: preflights never need a key
     return app

@@ -7,8 +7,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import anyio
-
 from imgq.errors import StorageFull
 from imgq.worker.runtime import Runtime
 
@@ -36,8 +34,9 @@ def low_space(rt: Runtime) -> str | None:
     return None
 
 
-async def refuse_when_full(rt: Runtime) -> None:
-    """Before an upload is read: 503 storage_full rather than a disk filled to the last byte."""
-    problem = await anyio.to_thread.run_sync(low_space, rt)
+def refuse_when_full(rt: Runtime) -> None:
+    """Before an upload's first file is staged, in the thread that stages it (no hand-off of
+    its own): 503 storage_full rather than a disk filled to the last byte."""
+    problem = low_space(rt)
     if problem:
         raise StorageFull(f"file storage is full: {problem}; try again later")

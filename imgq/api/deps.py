@@ -28,7 +28,29 @@ def find_item(rt: Runtime, scope: Scope, job_id: str, index: int) -> Item:
     """`load_item` in the calling thread, for a route that does more in the same hand-off."""
     if not 0 <= index < MAX_ITEM_INDEX:  # no job has it, and the database could not compare it
         raise NotFound(f"job {job_id} has no item {index}")
-    removed, item = rt.repo.get_job_item(job_id, index, scope=scope)
+    return _present(job_id, index, *rt.repo.get_job_item(job_id, index, scope=scope))
+
+
+def find_item_at_once(rt: Runtime, scope: Scope, job_id: str, index: int) -> Item | None:
+    """`find_item` on the event loop's thread where the repository reads without waiting
+    (`Repository.polls_at_once`); None when the database is locked: `load_item` then."""
+    if not 0 <= index < MAX_ITEM_INDEX:
+        raise NotFound(f"job {job_id} has no item {index}")
+    found = rt.repo.poll_job_item(job_id, index, scope=scope)
+    return None if found is None else _present(job_id, index, *found)
+
+
+async def find_item_on_loop(rt: Runtime, scope: Scope, job_id: str, index: int) -> Item:
+    """`find_item` on the event loop where the repository reads there
+    (`Repository.polls_on_loop`)."""
+    if not 0 <= index < MAX_ITEM_INDEX:
+        raise NotFound(f"job {job_id} has no item {index}")
+    return _present(job_id, index,
+                    *await rt.repo.poll_job_item_on_loop(job_id, index, scope=scope))
+
+
+def _present(job_id: str, index: int, removed: bool, item: Item | None) -> Item:
+    """The item, refusing unknown items (404) and removed files (410)."""
     if item is None:
         raise NotFound(f"job {job_id} has no item {index}")
     if removed or item.status == Status.expired:

@@ -47,8 +47,8 @@ def error_response(err: ImgqError) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
-    """The exception handlers; CatchAll is added by the app where it belongs among the
-    middleware (inside CORS, so that its answers carry CORS headers)."""
+    """The exception handlers; the catch-all (`imgq.api.edge.Edge`) is added by the app where
+    it belongs among the middleware (inside CORS, so that its answers carry CORS headers)."""
 
     @app.exception_handler(ImgqError)
     async def imgq_error(request: Request, exc: ImgqError) -> JSONResponse:
@@ -78,7 +78,8 @@ def install(app: FastAPI) -> None:
 class CatchAll:
     """Turns an exception that no handler took into the JSON body, unless the response has
     already started (then the connection is cut, so a client never takes a truncated body
-    for a whole one)."""
+    for a whole one). imgq's app has this in `imgq.api.edge.Edge`; alone, it serves a bare
+    app."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -97,14 +98,20 @@ class CatchAll:
         try:
             await self.app(scope, receive, watch)
         except Exception as exc:
-            where = f"{scope.get('method')} {str(scope.get('path'))[:200]}"
-            if started:
-                log.error("%s failed while its answer was being sent", where, exc_info=exc)
-                raise
-            err = public_error(exc)
-            if err is None:
-                log.error("%s failed unexpectedly", where, exc_info=exc)
-                err = ImgqError("an unexpected error occurred on the server; it has been logged")
-            elif err.status_code >= 500:
-                log.warning("%s: %s (%s)", where, err.message, type(exc).__name__)
-            await error_response(err)(scope, receive, send)
+            await answer_failure(exc, scope, started)(scope, receive, send)
+
+
+def answer_failure(exc: Exception, scope: Scope, started: bool) -> JSONResponse:
+    """The answer to an exception that no handler took, logged as its cause asks; re-raised
+    when the answer has already started (the server then cuts the connection)."""
+    where = f"{scope.get('method')} {str(scope.get('path'))[:200]}"
+    if started:
+        log.error("%s failed while its answer was being sent", where, exc_info=exc)
+        raise exc
+    err = public_error(exc)
+    if err is None:
+        log.error("%s failed unexpectedly", where, exc_info=exc)
+        err = ImgqError("an unexpected error occurred on the server; it has been logged")
+    elif err.status_code >= 500:
+        log.warning("%s: %s (%s)", where, err.message, type(exc).__name__)
+    return error_response(err)

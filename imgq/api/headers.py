@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message
 
 #: The page loads its own scripts, styles and images only (no inline script, nothing from
 #: another origin); previews it fetches with a key are shown as blob: URLs.
@@ -16,24 +15,26 @@ PAGE_PATHS = frozenset({"/", "/jobs"})
 COMMON = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
           "X-Frame-Options": "DENY"}
 
+Raw = list[tuple[bytes, bytes]]
 
-class SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        csp = PAGE_CSP if path in PAGE_PATHS or path.startswith("/static/") else OTHER_CSP
+def _raw(csp: str) -> Raw:
+    pairs = {**COMMON, "Content-Security-Policy": csp}
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in pairs.items()]
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in COMMON.items():
-                    headers.setdefault(name, value)
-                headers.setdefault("Content-Security-Policy", csp)
-            await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+#: Built once: the headers of a page answer, and of every other answer.
+_PAGE, _OTHER = _raw(PAGE_CSP), _raw(OTHER_CSP)
+
+
+def security_headers(path: str) -> Raw:
+    """The security headers of an answer to `path` (names in lower case, as ASGI sends them)."""
+    return _PAGE if path in PAGE_PATHS or path.startswith("/static/") else _OTHER
+
+
+def add_security_headers(start: Message, headers: Raw) -> None:
+    """Add to an `http.response.start` message each of `headers` that it does not set itself
+    (a route may set its own Content-Security-Policy)."""
+    raw = start["headers"] = list(start.get("headers", ()))
+    present = {name for name, _ in raw}
+    raw.extend(pair for pair in headers if pair[0] not in present)

@@ -11,7 +11,7 @@ probe them by address, and they tell nothing.
 from __future__ import annotations
 
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from imgq.api.access import is_loopback
 from imgq.config import Settings
@@ -45,26 +45,25 @@ def host_allowed(name: str, allowed: list[str]) -> bool:
 
 
 class HostCheck:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
+    """The check itself; `imgq.api.edge.Edge` makes it first, for HTTP and WebSocket."""
+
+    def __init__(self, settings: Settings) -> None:
         self.allowed = allowed_hosts(settings)
         self.open = self.allowed == ["*"]
         self.loopback_only = not settings.allowed_hosts
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (self.open or scope["type"] not in ("http", "websocket")
-                or scope["path"] in HEALTH_PATHS):
-            await self.app(scope, receive, send)
-            return
+    def refusal(self, scope: Scope) -> JSONResponse | None:
+        """The 400 for a request whose Host is not served here; None when it is."""
+        if self.open or scope["path"] in HEALTH_PATHS:
+            return None
         header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
         name = host_name(header)
         if host_allowed(name, self.allowed):
-            await self.app(scope, receive, send)
-            return
+            return None
         why = ("this server listens on a loopback address, so it answers only to local names "
                "unless IMGQ_ALLOWED_HOSTS lists others" if self.loopback_only
                else "it is not in IMGQ_ALLOWED_HOSTS")
         body = {"error": {"code": "invalid_host",
                           "message": f"the host name {name or '(none)'!r} is not served here: "
                                      f"{why}"}}
-        await JSONResponse(body, status_code=400)(scope, receive, send)
+        return JSONResponse(body, status_code=400)

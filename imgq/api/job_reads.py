@@ -11,7 +11,12 @@ What is not in memory is read one query at a time: the reads that arrive while a
 are made together by the next one (one query, one hand-off to a thread, for all their jobs).
 Under a burst of polls (many pollers, or a backlog after the server was held up) a query per
 request meant as many threads waking, waiting for the CPU and for each other's GIL, before
-the event loop could answer.
+the event loop could answer. There is no hand-off to a thread on PostgreSQL: the event loop
+sends the query on a connection of its own and waits for the answer on the socket
+(`imgq.store.repository.server_polls`). Nor on SQLite for a short query (`LOOP_READ_ROWS`):
+it is made on the event loop's thread on a connection that never waits for a lock
+(`imgq.store.db.status_engine`); only when the database is locked is it made in a thread,
+which waits.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ from imgq.worker.runtime import Runtime
 MAX_ENTRIES = 4096
 #: Jobs one query reads at most; reads that would make it longer wait for the next one.
 MAX_READ_IDS = 200  # as many as one ?ids= list may name
+#: Rows (items, at most IMGQ_MAX_FILES a job) a query may read to be made on the event loop's
+#: own thread (SQLite), about a millisecond of it; a longer one holds every other request for
+#: its whole time there, and is made in a thread, which lets the loop in between its turns.
+LOOP_READ_ROWS = 100
 
 
 @dataclass(frozen=True)
@@ -112,13 +121,27 @@ class JobReads:
         if self._next is read:
             self._next = None  # from here on, new reads wait for the next query
         try:
-            found = await anyio.to_thread.run_sync(
-                lambda: self.rt.repo.get_jobs_versioned(sorted(read.ids), scope=SYSTEM))
+            found = await self._poll(sorted(read.ids))
         except Exception as exc:  # noqa: BLE001 - each waiting read answers with the error
             read.done.set_exception(exc)
             read.done.exception()  # retrieved: every waiter that is left raises it
             return
         read.done.set_result({job.id: (job, version) for job, version in found})
+
+    async def _poll(self, job_ids: list[str]) -> list[tuple[Job, int]]:
+        """On PostgreSQL, on the event loop's own connection, which waits for the answer as
+        for any socket. On a SQLite file, a short query on this thread (no hand-off to a
+        thread and back) unless the database is locked; a long one, and then, in a thread
+        that waits for the lock. Otherwise (an in-memory database), in a thread."""
+        repo = self.rt.repo
+        if repo.polls_on_loop:
+            return await repo.poll_jobs_on_loop(job_ids)
+        if repo.polls_at_once and len(job_ids) * self.rt.settings.max_files <= LOOP_READ_ROWS:
+            found = repo.poll_jobs(job_ids)
+            if found is not None:
+                return found
+        return await anyio.to_thread.run_sync(
+            lambda: repo.get_jobs_versioned(job_ids, scope=SYSTEM))
 
     def _made(self, job: Job, version: int, base: str) -> Snapshot:
         """The snapshot of this version of the job: the one a read sharing the same query

@@ -50,8 +50,23 @@ async def submit_job(
     pipeline: str | list[Any] | list[StepSpec], ttl_seconds: int, source: str = "api",
     extra: dict[str, Any] | None = None, callback_url: str | None = None, base_url: str = "",
 ) -> Job:
-    """Check everything, then store files and rows, then dispatch. Nothing is stored when a
-    check fails; the staged uploads are the caller's to discard. The job is the caller's.
+    """`store_job` in a thread, then `publish`. The staged uploads are the caller's to
+    discard."""
+    job = await anyio.to_thread.run_sync(  # one hand-off for every check and the storing
+        lambda: store_job(rt, caller, upload, pipeline, ttl_seconds, source, extra,
+                          callback_url, base_url))
+    publish(dispatcher, job)
+    return job
+
+
+def store_job(
+    rt: Runtime, caller: Principal, upload: Upload, pipeline: str | list[Any] | list[StepSpec],
+    ttl_seconds: int, source: str = "api", extra: dict[str, Any] | None = None,
+    callback_url: str | None = None, base_url: str = "",
+) -> Job:
+    """Check everything, then store files and rows (in the caller's thread, which may wait
+    for the database and storage). Nothing is stored when a check fails. The job is the
+    caller's.
 
     Files sent in the 'attachments' field are not items: they are extra images the steps name
     (a style picture, a face), kept with the job. A pipeline that starts by making an image
@@ -61,9 +76,12 @@ async def submit_job(
     if callback_url:
         callback_url = accept_callback_url(rt.settings, callback_url, caller.key is not None)
     specs = pipeline if _is_specs(pipeline) else parse_pipeline(pipeline)
-    job = await anyio.to_thread.run_sync(  # one hand-off for every check and the storing
-        lambda: _check_and_store(rt, caller, specs, inputs, attached, ttl_seconds, source,
-                                 extra or {}, callback_url, base_url))
+    return _check_and_store(rt, caller, specs, inputs, attached, ttl_seconds, source,
+                            extra or {}, callback_url, base_url)
+
+
+def publish(dispatcher: Dispatcher | None, job: Job) -> None:
+    """Hand the job's stored items to the dispatcher; if that fails, the sweeper does it."""
     log.info("job %s: %d items queued (%s)", job.id, len(job.items), job.resource,
              extra={"job_id": job.id})
     if dispatcher is not None:
@@ -73,7 +91,6 @@ async def submit_job(
         except Exception:  # noqa: BLE001 - a broker down now must not lose the answer
             log.warning("job %s: publishing failed; the sweeper will dispatch its items",
                         job.id, exc_info=True, extra={"job_id": job.id})
-    return job
 
 
 def _check_and_store(rt: Runtime, caller: Principal, specs: list[StepSpec],
@@ -106,7 +123,7 @@ def _check_and_store(rt: Runtime, caller: Principal, specs: list[StepSpec],
 
 
 def _probe_all(files: list[StagedFile], limits: Limits) -> list[ImageInfo]:
-    return [probe(f.path, f.name, limits) for f in files]
+    return [probe(f.path, f.name, limits, f.data) for f in files]
 
 
 def _store(rt: Runtime, job: Job, inputs: list[StagedFile],

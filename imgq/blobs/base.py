@@ -34,6 +34,19 @@ class BlobStore(ABC):
     def iter_bytes(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
         """Stream the blob's bytes."""
 
+    def read_bytes(self, key: str) -> bytes:
+        """The blob's bytes at once (a small one: a download sent whole); KeyError when
+        missing."""
+        return b"".join(self.iter_bytes(key))
+
+    def read_at_once(self, key: str, max_bytes: int) -> bytes | None:
+        """The blob's bytes when it has at most `max_bytes` and the store reads it without
+        waiting on a network (a local file), for a caller that must not wait long: the API's
+        event loop. None otherwise: read it with `read_bytes` or `iter_bytes` in a thread.
+        KeyError when missing (from a store that reads files at once; one that does not
+        answers None without looking)."""
+        return None
+
     @abstractmethod
     def size(self, key: str) -> int:
         """Size in bytes; KeyError when missing."""

@@ -68,6 +68,20 @@ class LocalBlobStore(BlobStore):
             raise KeyError(key)
         return _read_chunks(path, chunk_size)
 
+    def read_bytes(self, key: str) -> bytes:
+        try:  # one open and read: no check first, no chunks to join
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def read_at_once(self, key: str, max_bytes: int) -> bytes | None:
+        try:  # one open and one read of at most max_bytes + 1: a longer file is not read
+            with open(self._path(key), "rb", buffering=0) as fh:
+                data = fh.read(max_bytes + 1)
+        except FileNotFoundError:
+            raise KeyError(key) from None
+        return data if len(data) <= max_bytes else None
+
     def size(self, key: str) -> int:
         try:
             return self._path(key).stat().st_size

@@ -10,6 +10,11 @@ from imgq.config import Settings, SettingsError
 CELERY_SCHEMES = frozenset({"redis", "rediss", "amqp", "amqps", "pyamqp"})
 NATS_SCHEMES = frozenset({"nats", "tls"})
 
+#: The most items one broker message of a fleet names. A message means "the queue has work": the
+#: worker process that takes it runs the queue's due items in fair order until none is due, so a
+#: batch needs a message for each worker process that should take part, not one per item.
+MESSAGE_ITEMS = 10
+
 
 class Dispatcher(ABC):
     """A message only names an item; the database says what to do with it, so a duplicate
@@ -27,6 +32,20 @@ class Dispatcher(ABC):
 
     def describe(self) -> dict[str, object]:
         return {"kind": type(self).__name__}
+
+
+def messages_for(settings: Settings, queue: str, item_ids: list[str]) -> list[list[str]]:
+    """The broker messages that ask a fleet for `item_ids` on `queue`, each naming its share of
+    the items (a redelivered or leftover message names real work).
+
+    CPU items: one message for each worker process that should take part (IMGQ_WORKERS as set
+    on the API server), at most one per item, more where a batch has over MESSAGE_ITEMS items a
+    message. GPU items (AI steps) take seconds each, so a message's cost is nothing beside them,
+    while a fleet's GPU workers (which the API cannot count) should all take part: one message
+    an item."""
+    most = 1 if queue == settings.gpu_queue else MESSAGE_ITEMS
+    count = min(len(item_ids), max(settings.worker_count, -(-len(item_ids) // most)))
+    return [item_ids[i::count] for i in range(count)]
 
 
 def broker_kind(settings: Settings) -> str:

@@ -1,7 +1,10 @@
 """The Celery application: the task a message names, its worker settings, the beat schedule.
 
-A task carries an item id, and means "this queue has work": the worker runs the queue's due
-items in fair order (see `imgq.worker.execute.drain`); the database says what to do. `acks_late` with
+A task carries item ids, and means "this queue has work": the worker runs the queue's due
+items in fair order (see `imgq.worker.execute.drain`); the database says what to do. A batch is
+published as a few such messages, one per worker process that should take part
+(`imgq.dispatch.base.messages_for`), not one per item: each message costs the broker, Celery's
+parent process and the child a fixed amount of work, however little the item. `acks_late` with
 `reject_on_worker_lost` and a prefetch of 1 mean a worker that dies mid-item loses nothing:
 the message goes back to the broker, and the item's lease lets the sweeper requeue it.
 
@@ -23,7 +26,7 @@ from typing import Any
 from celery import Celery, signals
 
 from imgq.config import Settings, get_settings
-from imgq.dispatch.base import Dispatcher, queue_for, resource_of
+from imgq.dispatch.base import Dispatcher, messages_for, queue_for, resource_of
 from imgq.dispatch.pool import HARD_MARGIN
 from imgq.dispatch.sweeper import FleetSweeper
 from imgq.domain.models import Claim
@@ -68,8 +71,8 @@ class CeleryDispatcher(Dispatcher):
 
     def publish_to(self, target: str, item_ids: list[str], delay: float = 0.0) -> None:
         with self.app.producer_or_acquire() as producer:
-            for item_id in item_ids:
-                self.app.send_task(RUN_ITEM, args=[item_id], queue=target, producer=producer,
+            for named in messages_for(self.settings, target, item_ids):
+                self.app.send_task(RUN_ITEM, args=[named], queue=target, producer=producer,
                                    countdown=delay if delay > 0 else None, retry=True,
                                    retry_policy=RETRY_POLICY)
 
@@ -141,20 +144,27 @@ def _register_tasks(app: Celery) -> None:
     # shared=False: each app (one per process, or per test) keeps its own tasks, bound to its
     # own settings; a shared task would reach every app made later in the same process.
     @app.task(name=RUN_ITEM, bind=True, ignore_result=True, shared=False)
-    def run_item(task: Any, item_id: str) -> int:
+    def run_item(task: Any, item_ids: list[str] | str) -> int:
         """A message means "the queue has work": run its due items in fair order (the named
-        item among them, or it was run already); one message per item is published, so the
-        items a drain leaves keep theirs."""
-        if item_id in _ended_here:  # a drain of this process ran it: the message is spent
-            return 0
+        items among them, or they were run already). When the drain stops with items still
+        due (its time budget, a retry, the database down), the named items it did not end are
+        published again, so that they keep a message."""
+        named = [item_ids] if isinstance(item_ids, str) else item_ids  # an older API's message
+        if all(item_id in _ended_here for item_id in named):  # a drain of this process ran
+            return 0  # them: the message is spent
         settings: Settings = app.imgq_settings
         queue = (task.request.delivery_info or {}).get("routing_key") or settings.cpu_queue
         resource = resource_of(settings, queue)
         drained = drain_concurrently(_runtime(app), resource, items_in_flight(settings, resource))
+        waiting = dict(drained.later)  # items that ran side by side and wait for a retry
         if drained.retry_item is not None and drained.retry_in is not None:
-            _publisher(app).publish_to(queue, [drained.retry_item], drained.retry_in)
-        for item, delay in drained.later:  # items that ran side by side and wait for a retry
+            waiting[drained.retry_item] = drained.retry_in
+        for item, delay in waiting.items():
             _publisher(app).publish_to(queue, [item], delay)
+        left = [i for i in named if i not in _ended_here and i not in waiting]
+        if drained.more and left:  # after the database's back-off when it was down
+            wait = drained.retry_in if drained.retry_item is None else None
+            _publisher(app).publish_to(queue, left, wait or 0.0)
         return drained.items
 
     @app.task(name=SWEEP_QUEUE, ignore_result=True, shared=False)

@@ -1,8 +1,10 @@
 """Dispatch through NATS JetStream (nats-py): a stream and a durable pull consumer per queue.
 
-A message is an item id and means "the queue has work"; the worker runs the queue's due items
-in fair order. It acks the message after its items have finished, sends in-progress
-acks while it runs, and naks it with a delay for a retry; a message whose worker died is
+A message names item ids (comma-separated) and means "the queue has work"; the worker runs the
+queue's due items in fair order. A batch is published as a few messages, one per worker process
+that should take part (`imgq.dispatch.base.messages_for`). The worker acks the message after its
+items have finished, sends in-progress acks while it runs, naks it with a delay for a retry, and
+naks it at once when its drain stopped with items still due; a message whose worker died is
 redelivered after the ack wait. The stream keeps messages until acked (work-queue retention),
 so a restart of NATS with file storage loses nothing; the outbox sweep covers the rest.
 """
@@ -22,13 +24,14 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from imgq.config import Settings, redact
-from imgq.dispatch.base import Dispatcher, queue_for, resource_of
+from imgq.dispatch.base import Dispatcher, messages_for, queue_for, resource_of
 from imgq.dispatch.pool import WorkerPool
 from imgq.dispatch.sweeper import FleetSweeper
 from imgq.worker.runtime import Runtime
@@ -36,6 +39,7 @@ from imgq.worker.runtime import Runtime
 log = logging.getLogger(__name__)
 
 DURABLE = "imgq-workers"
+STOP_SECONDS = 3  # at stop, how long published messages may take to reach the broker
 
 
 def stream_name(queue: str) -> str:
@@ -118,20 +122,28 @@ class NatsDispatcher(Dispatcher):
 
     async def _publish(self, queue: str, item_ids: list[str]) -> None:
         js = await self._jetstream(queue)
-        for item_id in item_ids:
-            await js.publish(subject(queue), item_id.encode())
+        for named in messages_for(self.settings, queue, item_ids):
+            await js.publish(subject(queue), ",".join(named).encode())
+
+    @staticmethod
+    async def _close(nc: Client) -> None:
+        try:
+            await nc.flush(timeout=STOP_SECONDS)
+        finally:
+            await nc.close()
 
     def stop(self) -> None:
         if self._loop is None:
             return
-        if self._nc is not None:
+        if self._nc is not None:  # what is still unpublished is in the outbox: stop promptly
             try:
-                asyncio.run_coroutine_threadsafe(self._nc.drain(), self._loop).result(10)
+                asyncio.run_coroutine_threadsafe(self._close(self._nc), self._loop).result(
+                    STOP_SECONDS + 1)
             except Exception:
-                log.warning("NATS connection did not drain cleanly", exc_info=True)
+                log.warning("NATS connection did not close cleanly", exc_info=True)
         self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=STOP_SECONDS)
         self._loop.close()
         self._loop, self._thread, self._nc, self._connecting = None, None, None, None
         self._ready.clear()
@@ -177,8 +189,12 @@ class NatsWorker:
         await asyncio.gather(*pullers, return_exceptions=True)
         if self.running:  # finish what we hold, then ack it
             await asyncio.wait(self.running)
-        await nc.flush()
-        await nc.close()  # not drain(): the pull subscriptions' pending fetches never drain
+        try:
+            await nc.flush()
+            await nc.close()  # not drain(): the pull subscriptions' pending fetches never drain
+        except (OSError, NatsError) as exc:  # lost as it closed (after a broker outage): what
+            # it could not send is redelivered, and the pool is stopped all the same
+            log.warning("the NATS connection was lost while it closed (%s)", type(exc).__name__)
         self.pool.stop(wait=self.settings.kill_grace_seconds + 2)
 
     async def _pull(self, sub: Any, resource: str) -> None:
@@ -199,9 +215,9 @@ class NatsWorker:
             task.add_done_callback(self.running.discard)
 
     async def _handle(self, msg: Msg, resource: str) -> None:
-        """A message means "the queue has work": run its due items in fair order. One
-        message is published per item, so the items a drain leaves keep theirs."""
-        item_id = msg.data.decode()
+        """A message means "the queue has work": run its due items in fair order. A drain
+        that stops with items still due gives the message back at once, so that they keep it."""
+        named = msg.data.decode()
         try:
             future = asyncio.wrap_future(self.pool.drain(resource))
             while True:  # keep the message ours while the item runs
@@ -211,12 +227,14 @@ class NatsWorker:
                 await msg.in_progress()
             drained = future.result()
         except Exception:
-            log.exception("item %s: unexpected error", item_id, extra={"item_id": item_id})
+            log.exception("items %s: unexpected error", named)
             return
         finally:
             self.slots.release()
         if drained.retry_in is not None:  # the message comes back to wake the retried item
             await msg.nak(delay=drained.retry_in)
+        elif drained.more:
+            await msg.nak()
         else:
             await msg.ack()
 

@@ -17,8 +17,10 @@ MAX_NAME = 120
 def safe_name(raw: str | None, fallback: str = "image", max_bytes: int = MAX_NAME) -> str:
     """A display name with no directory parts, control, bidi or reserved characters, at most
     `max_bytes` long in UTF-8 (shortened keeping the extension)."""
-    name = unicodedata.normalize("NFC", raw or "")
-    name = "".join(c for c in name if unicodedata.category(c) not in _DROPPED)
+    name = raw or ""
+    if not (name.isascii() and name.isprintable()):  # none of those is in _DROPPED
+        name = unicodedata.normalize("NFC", name)
+        name = "".join(c for c in name if unicodedata.category(c) not in _DROPPED)
     name = re.split(r"[/\\]", name)[-1]
     name = _UNSAFE.sub("_", name).strip(" .")
     if not name:

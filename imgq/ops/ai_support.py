@@ -228,7 +228,10 @@ def _estimated(op: object) -> TypeGuard[TimeEstimated]:
 
 def estimate_pipeline(steps: Sequence[BoundStep], width: int, height: int) -> Estimate | None:
     """Seconds the AI steps of a pipeline will take on a width×height image (each at the size
-    the steps before it make), or None when it has none."""
+    the steps before it make), or None when it has none (then no step's output size is
+    worked out: a worker asks this for every item)."""
+    if not any(_estimated(step.op) for step in steps):
+        return None
     total, basis, found = 0.0, MEASURED, False
     for step in steps:
         if _estimated(step.op):

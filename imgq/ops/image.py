@@ -7,7 +7,9 @@ libvips instead of holding whole decoded images in memory.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -88,16 +90,43 @@ def _load(path: Path | str, fmt: str, **options: Any) -> pyvips.Image:
     return loader(str(path), **options)
 
 
-def header(path: Path, fmt: str) -> pyvips.Image:
-    """The file opened by its format's own loader, nothing decoded yet: libvips' search for
-    the loader of a file (new_from_file) costs more than reading a small JPEG's header."""
-    return _load(path, fmt)
+def open_source(path: Path) -> pyvips.Source:
+    """The file as a libvips source, for a header read and a load of the same file: the file
+    is opened once for both, and a load through it reads what the header read already has."""
+    return pyvips.Source.new_from_file(str(path))
 
 
-def probe(path: Path, name: str, limits: Limits) -> ImageInfo:
-    """Check a stored upload from its header only, before anything is decoded."""
-    with path.open("rb") as fh:
-        head = fh.read(64)
+def header(source: pyvips.Source, fmt: str, **options: Any) -> pyvips.Image:
+    """The source opened by its format's own loader, nothing decoded yet: libvips' search for
+    the loader of a file (new_from_file) costs more than reading a small JPEG's header, and
+    so does each option, which is why none is given unless needed."""
+    return pyvips.Operation.call(f"{INPUT_FORMATS[fmt][0]}_source", source, **options)
+
+
+def quiet_libvips() -> None:
+    """Hand only libvips' warnings and errors to Python's logging. pyvips passes it every
+    message, and libvips says about ten things of each image it makes ("selected loader",
+    "residual reducev", "threadpool completed"): each one a call into Python, from the thread
+    that said it, to be dropped by the `pyvips` logger, which `imgq.logs` keeps at WARNING.
+    The rest go to GLib's own handler, which drops them unless G_MESSAGES_DEBUG names VIPS."""
+    flags = pyvips.GLogLevelFlags
+    try:
+        pyvips.glib_lib.g_log_remove_handler(b"VIPS", pyvips._log_handler_id)
+        pyvips._log_handler_id = pyvips.glib_lib.g_log_set_handler(
+            b"VIPS", flags.LEVEL_WARNING | flags.LEVEL_CRITICAL | flags.LEVEL_ERROR
+            | flags.FLAG_FATAL | flags.FLAG_RECURSION, pyvips._log_handler_cb, pyvips.ffi.NULL)
+    except AttributeError:  # a pyvips without these names: its handler stays as it is
+        log.debug("pyvips' log handler left as it is", exc_info=True)
+
+
+def probe(path: Path, name: str, limits: Limits, data: bytes | None = None) -> ImageInfo:
+    """Check a stored upload from its header only, before anything is decoded: from `data`,
+    its bytes, where the caller holds them (a small upload), else from the file."""
+    if data is None:
+        with path.open("rb") as fh:
+            head = fh.read(64)
+    else:
+        head = data[:64]
     fmt = sniff(head)
     if fmt is None:
         raise UnsupportedFormat(
@@ -106,11 +135,15 @@ def probe(path: Path, name: str, limits: Limits) -> ImageInfo:
             file=name,
         )
     try:
-        header = _load(path, fmt, access="sequential")
+        # From memory where the bytes are here: libvips' reading of a file costs more than
+        # its reading of a small JPEG's header. Sequential only where a pixel is decoded.
+        source = open_source(path) if data is None else pyvips.Source.new_from_memory(data)
+        image = (header(source, fmt, access="sequential") if fmt in HEIF_FORMATS
+                 else header(source, fmt))
     except pyvips.Error as exc:
         raise UnsupportedFormat(f"{name}: unreadable {fmt} header ({vips_reason(exc)})", file=name) from None
-    frames = _pages(header)
-    width, height = header.width, header.height
+    frames = _pages(image)
+    width, height = image.width, image.height
     if frames > 1 and fmt in ANIMATABLE:
         if limits.reject_animated:
             raise AnimatedRefused(f"{name}: animated images are not accepted", file=name)
@@ -119,7 +152,7 @@ def probe(path: Path, name: str, limits: Limits) -> ImageInfo:
                 f"{name}: {frames} frames, more than the limit of {limits.max_frames} frames",
                 file=name
             )
-        height = int(header.get("page-height")) if header.get_typeof("page-height") else height
+        height = int(image.get("page-height")) if image.get_typeof("page-height") else height
     if width * height > limits.max_pixels:
         raise ImageTooLarge(
             f"{name}: {width}×{height} is {width * height:,} pixels, "
@@ -128,8 +161,9 @@ def probe(path: Path, name: str, limits: Limits) -> ImageInfo:
             file=name,
         )
     if fmt in HEIF_FORMATS:
-        _refuse_undecodable(header, name, fmt)
-    return ImageInfo(fmt, width, height, frames, path.stat().st_size)
+        _refuse_undecodable(image, name, fmt)
+    return ImageInfo(fmt, width, height, frames,
+                     path.stat().st_size if data is None else len(data))
 
 
 HEIF_FORMATS = frozenset({"heif", "avif"})
@@ -188,11 +222,11 @@ class Image:
 
     @property
     def width(self) -> int:
-        return int(self.vips.width)
+        return int(self.vips.get("width"))
 
     @property
     def height(self) -> int:
-        return int(self.vips.height)
+        return int(self.vips.get("height"))
 
     @property
     def bands(self) -> int:
@@ -259,10 +293,11 @@ def _prepare_for(image: Image, fmt: str) -> pyvips.Image:
             log.debug("icc transform failed; keeping pixel values as they are", exc_info=True)
     if out.hasalpha() and fmt == "jpeg":
         out = out.flatten(background=[255] * (out.bands - 1))
-    if out.format == "ushort" and fmt not in SIXTEEN_BIT_FORMATS:
+    sample = out.get("format")
+    if sample == "ushort" and fmt not in SIXTEEN_BIT_FORMATS:
         grey = out.bands - int(out.hasalpha()) == 1
         out = (out / 257).cast("uchar").copy(interpretation="b-w" if grey else "srgb")
-    if out.format not in ("uchar", "ushort"):
+    elif sample not in ("uchar", "ushort"):
         out = out.cast("uchar")
     return out
 
@@ -286,16 +321,36 @@ def encode_to_file(
         monitor(out)
     options = _SAVE_OPTIONS[fmt](image.encode)
     options["keep"] = "all" if image.encode.keep_metadata else "none"
-    try:
-        getattr(out, _SAVERS[fmt])(str(path), **options)
+    try:  # called by name: `out.jpegsave` would first look for an image property so named
+        pyvips.Operation.call(_SAVERS[fmt], out, str(path), **options)
     except pyvips.Error as exc:
+        unopened = _open_failure(exc)
+        if unopened is not None:  # before a pixel was read: the disk's trouble, never the image's
+            raise unopened from None
         reason = vips_reason(exc)
         if _SAVER_PREFIX.match(reason):
             raise DecodeError(f"cannot process the image: {reason}") from None
         # Pixels are read while the output is written: a loader's error is the input's fault.
         raise DecodeError(f"the image is truncated or corrupt: {reason}") from None
-    return ImageInfo(fmt, int(out.width), int(out.height), 1, path.stat().st_size)
+    return ImageInfo(fmt, int(out.get("width")), int(out.get("height")), 1, path.stat().st_size)
 
+
+def _open_failure(exc: pyvips.Error) -> OSError | None:
+    """libvips' "unable to open for write" (the output file could not be created) as the
+    OSError it reports below it ("system error: Read-only file system"), so that the worker
+    classifies it by its errno like any other file operation. Telling it from a bad input by
+    probing the folder afterwards fails when the disk is back by then."""
+    detail = exc.detail or ""
+    first = next((ln.strip() for ln in detail.splitlines() if ln.strip()), "")
+    if not first.endswith("unable to open for write"):
+        return None
+    system = _SYSTEM_ERROR.search(detail)
+    text = system.group(1).strip() if system else "unable to open for write"
+    return OSError(_ERRNO_OF.get(text, errno.EIO), text)
+
+
+_SYSTEM_ERROR = re.compile(r"^system error: (.+)$", re.MULTILINE)
+_ERRNO_OF = {os.strerror(number): number for number in errno.errorcode}
 
 #: libvips errors that come from writing the output rather than reading the input.
 _SAVER_PREFIX = re.compile(r"^(vips2\w+|vips_\w*save\w*|\w+save\w*|unable to write)")

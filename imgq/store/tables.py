@@ -107,11 +107,16 @@ items = Table(
     # Each owner's items take consecutive keys from the queue's head (see JobStore.create_job),
     # so a newcomer's item is near the front instead of behind another owner's whole batch.
     Column("fair_key", BigInteger, nullable=False, default=0, server_default="0"),
+    # The job's resource class (its queue), copied so that a claim reads one index, with no
+    # join to jobs (whose plan, on stale statistics, scanned the jobs table for each item).
+    Column("resource", String(8), nullable=False, default="cpu", server_default="cpu"),
     Index("ix_items_job_idx", "job_id", "idx", unique=True),
-    Index("ix_items_status_not_before", "status", "not_before"),
     Index("ix_items_owner_status", "owner", "status"),
-    # The claim's order (claims.py), whole: the next due item is the index's first row.
-    Index("ix_items_claim_order", "status", "fair_key", "queued_at", "id"),
+    # The claim's order (claims.py), whole, per queue: the next due item is the first row.
+    # It also serves every other read by status (due, lost leases, stuck), so there is no
+    # index on status alone: stale statistics made the planner prefer that one and sort the
+    # whole queue at each claim, and every index is one more write when an item changes state.
+    Index("ix_items_queue_order", "status", "resource", "fair_key", "queued_at", "id"),
 )
 
 # The webhook outbox: one row per job with a callback_url, written with the job; the sweeper

@@ -170,7 +170,7 @@ class ItemContext:
         (MONITOR_PIXELS)."""
         self._computing = image
         meta = self.claim.item.input_meta or {}
-        pixels = max(image.width * image.height,
+        pixels = max(image.get("width") * image.get("height"),
                      int(meta.get("width") or 0) * int(meta.get("height") or 0))
         if pixels < MONITOR_PIXELS:
             return

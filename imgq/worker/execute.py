@@ -233,7 +233,7 @@ def time_limit(rt: Runtime, claim: Claim, steps: list[BoundStep]) -> float:
 def _run(rt: Runtime, claim: Claim) -> _Ended:
     item_id = claim.item.id
     try:
-        steps = rt.registry.restore(claim.job.pipeline)
+        steps = rt.steps_of(claim.job)
     except ImgqError as exc:  # e.g. a model this worker does not have: no retry will help
         log.error("item %s: %s", item_id, exc.message, extra={"job_id": claim.job.id,
                                                              "item_id": item_id})

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyvips
 
@@ -13,9 +15,11 @@ from imgq.ai.descriptors import SHIPPED
 from imgq.blobs import BlobStore, open_blob_store
 from imgq.config import Settings
 from imgq.ops import build_registry
-from imgq.ops.base import Registry
+from imgq.domain.models import Job
+from imgq.ops.base import BoundStep, Registry
+from imgq.ops.image import quiet_libvips
 from imgq.ops.upscale import DEFAULT_MODEL, Upscale, shipped_choices
-from imgq.store.db import make_engine, migrate
+from imgq.store.db import make_engine, migrate, status_engine
 from imgq.store.repository import Repository
 from imgq.worker.hooks import ItemHooks, default_hooks
 
@@ -29,6 +33,9 @@ class Runtime:
     blobs: BlobStore
     registry: Registry
     hooks: ItemHooks = field(default_factory=default_hooks)  # around each item's life
+    #: job id -> (the registry, the job's steps): restored once for all the job's items
+    _steps: dict[str, tuple[Registry, list[BoundStep]]] = field(default_factory=dict,
+                                                                 repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, run_migrations: bool = False,
@@ -39,11 +46,26 @@ class Runtime:
                              max_overflow=settings.db_max_overflow, pre_ping=not item_worker)
         if run_migrations:
             migrate(engine)
-        return cls(settings, Repository(engine), open_blob_store(settings.storage_url, settings),
-                   build_registry(settings))
+        reads = None if item_worker else status_engine(settings.database_url)
+        return cls(settings, Repository(engine, reads),
+                   open_blob_store(settings.storage_url, settings), build_registry(settings))
+
+    def steps_of(self, job: Job) -> list[BoundStep]:
+        """The job's pipeline as steps to run, restored once for the job's items (a job's
+        pipeline never changes; the steps' parameters are frozen)."""
+        kept = self._steps.get(job.id)
+        if kept is not None and kept[0] is self.registry:
+            return kept[1]
+        steps = self.registry.restore(job.pipeline)
+        if len(self._steps) >= 256:
+            self._steps.pop(next(iter(self._steps)))
+        self._steps[job.id] = (self.registry, steps)
+        return steps
 
     def close(self) -> None:
+        self.repo.close_polls()
         self.repo.engine.dispose()
+        self.repo.status_engine.dispose()
 
 
 def items_in_flight(settings: Settings, resource: str) -> int:
@@ -58,9 +80,11 @@ def items_in_flight(settings: Settings, resource: str) -> int:
 
 def tune_libvips(threads: int) -> None:
     """One worker process per core works best with few libvips threads each, and no
-    operation cache: every item is a different image, and the cache would hold files open."""
+    operation cache: every item is a different image, and the cache would hold files open.
+    libvips' chatter below a warning stays out of Python (`quiet_libvips`)."""
     pyvips.concurrency_set(max(1, threads))
     pyvips.cache_set_max(0)
+    quiet_libvips()
 
 
 def lower_priority(nice: int) -> None:
@@ -69,6 +93,43 @@ def lower_priority(nice: int) -> None:
     if nice > 0:
         with contextlib.suppress(OSError, AttributeError):  # no os.nice on Windows
             os.nice(nice)
+
+
+#: Linux's CPU group of this process's session, when the kernel schedules by session
+#: (autogroup): "/autogroup-N nice X"; writing a number sets the group's nice.
+AUTOGROUP = Path("/proc/self/autogroup")
+
+
+def lower_session_priority(nice: int) -> bool:
+    """Where Linux schedules by session (autogroup, /proc/sys/kernel/sched_autogroup_enabled,
+    on by default on desktops and many servers), the cores are shared between sessions
+    first, and a process's nice only orders it among its own session's processes: an item
+    worker started in a session of its own (`setsid`, a service manager, a terminal of its
+    own) got as much of the cores as the API's whole session, whatever its nice (status reads
+    on a fleet's API 300-600 ms late at p99 while a worker on the same cores was busy;
+    bench/bench_status.py). So a worker that leads its own session lowers its session's
+    group to `nice` too, and the session's processes (its item processes) with it. Never a
+    session it does not lead: that one holds its parent (a shell, or the API of
+    `imgq serve`), which it would slow down as well. Without autogroup, or where the
+    process is in a CPU cgroup of its own (which then decides instead), nothing changes.
+    Whether the group's nice was set."""
+    if nice <= 0 or os.getsid(0) != os.getpid():
+        return False
+    try:
+        now = int(AUTOGROUP.read_text().split()[-1])
+    except (OSError, ValueError, IndexError):  # not Linux, or no autogroup in this kernel
+        return False
+    if now >= nice:
+        return False
+    for _ in range(5):  # the kernel takes one change every 0.1 s from unprivileged processes
+        try:
+            AUTOGROUP.write_text(str(nice))
+            return True
+        except BlockingIOError:
+            time.sleep(0.11)
+        except OSError:
+            return False
+    return False
 
 
 def limit_model_threads(threads: int) -> None:

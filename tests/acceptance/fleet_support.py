@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imgq.config import Settings
+
 S3_START_TIMEOUT = 60.0
+SERVE_START_TIMEOUT = 60.0  # servers, workers and beat may all be starting at once
 ACCESS_KEY, SECRET_KEY = "imgqtest", "imgqtest-secret-key"
 
 
@@ -36,10 +39,19 @@ def _weed() -> str | None:
 
 def kill_group(process: subprocess.Popen[bytes], sig: int = signal.SIGKILL,
                timeout: float = 20.0) -> None:
+    signal_group(process, sig)
+    wait_or_kill(process, timeout)
+
+
+def signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
     try:
         os.killpg(process.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def wait_or_kill(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait for the process to end; SIGKILL its group when it takes longer than `timeout`."""
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -190,6 +202,10 @@ def forget_queues(url: str, queues: list[str]) -> None:
 
 
 # -- imgq processes ---------------------------------------------------------------------------
+#: IMGQ_WORKER_NICE as `imgq worker` has it by default, for the benchmarks' fleets (`Fleet.worker`).
+DEFAULT_WORKER_NICE = {"worker_nice": str(Settings.model_fields["worker_nice"].default)}
+
+
 def imgq_command() -> list[str]:
     script = Path(sys.executable).with_name("imgq")
     return [str(script)] if script.is_file() else [sys.executable, "-m", "imgq.cli"]
@@ -222,25 +238,45 @@ class Fleet:
 
     def serve(self, **extra: Any) -> str:
         """Start an API server; return its base URL once it answers."""
+        return self.serves(1, **extra)[0]
+
+    def serves(self, count: int, **extra: Any) -> list[str]:
+        """Start `count` API servers side by side; their base URLs once each answers."""
         import httpx
 
-        port = free_port()
-        process = self.start("serve", port=port, host="127.0.0.1", **extra)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(f"imgq serve exited with {process.returncode}:\n"
-                                     + self.log_text())
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    return url
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("imgq serve did not start in 30 s:\n" + self.log_text())
+        ports: list[int] = []
+        while len(ports) < count:
+            if (port := free_port()) not in ports:
+                ports.append(port)
+        started = [(self.start("serve", port=port, host="127.0.0.1", **extra),
+                    f"http://127.0.0.1:{port}") for port in ports]
+        deadline = time.monotonic() + SERVE_START_TIMEOUT
+        for process, url in started:
+            while True:
+                if process.poll() is not None:
+                    raise AssertionError(f"imgq serve exited with {process.returncode}:\n"
+                                         + self.log_text())
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"imgq serve did not start in {SERVE_START_TIMEOUT:.0f} s:\n"
+                                         + self.log_text())
+                time.sleep(0.1)
+        return [url for _, url in started]
 
     def worker(self, concurrency: int = 2, *args: str, **extra: Any) -> subprocess.Popen[bytes]:
+        """An `imgq worker`, leading a session of its own as a service manager starts it. Its
+        items run at the API's CPU priority unless the fleet's settings name `worker_nice`
+        (the benchmarks give the default, `DEFAULT_WORKER_NICE`): a worker that leads its
+        session lowers the session's whole CPU group by that much (Linux autogroup), and on
+        a machine busy with other tests it then got so little of the cores that a test's
+        deadline passed (10 small items not done in 90 s, load average 20).
+        `test_worker_priority.py` tests the priority itself."""
+        if "worker_nice" not in self.settings:
+            extra.setdefault("worker_nice", "0")
         return self.start("worker", "--concurrency", str(concurrency), *args, **extra)
 
     def beat(self, **extra: Any) -> subprocess.Popen[bytes]:
@@ -257,8 +293,12 @@ class Fleet:
         kill_group(process)
 
     def stop_all(self) -> None:
+        """SIGTERM every process at once, then wait for each (SIGKILL after 15 s): their
+        graceful stops overlap."""
         for _, process, _ in self.processes:
-            kill_group(process, signal.SIGTERM, timeout=15)
+            signal_group(process, signal.SIGTERM)
+        for _, process, _ in self.processes:
+            wait_or_kill(process, timeout=15)
 
     def log_text(self) -> str:
         return "\n".join(f"===== {log.name} =====\n{log.read_text(errors='replace')[-6000:]}"

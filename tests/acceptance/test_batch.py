@@ -23,8 +23,10 @@ def _colour_spread(data: bytes) -> float:
     return float(max((colour[0] - colour[1]).abs().max(), (colour[1] - colour[2]).abs().max()))
 
 
-def test_a_batch_goes_through_a_multi_step_pipeline_to_a_zip(serve: Callable[..., Server]) -> None:
-    server = serve()
+def test_a_batch_goes_through_a_multi_step_pipeline_to_a_zip(
+    shared_serve: Callable[..., Server],
+) -> None:
+    server = shared_serve()
     files = [
         ("photo.jpg", jpeg_bytes(200, 150, seed=1)),
         ("photo.png", png_bytes(160, 100, seed=2)),
@@ -87,10 +89,11 @@ def test_a_batch_goes_through_a_multi_step_pipeline_to_a_zip(serve: Callable[...
 
 
 def test_the_service_describes_itself_and_answers_errors_as_json(
-    serve: Callable[..., Server],
+    shared_serve: Callable[..., Server],
 ) -> None:
-    server = serve()
+    server = shared_serve()
     client = server.client
+    jobs_before, stored_before = server.jobs_total(), server.stored_files()
 
     operations = client.get("/v1/operations").json()
     by_name = {op["name"]: op for op in operations}
@@ -137,5 +140,5 @@ def test_the_service_describes_itself_and_answers_errors_as_json(
     unknown = server.submit(image, "grayscale|sepia")
     assert unknown.status_code == 422
     assert "sepia" in unknown.json()["error"]["message"]
-    assert server.jobs_total() == 0
-    assert server.stored_files() == [] and server.staged_files() == []
+    assert server.jobs_total() == jobs_before
+    assert server.stored_files() == stored_before and server.staged_files() == []

@@ -50,16 +50,16 @@ def test_a_configured_origin_may_upload_to_every_api_after_its_preflight(
 
 
 def test_an_error_answer_carries_the_header_so_the_page_can_read_its_message(
-        serve: Callable[..., Server]) -> None:
-    server = serve(cors_origins=PAGE)
+        shared_serve: Callable[..., Server]) -> None:
+    server = shared_serve(cors_origins=PAGE)
     response = server.client.get("/v1/jobs/not-a-job", headers={"Origin": PAGE})
     assert response.status_code == 404
     assert response.headers["access-control-allow-origin"] == PAGE
     assert response.json()["error"]["message"]
 
 
-def test_another_origin_gets_no_allow_origin(serve: Callable[..., Server]) -> None:
-    server = serve(cors_origins=PAGE)
+def test_another_origin_gets_no_allow_origin(shared_serve: Callable[..., Server]) -> None:
+    server = shared_serve(cors_origins=PAGE)
     answer = _preflight(server, "/api/jobs/upload", OTHER)
     assert answer["status"] == "400"
     assert "access-control-allow-origin" not in answer

@@ -34,8 +34,11 @@ def error_of(response: httpx.Response, status: int) -> dict[str, str]:
     return error
 
 
-def test_what_a_client_sends_is_answered_with_a_json_4xx(serve: Callable[..., Server]) -> None:
-    server = serve(workers=1)
+def test_what_a_client_sends_is_answered_with_a_json_4xx(
+    shared_serve: Callable[..., Server],
+) -> None:
+    server = shared_serve(workers=1)
+    jobs_before = server.jobs_total()
     c = server.client
     assert c.get("/status/%C2%B2").status_code == 404  # a Unicode digit is not a task number
     assert "less than or equal" in error_of(
@@ -45,15 +48,18 @@ def test_what_a_client_sends_is_answered_with_a_json_4xx(serve: Callable[..., Se
     for pipeline in (NESTED, "blur:sigma=" + NESTED, '[{"op": "blur", "sigma": ' + NESTED):
         error = error_of(server.submit([("a.png", png_bytes())], pipeline), 422)
         assert "nested too deeply" in error["message"], error
-    assert server.jobs_total() == 0
+    assert server.jobs_total() == jobs_before
     job = server.submit([("a.png", png_bytes())], "grayscale").json()["id"]
     for index in ("855988754108872392704", "-1", str(2**31)):  # beyond any item, or any column
         for path in (f"/v1/jobs/{job}/items/{index}/result", f"/v1/jobs/{job}/items/{index}/preview"):
             assert "has no item" in error_of(c.get(path), 404)["message"], path
+    server.wait_finished(job)  # nothing left running on the shared server
 
 
-def test_nested_parameters_on_the_backend_ai_route_are_a_400(serve: Callable[..., Server]) -> None:
-    server = serve(workers=1)
+def test_nested_parameters_on_the_backend_ai_route_are_a_400(
+    shared_serve: Callable[..., Server],
+) -> None:
+    server = shared_serve(workers=1)
     form = server.client.post("/api/v1/tasks/create/", files={"image": ("a.png", png_bytes())},
                               data={"prompt": "x", "task_type": "image_enhancement",
                                     "parameters": NESTED})
@@ -68,9 +74,10 @@ def test_nested_parameters_on_the_backend_ai_route_are_a_400(serve: Callable[...
 
 @pytest.mark.parametrize(("route", "field"), UPLOAD_ROUTES)
 def test_a_boundary_longer_than_allowed_is_a_4xx_on_every_upload_route(
-    serve: Callable[..., Server], route: str, field: str,
+    shared_serve: Callable[..., Server], route: str, field: str,
 ) -> None:
-    server = serve(workers=1)
+    server = shared_serve(workers=1)
+    jobs_before = server.jobs_total()
     boundary = "b" * 300
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
             f"filename=\"a.png\"\r\n\r\n").encode() + png_bytes() + f"\r\n--{boundary}--\r\n".encode()
@@ -78,13 +85,13 @@ def test_a_boundary_longer_than_allowed_is_a_4xx_on_every_upload_route(
         "Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert 400 <= response.status_code < 500, response.text
     assert "boundary" in response.text
-    assert server.jobs_total() == 0
+    assert server.jobs_total() == jobs_before
 
 
 def test_a_result_whose_file_is_gone_is_a_410_and_never_a_broken_zip(
-    serve: Callable[..., Server],
+    shared_serve: Callable[..., Server],
 ) -> None:
-    server = serve(workers=1)
+    server = shared_serve(workers=1)
     job = server.wait_finished(server.submit_ok(
         [("a.png", png_bytes(seed=1)), ("b.png", png_bytes(seed=2))], "grayscale")["id"])
     whole = server.client.get(job["urls"]["archive"])
@@ -165,9 +172,10 @@ def test_a_database_that_stops_is_a_503_not_a_500_and_work_resumes(
 
 # -- bounded resources: output pixels, form bytes, body read time ------------------------------
 def test_a_pipeline_whose_output_would_be_too_large_is_refused_at_submit(
-    serve: Callable[..., Server],
+    shared_serve: Callable[..., Server],
 ) -> None:
-    server = serve(workers=1)
+    server = shared_serve(workers=1)
+    jobs_before, stored_before = server.jobs_total(), server.stored_files()
     tiny = png_bytes(1, 1)
     response = server.submit([("tiny.png", tiny)],
                              "resize:width=65535,height=65535,fit=fill,enlarge=true")
@@ -177,7 +185,7 @@ def test_a_pipeline_whose_output_would_be_too_large_is_refused_at_submit(
     error = error_of(server.submit([("a.png", png_bytes(400, 300))],
                                    "resize:width=14000,enlarge=true|rotate:angle=45"), 413)
     assert "step 1 (rotate)" in error["message"], error
-    assert server.jobs_total() == 0 and server.stored_files() == []
+    assert server.jobs_total() == jobs_before and server.stored_files() == stored_before
 
 
 def _raw(server: Server, head: str) -> socket.socket:
@@ -203,9 +211,9 @@ def _answer(sock: socket.socket) -> str:
 
 
 def test_form_fields_beyond_the_limit_are_refused_while_they_stream_in(
-    serve: Callable[..., Server],
+    shared_serve: Callable[..., Server],
 ) -> None:
-    server = serve(workers=1)
+    server = shared_serve(workers=1)
     field = b"--B\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n" + b"x" * 60_000 + b"\r\n"
     sock = _raw(server, "POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
                 "Content-Type: multipart/form-data; boundary=B\r\n\r\n")
@@ -225,9 +233,10 @@ def test_form_fields_beyond_the_limit_are_refused_while_they_stream_in(
 
 @pytest.mark.parametrize("trickle", [False, True])
 def test_a_body_that_stalls_or_trickles_is_cut_off_with_a_408(
-    serve: Callable[..., Server], trickle: bool,
+    shared_serve: Callable[..., Server], trickle: bool,
 ) -> None:
-    server = serve(workers=1, upload_idle_timeout_seconds=1, upload_min_bytes_per_second=2000)
+    server = shared_serve(workers=1, upload_idle_timeout_seconds=1,
+                          upload_min_bytes_per_second=2000)
     sock = _raw(server, "POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
                 "Content-Type: multipart/form-data; boundary=B\r\n\r\n--B\r\n")
     if trickle:  # a byte every 0.3 s never pauses 1 s, but averages far below 2000 bytes/s

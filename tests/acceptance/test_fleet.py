@@ -9,6 +9,7 @@ is restarted without persistence mid-batch, losing every message, and the batch 
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import subprocess
@@ -38,7 +39,9 @@ from tests.fixtures.outages import OwnRabbitMQ, OwnRedis
 
 PIPELINE = "blur:radius=6|resize:width=160|encode:format=webp"
 JOBS, PER_JOB = 2, 50
-BATCH_TIMEOUT = 150.0
+#: how long the batch may go without an item changing state: well beyond a lease (4 s below)
+#: and NATS's redelivery (6 s), as a killed worker's items wait for them
+STALL_TIMEOUT = 150.0
 SUCCESS_LINE = re.compile(r"item ([0-9a-f-]{36}): succeeded in")
 #: brokers of the test's own, which it may kill and start again (never the shared ones)
 OWN_BROKERS = {"own-redis": OwnRedis, "own-amqp": OwnRabbitMQ}
@@ -75,12 +78,18 @@ def fleet(request: pytest.FixtureRequest, postgres_url: str, s3_server: S3Server
                             settings["sweep_queue"]])
 
 
+@functools.cache
+def batch_images() -> tuple[bytes, ...]:
+    """The batch's JOBS × PER_JOB small JPEGs, made once for every test of the module."""
+    return tuple(jpeg_bytes(480, 320, seed=n) for n in range(JOBS * PER_JOB))
+
+
 def submit_batch(apis: list[str]) -> list[str]:
     """JOBS jobs of PER_JOB small JPEGs, alternating between the API servers."""
     job_ids = []
     for n in range(JOBS):
-        files = [("files", (f"img-{n}-{i}.jpg", jpeg_bytes(480, 320, seed=n * PER_JOB + i),
-                            "image/jpeg")) for i in range(PER_JOB)]
+        files = [("files", (f"img-{n}-{i}.jpg", batch_images()[n * PER_JOB + i], "image/jpeg"))
+                 for i in range(PER_JOB)]
         response = httpx.post(f"{apis[n % len(apis)]}/v1/jobs", files=files,
                               data={"pipeline": PIPELINE}, timeout=60)
         assert response.status_code == 201, response.text
@@ -97,25 +106,31 @@ def counts(api: str, job_ids: list[str]) -> Counter[str]:
 
 
 def wait_for(fleet: Fleet, api: str, job_ids: list[str], succeeded: int,
-             timeout: float = BATCH_TIMEOUT) -> Counter[str]:
+             timeout: float = STALL_TIMEOUT) -> Counter[str]:
+    """Wait until `succeeded` items have, failing when the batch goes `timeout` seconds without
+    moving (the items' counts per status unchanged): a batch that is stuck fails, and one
+    that moves slowly on a machine busy with other tests is waited for."""
     deadline = time.monotonic() + timeout
+    seen: Counter[str] = Counter()
     while True:
         found = counts(api, job_ids)
         if found["succeeded"] >= succeeded or found["failed"]:
             return found
         fleet.check_alive()
+        if found != seen:
+            seen, deadline = found, time.monotonic() + timeout
         if time.monotonic() > deadline:
-            raise AssertionError(f"{succeeded} items not succeeded in {timeout:.0f} s: "
-                                 f"{found}\n{fleet.log_text()}")
+            raise AssertionError(f"{succeeded} items not succeeded, nothing moved in "
+                                 f"{timeout:.0f} s: {found}\n{fleet.log_text()}")
         time.sleep(0.2)
 
 
 def start_fleet(fleet: Fleet) -> tuple[list[str], subprocess.Popen[bytes]]:
-    apis = [fleet.serve(), fleet.serve()]
+    """Two workers and a beat, started while the two API servers start."""
     fleet.beat()
     victim = fleet.worker(2)
     fleet.worker(2)
-    return apis, victim
+    return fleet.serves(2), victim
 
 
 def check_exactly_once(fleet: Fleet, apis: list[str], job_ids: list[str]) -> None:

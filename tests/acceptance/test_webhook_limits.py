@@ -83,8 +83,10 @@ def _wait(condition: Callable[[], bool], seconds: float, what: str) -> None:
 def test_a_receiver_that_never_answers_delays_no_other_webhook_and_bodies_are_not_read(
     serve: Callable[..., Server], receivers: Receivers,
 ) -> None:
+    # a retry 1 s after the cut, not the default 10 s: the time limit alone spaces the calls
     server = serve(workers=1, webhook_secret="s3cret", webhook_allow_private="true",
-                   webhook_timeout_seconds=20, lease_seconds=2)
+                   webhook_timeout_seconds=20, webhook_retry_backoff_seconds=1,
+                   lease_seconds=2)
     slow = server.submit_ok([("a.png", png_bytes())], "grayscale",
                             callback_url=f"{receivers.base}/slow")
     server.wait_finished(slow["id"])

@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
 from imgq.domain.models import Item, Job
 from imgq.domain.status import Status
@@ -20,15 +23,28 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repository]
         url = f"sqlite:///{tmp_path / 'test.db'}"
     else:
         url = request.getfixturevalue("postgres_url")
-    engine = make_engine(url)
+    with fresh_repository(url) as repository:
+        yield repository
+
+
+@contextmanager
+def fresh_repository(url: str, **engine_options: Any) -> Iterator[Repository]:
+    """A repository on the database at `url`, migrated, its tables empty."""
+    engine = make_engine(url, **engine_options)
     migrate(engine)
-    with engine.begin() as conn:  # the PostgreSQL schema lives for the session: start empty
-        conn.execute(tables.items.delete())
-        conn.execute(tables.jobs.delete())
+    empty_tables(engine)
     try:
         yield Repository(engine)
     finally:
         engine.dispose()
+
+
+def empty_tables(engine: Engine) -> None:
+    """The PostgreSQL schema lives for the session: a test that claims "the next item" starts
+    from empty tables, whatever an earlier test left queued."""
+    with engine.begin() as conn:
+        conn.execute(tables.items.delete())
+        conn.execute(tables.jobs.delete())
 
 
 def make_job(n_items: int = 2, ttl: float = 3600, created_offset: float = 0) -> Job:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from imgq.blobs import BlobStore, open_blob_store
+from imgq.blobs.local import LocalBlobStore
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -38,6 +39,7 @@ def test_put_then_read_back_the_same_bytes(store: BlobStore, tmp_path: Path) -> 
     assert store.exists("job/inputs/0.png")
     assert store.size("job/inputs/0.png") == len(data)
     assert b"".join(store.iter_bytes("job/inputs/0.png", chunk_size=1000)) == data
+    assert store.read_bytes("job/inputs/0.png") == data
     with store.open_local("job/inputs/0.png") as path:
         assert path.read_bytes() == data
 
@@ -69,12 +71,26 @@ def test_readers_never_see_a_partial_blob(store: BlobStore, tmp_path: Path) -> N
     assert seen <= {10, 4_000_000}
 
 
+def test_a_blob_is_read_at_once_whole_or_not_at_all(store: BlobStore, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 40
+    store.put_file("job/results/0.png", _file(tmp_path, data))
+    at_once = store.read_at_once("job/results/0.png", len(data))
+    assert at_once in (data, None)  # None: a store that reads over a network never does
+    assert store.read_at_once("job/results/0.png", len(data) - 1) is None  # never cut short
+    if isinstance(store, LocalBlobStore):  # local files are read at once, and looked for
+        assert at_once == data
+        with pytest.raises(KeyError):
+            store.read_at_once("no/such", 100)
+
+
 def test_missing_blobs_raise_key_error(store: BlobStore) -> None:
     assert not store.exists("no/such")
     with pytest.raises(KeyError):
         store.size("no/such")
     with pytest.raises(KeyError):
         list(store.iter_bytes("no/such"))
+    with pytest.raises(KeyError):
+        store.read_bytes("no/such")
     with pytest.raises(KeyError):
         with store.open_local("no/such"):
             pass

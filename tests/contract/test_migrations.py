@@ -48,3 +48,38 @@ def test_the_image_queue_demos_stored_task_ids_survive_the_rename(tmp_path: Path
     found = Repository(engine).compat_task_job("queue_demo", task_id=4294967297, scope=SYSTEM)
     assert found == job.id
     engine.dispose()
+
+
+def test_items_queued_before_0010_are_claimed_from_their_jobs_queue(tmp_path: Path) -> None:
+    """The upgrade copies each job's resource class onto its items: a GPU job's items queued
+    by the release before are claimed by GPU workers, not CPU ones."""
+    from dataclasses import replace
+
+    from alembic import command
+    from sqlalchemy import insert
+
+    from imgq.store.db import alembic_config
+    from imgq.store.repository import Repository
+    from imgq.store.tables import jobs
+    from tests.contract.conftest import make_job
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    migrate(engine)
+    command.downgrade(alembic_config(engine), "0009")  # as a server of the release before
+    job = replace(make_job(2), resource="gpu")
+    with engine.begin() as conn:  # the rows as that release wrote them (no resource column)
+        conn.execute(insert(jobs), {f: getattr(job, f) for f in (
+            "id", "created_at", "expires_at", "pipeline", "resource", "item_count")})
+        for item in job.items:
+            conn.exec_driver_sql(
+                "INSERT INTO items (id, job_id, idx, status, progress, attempts, queued_at, "
+                "input_name, input_key, input_meta) VALUES (?, ?, ?, 'queued', 0, 0, ?, ?, ?, "
+                "'{}')", (item.id, job.id, item.idx,
+                          item.queued_at.strftime("%Y-%m-%d %H:%M:%S.%f"), item.input_name,
+                          item.input_key))
+    migrate(engine)
+    repo = Repository(engine)
+    assert repo.claim_next("cpu", 30) is None
+    claimed = {c.item.id for c in (repo.claim_next("gpu", 30), repo.claim_next("gpu", 30)) if c}
+    assert claimed == {i.id for i in job.items}
+    engine.dispose()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import pyvips
 
-from imgq.config import load_settings
+from imgq.config import Settings, load_settings
 from imgq.dispatch import celery_app
 from imgq.domain.access import SYSTEM
 from imgq.domain.models import Item, Job
@@ -22,10 +22,8 @@ from imgq.worker.runtime import Runtime
 PIPELINE = [{"op": "grayscale", "params": {}}, {"op": "encode", "params": {"format": "png"}}]
 
 
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[Any]:
-    settings = load_settings(data_dir=tmp_path, log_level="WARNING",
-                             broker_url="redis://127.0.0.1:1/0")  # never reached here
+def task_app(settings: Settings) -> Iterator[Any]:
+    """The Celery app of a worker process on `settings`, with this process's state fresh."""
     Runtime.from_settings(settings, run_migrations=True).close()
     app = celery_app.use_app(celery_app.make_celery(settings))
     celery_app._state.clear()
@@ -36,6 +34,12 @@ def app(tmp_path: Path) -> Iterator[Any]:
         runtime.close()
     celery_app._state.clear()
     celery_app._ended_here.clear()
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Any]:
+    yield from task_app(load_settings(data_dir=tmp_path, log_level="WARNING",
+                                      broker_url="redis://127.0.0.1:1/0"))  # never reached
 
 
 def submit(rt: Runtime, count: int) -> tuple[str, list[str]]:
@@ -69,3 +73,55 @@ def test_a_message_for_an_item_this_process_ran_costs_no_claim(app: Any) -> None
     _, (fresh,) = submit(rt, 1)  # an item this process has not run: its message claims it
     assert run_item(fresh) == 1
     assert rt.repo.writes > writes
+
+
+@pytest.fixture
+def redis_app(tmp_path: Path) -> Iterator[Any]:
+    """The task's app on the shared Redis, with queues of the test's own."""
+    from tests.acceptance.fleet_support import BROKERS, broker_reachable, forget_queues
+    from tests.conftest import service_missing
+
+    problem = broker_reachable(BROKERS["redis"])
+    if problem:
+        service_missing("redis", problem)
+    tag = uuid.uuid4().hex[:8]
+    settings = load_settings(data_dir=tmp_path, log_level="WARNING", broker_url=BROKERS["redis"],
+                             cpu_queue=f"cpu-{tag}", gpu_queue=f"gpu-{tag}",
+                             sweep_queue=f"sweep-{tag}")
+    yield from task_app(settings)
+    forget_queues(BROKERS["redis"], [settings.cpu_queue, settings.gpu_queue, settings.sweep_queue])
+
+
+def queued_messages(app: Any) -> list[tuple[list[str], bool]]:
+    """The item ids each message in the test's queue names, and whether it waits (a countdown)."""
+    import base64
+    import json
+
+    import redis
+
+    client = redis.Redis.from_url(app.conf.broker_url)
+    try:
+        raws = client.lrange(app.imgq_settings.cpu_queue, 0, -1)
+    finally:
+        client.close()
+    messages = []
+    for raw in raws:
+        message = json.loads(raw)
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        messages.append((list(args[0]), message["headers"].get("eta") is not None))
+    return messages
+
+
+def test_items_a_drain_leaves_behind_are_published_again(redis_app: Any) -> None:
+    """A message names several items; when its drain stops early (here: an item to retry, its
+    storage failing), the items it named and did not run get a message again, at once."""
+    run_item = redis_app.tasks[celery_app.RUN_ITEM]
+    rt = celery_app._runtime(redis_app)
+    blocked_job, (blocked,) = submit(rt, 1)
+    (rt.settings.data_dir / "blobs" / blocked_job / "results").write_bytes(b"")  # no folder
+    _, named = submit(rt, 2)
+
+    assert run_item([blocked, *named]) == 1  # the first item in fair order waits for a retry
+    messages = queued_messages(redis_app)
+    assert [ids for ids, waits in messages if waits] == [[blocked]]
+    assert sorted(sum((ids for ids, waits in messages if not waits), [])) == sorted(named)

@@ -162,6 +162,9 @@ def test_a_delayed_submit_runs_after_its_delay(
 
 def test_an_item_never_published_is_published_by_the_fleet_sweeper(
         rt: Runtime, fleet: Fleet, dispatcher: Dispatcher, tmp_path: Path) -> None:
+    # A grace period that the job's making and two sweeps surely fit in, on a machine busy
+    # with other tests too (the fixture's half second did not, under load)
+    rt.settings = rt.settings.model_copy(update={"outbox_grace_seconds": 5.0})
     job = new_job(rt, 3, tmp_path)  # committed, then "the API died" before publishing
     sweeper = FleetSweeper(rt, dispatcher)
     assert sweeper.sweep_queue().dispatched == 0  # not due for the grace period yet

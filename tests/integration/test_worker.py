@@ -18,7 +18,7 @@ from imgq.domain.models import Claim, Item, Job
 from imgq.domain.status import JobStatus, Status
 from imgq.errors import TransientError
 from imgq.ops import build_registry
-from imgq.ops.base import NoParams, Operation, Registry, StepContext
+from imgq.ops.base import BoundStep, NoParams, Operation, Registry, StepContext
 from imgq.ops.image import Image
 from imgq.store.repository import utcnow
 from imgq.domain.retry import backoff
@@ -95,7 +95,8 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
     runtime.close()
 
 
-def submit(rt: Runtime, pipeline: list[dict[str, Any]], data: bytes | None = None) -> Job:
+def submit(rt: Runtime, pipeline: list[dict[str, Any]], data: bytes | None = None,
+           count: int = 1) -> Job:
     job_id = str(uuid.uuid4())
     src = rt.settings.data_dir / f"upload-{job_id}"
     if data is None:
@@ -106,11 +107,12 @@ def submit(rt: Runtime, pipeline: list[dict[str, Any]], data: bytes | None = Non
     key = f"{job_id}/inputs/0.png"
     rt.blobs.put_file(key, src)
     now = utcnow()
-    item = Item(id=str(uuid.uuid4()), job_id=job_id, idx=0, status=Status.queued,
-                input_name="photo.png", input_key=key, queued_at=now,
-                input_meta={"format": "png", "width": 32, "height": 24, "bytes": 1})
+    job_items = [Item(id=str(uuid.uuid4()), job_id=job_id, idx=idx, status=Status.queued,
+                      input_name="photo.png", input_key=key, queued_at=now,
+                      input_meta={"format": "png", "width": 32, "height": 24, "bytes": 1})
+                 for idx in range(count)]
     job = Job(id=job_id, created_at=now, expires_at=now, pipeline=pipeline, resource="cpu",
-              item_count=1, items=[item])
+              item_count=count, items=job_items)
     rt.repo.create_job(job)
     return job
 
@@ -244,6 +246,26 @@ def test_a_drain_runs_every_due_item_of_its_queue_to_its_result(rt: Runtime) -> 
         with rt.blobs.open_local(item.result_key) as path:
             assert pyvips.Image.new_from_file(str(path)).bands == 1  # grayscale was applied
     assert drain(rt, "cpu").items == 0
+
+
+def test_a_jobs_pipeline_is_restored_once_for_all_its_items(rt: Runtime) -> None:
+    restored: list[int] = []
+
+    class Counting(Registry):
+        def restore(self, stored: list[dict[str, Any]]) -> list[BoundStep]:
+            restored.append(len(stored))
+            return super().restore(stored)
+
+    counting = Counting()
+    for op in rt.registry:
+        counting.add(op)
+    rt.registry = counting
+    job = submit(rt, [{"op": "grayscale"}, {"op": "flip"}], count=3)
+    other = submit(rt, [{"op": "grayscale"}])
+    assert drain(rt, "cpu").items == 4
+    assert restored == [2, 1]
+    assert all(i.status == Status.succeeded for i in rt.repo.get_job(job.id, scope=SYSTEM).items)
+    assert rt.repo.get_item(other.items[0].id).status == Status.succeeded
 
 
 def test_a_drain_stops_at_a_retry_and_names_the_item_to_wake(rt: Runtime) -> None:

@@ -24,6 +24,7 @@ from imgq.domain.models import Item, Job
 from imgq.domain.status import Status
 from imgq.errors import DatabaseUnavailable, InputMissing, OutOfMemory, StorageUnavailable
 from imgq.ops import build_registry
+from imgq.ops.image import decode, encode_to_file
 from imgq.store.repository import utcnow
 from imgq.worker.classify import classify
 from imgq.worker.execute import execute
@@ -157,6 +158,25 @@ def test_read_only_storage_is_retried_at_once_not_after_a_lease(
     assert done.status == Status.succeeded, done.error_message
     assert pyvips.Image.new_from_file(str(small_fs / (done.result_key or ""))).bands == 1
     rt.close()
+
+
+def test_a_result_not_created_on_read_only_storage_is_its_fault_after_the_disk_is_back(
+    small_fs: Path,
+) -> None:
+    # libvips cannot open the output file: the disk's trouble, whatever the disk is like by
+    # the time the worker asks (under load it was writable again, and a good image failed)
+    source = small_fs / "in.png"
+    source.write_bytes(noise_png(64))
+    image = decode(source, "png")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    try:
+        with pytest.raises(OSError) as raised:
+            encode_to_file(image, small_fs / "out.png")
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
+    assert raised.value.errno == errno.EROFS
+    error = classify(raised.value)
+    assert error.code == "storage_read_only" and error.infrastructure, error
 
 
 def test_a_missing_input_fails_at_once_and_says_so(tmp_path: Path) -> None:

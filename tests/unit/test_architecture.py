@@ -88,3 +88,16 @@ def _strongly_connected(graph: grimp.ImportGraph) -> list[list[str]]:
                         break
                 found.append(sorted(component))
     return found
+
+
+def test_a_worker_process_imports_none_of_the_servers_frameworks() -> None:
+    """A worker process the pool spawns imports the `imgq` command (its main module) and the
+    item path, not Alembic (only the process that migrates needs it), the web framework or a
+    model runtime: every server start spawns such processes, and each import costs CPU."""
+    heavy = ("alembic", "fastapi", "uvicorn", "torch", "openvino", "onnxruntime", "celery")
+    code = ("import sys, imgq.cli, imgq.dispatch.pool; "
+            f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 import anyio
@@ -82,9 +83,9 @@ def dispatcher(request: Request) -> Dispatcher | None:
 async def receive(request: Request, fields: Iterable[str], max_files: int | None = None) -> Upload:
     """The multipart body, streamed to staging with imgq's limits (files, bytes per file)."""
     rt = runtime(request)
-    await refuse_when_full(rt)
     limits = UploadLimits.from_settings(rt.settings, max_files, frozenset(fields))
-    return await receive_upload(request, rt.blobs.staging_dir(), limits)
+    return await receive_upload(request, rt.blobs.staging_dir(), limits,
+                                first=partial(refuse_when_full, rt))
 
 
 async def submit(request: Request, upload: Upload, pipeline: list[dict[str, Any]], source: str,

@@ -2,29 +2,40 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from imgq.api.archive import WholeResult, read_result, require_results, stream_zip
-from imgq.api.auth import PrincipalDep, ScopeDep, scope_of
+from imgq.api.archive import (
+    WholeResult,
+    read_result,
+    require_results,
+    result_at_once,
+    stream_zip,
+)
+from imgq.api.auth import ScopeDep, principal_of, scope_of
 from imgq.api.capacity import refuse_when_full
 from imgq.api.deps import (
     BaseUrl,
-    DispatcherDep,
     RuntimeDep,
     base_url,
     errors,
     find_item,
+    find_item_at_once,
+    find_item_on_loop,
+    get_dispatcher,
     get_runtime,
 )
 from imgq.api.job_reads import JobReads, etag_of, matches
 from imgq.api.schemas import JobList, JobOut, job_out
-from imgq.api.service import parse_ttl, submit_job
-from imgq.api.uploads import UploadLimits, receive_upload
+from imgq.api.service import parse_ttl, publish, store_job
+from imgq.api.uploads import Upload, UploadLimits, receive_and
 from imgq.domain.access import Scope
+from imgq.domain.views import job_json
+from imgq.domain.models import Item, Job
 from imgq.domain.names import content_disposition, unique_names
 from imgq.domain.status import Status
 from imgq.errors import Conflict, Gone, InvalidRequest
@@ -69,23 +80,28 @@ SUBMIT_BODY = {
     description="Answers at once with the job and its items, all queued. Uploads are streamed "
     "to storage; every limit is checked before anything is stored. `Location` points at the job.",
 )
-async def create_job(request: Request, response: Response, rt: RuntimeDep,
-                     dispatcher: DispatcherDep, base: BaseUrl, caller: PrincipalDep) -> JobOut:
-    s = rt.settings
-    await refuse_when_full(rt)
-    upload = await receive_upload(request, rt.blobs.staging_dir(), UploadLimits.from_settings(s))
-    try:
+async def create_job(request: Request) -> Response:
+    # What the request holds is read here rather than as dependencies (a resolution each).
+    rt, dispatcher, base = get_runtime(request), get_dispatcher(request), base_url(request)
+    caller, s = principal_of(request), rt.settings
+
+    def store(upload: Upload) -> Job:
         pipeline = upload.fields.get("pipeline")
         if pipeline is None:
             raise InvalidRequest("missing the 'pipeline' field; see GET /v1/operations")
         ttl = parse_ttl(rt, upload.fields.get("ttl_seconds"))
-        job = await submit_job(rt, dispatcher, caller, upload, pipeline, ttl,
-                               callback_url=upload.fields.get("callback_url"), base_url=base)
-    finally:
-        upload.discard()
-    out = job_out(job, base)
-    response.headers["Location"] = out.urls.self
-    return out
+        return store_job(rt, caller, upload, pipeline, ttl,
+                         callback_url=upload.fields.get("callback_url"), base_url=base)
+
+    # The free space checked, the body parsed and staged, the files checked and stored: one
+    # hand-off to a thread for a small upload.
+    job = await receive_and(request, rt.blobs.staging_dir(), UploadLimits.from_settings(s),
+                            store, discard=True, first=partial(refuse_when_full, rt))
+    publish(dispatcher, job)
+    # JobOut's bytes made without the models (as a status read makes them): FastAPI would
+    # validate the returned model against response_model, and then serialise it.
+    return Response(job_json(job, base), status_code=201, media_type="application/json",
+                    headers={"Location": f"{base}/v1/jobs/{job.id}"})
 
 
 ETAG_NOTE = ("Answers carry an `ETag`; send it back in `If-None-Match` and an unchanged answer "
@@ -108,12 +124,15 @@ def _not_modified(etag: str) -> Response:
             "address. With `ids`: those jobs, where the caller may open them (in the keyless "
             "mode a job's id is enough). " + ETAG_NOTE)
 async def list_jobs(
-    request: Request, rt: RuntimeDep, base: BaseUrl, scope: ScopeDep,
+    request: Request,
     ids: Annotated[str | None, Query(description="Comma-separated job ids; unknown ids "
                                      "are left out.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> JobList | Response:
+    # Pollers of several jobs send `ids`: the runtime, the base URL and the caller's scope are
+    # read here rather than as dependencies, each of which costs FastAPI a resolution.
+    rt, base, scope = get_runtime(request), base_url(request), scope_of(request)
     if ids is not None:
         wanted = [i.strip() for i in ids.split(",") if i.strip()][:200]
         found = await reads_of(request).many(wanted, base, scope)
@@ -155,29 +174,54 @@ def reads_of(request: Request) -> JobReads:
 )
 async def get_result(job_id: str, index: int, request: Request) -> Response:
     # One download per item: the runtime and the caller's scope are read here rather than as
-    # dependencies, and the item, its state and a small result's bytes come in one hand-off
-    # to a thread, answered as a plain response (a stream only for a large result).
-    return await anyio.to_thread.run_sync(
-        _result, get_runtime(request), scope_of(request), job_id, index)
+    # dependencies. The item is read on the event loop, as the status reads: on SQLite on its
+    # thread (on a connection that never waits for a lock), on PostgreSQL on its connection
+    # of its own; and so is a small result from local files: no hand-off to a thread and
+    # back, which cost more than both reads. Else (another database, or SQLite locked) the
+    # item, its state and a small result's bytes come in one hand-off, answered as a plain
+    # response (a stream only for a large result).
+    rt, scope = get_runtime(request), scope_of(request)
+    if rt.repo.polls_at_once:
+        item = find_item_at_once(rt, scope, job_id, index)
+    elif rt.repo.polls_on_loop:
+        item = await find_item_on_loop(rt, scope, job_id, index)
+    else:
+        item = None
+    if item is None:
+        return await anyio.to_thread.run_sync(_result, rt, scope, job_id, index)
+    media, headers = _result_headers(item, index)
+    whole = result_at_once(rt.blobs, item)
+    if whole is not None:
+        return WholeResult(whole, media_type=media, headers=headers)
+    return await anyio.to_thread.run_sync(_answer, rt, item, media, headers)
 
 
 def _result(rt: Runtime, scope: Scope, job_id: str, index: int) -> Response:
     item = find_item(rt, scope, job_id, index)
-    if item.status != Status.succeeded or not item.result_key:
-        raise Conflict(f"item {index} has no result: it is {item.status.value}",
-                       status=item.status.value)
-    fmt = (item.result_meta or {}).get("format", "png")
-    media = OUTPUT_FORMATS.get(fmt, ("application/octet-stream", ""))[0]
+    return _answer(rt, item, *_result_headers(item, index))
+
+
+def _answer(rt: Runtime, item: Item, media: str, headers: dict[str, str]) -> Response:
+    """The result of an item that has one: a presigned URL, its bytes, or their stream."""
     presign = getattr(rt.blobs, "presigned_url", None)  # S3 stores have it
     if rt.settings.s3_presigned_downloads and presign is not None:
         url = presign(item.result_key, item.result_name or "result", media)
         return RedirectResponse(url, status_code=307)  # the bytes come straight from S3
-    headers = content_disposition(item.result_name or "result")
     size, whole, chunks = read_result(rt.blobs, item)
     if whole is not None:
         return WholeResult(whole, media_type=media, headers=headers)  # Content-Length its own
     return StreamingResponse(chunks, media_type=media,
                              headers={**headers, "Content-Length": str(size)})
+
+
+def _result_headers(item: Item, index: int) -> tuple[str, dict[str, str]]:
+    """The media type and Content-Disposition of an item's result; 409 when it has none."""
+    if item.status != Status.succeeded or not item.result_key:
+        raise Conflict(f"item {index} has no result: it is {item.status.value}",
+                       status=item.status.value)
+    fmt = (item.result_meta or {}).get("format", "png")
+    media = OUTPUT_FORMATS.get(fmt, ("application/octet-stream", ""))[0]
+    return media, content_disposition(item.result_name or "result")
 
 
 @router.get(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import DBAPIError
 
 from imgq.domain.access import Scope
 from imgq.domain.models import Claim, Item, Job
@@ -41,9 +43,31 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+T = TypeVar("T")
+
+
+def again_if_dropped(action: Callable[[], T]) -> T:
+    """Run `action` (one statement); once more at once when its connection turned out dropped
+    (SQLAlchemy has then invalidated it, and the pool's older connections with it)."""
+    try:
+        return action()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return action()
+
+
+def is_locked(exc: DBAPIError) -> bool:
+    """Did a SQLite statement fail because another connection held the lock it needed?"""
+    return getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+
+
 class RepositoryBase:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, status_engine: Engine | None = None) -> None:
+        """`status_engine`: the connections of the API's status reads (`JobStore.poll_jobs`),
+        when they are not the engine's own (see `imgq.store.db.status_engine`)."""
         self.engine = engine
+        self.status_engine = engine if status_engine is None else status_engine
         self._recent_jobs: dict[str, Job] = {}
         #: Write transactions this process has committed: a cache of reads made before the
         #: number changed may be out of date with this process's own changes.
@@ -83,15 +107,7 @@ class RepositoryBase:
 
     def read_versioned(self, conn: Connection, statement: Any,
                        params: dict[str, Any]) -> list[tuple[Job, int]]:
-        found: dict[str, tuple[Job, list[int]]] = {}
-        for row in conn.execute(statement, params).all():
-            entry = found.get(row[_JOB_ID])
-            if entry is None:
-                entry = found[row[_JOB_ID]] = (_job_of(row), [row[_JOB_VERSION]])
-            if row[_ITEM_ID] is not None:
-                entry[0].items.append(_item_of(row))
-                entry[1].append(row[_ITEM_VERSION])
-        return [(job, sum(versions)) for job, versions in found.values()]
+        return versioned(conn.execute(statement, params).all())
 
     def keys_of_jobs(self, conn: Connection, job_ids: list[str]) -> list[str]:
         rows = conn.execute(
@@ -105,6 +121,19 @@ class RepositoryBase:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(select(1))
+
+
+def versioned(rows: Iterable[Any]) -> list[tuple[Job, int]]:
+    """Jobs with their versions from the rows of `JOBS_WITH_ITEMS` as the driver gives them."""
+    found: dict[str, tuple[Job, list[int]]] = {}
+    for row in rows:
+        entry = found.get(row[_JOB_ID])
+        if entry is None:
+            entry = found[row[_JOB_ID]] = (job_from_raw(row), [row[_JOB_VERSION]])
+        if row[_ITEM_ID] is not None:
+            entry[0].items.append(_item_of(row))
+            entry[1].append(row[_ITEM_VERSION])
+    return [(job, sum(versions)) for job, versions in found.values()]
 
 
 def visible(scope: Scope, by_id: bool = True) -> list[ColumnElement[bool]]:
@@ -252,7 +281,8 @@ def raw_datetime(value: Any) -> datetime:
     return value  # type: ignore[no-any-return]
 
 
-def _job_of(row: Row[Any]) -> Job:
+def job_from_raw(row: Any) -> Job:
+    """A job from its columns in table order as the driver gives them."""
     return Job(*_job_values(row))
 
 

@@ -51,13 +51,12 @@ class SweepStore(RepositoryBase):
         since = now - timedelta(seconds=due_for)
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(items.c.id, jobs.c.resource)
-                .join(jobs, jobs.c.id == items.c.job_id)
+                select(items.c.id, items.c.resource)
                 .where(items.c.status == Status.queued.value,
                        or_(items.c.not_before.is_(None), items.c.not_before <= since),
                        items.c.queued_at <= since)
                 .order_by(items.c.queued_at).limit(limit)
-                .with_for_update(of=items, skip_locked=True)
+                .with_for_update(skip_locked=True)
             ).all()
         return [(r.id, r.resource) for r in rows]
 
@@ -133,8 +132,8 @@ class SweepStore(RepositoryBase):
         seconds = items.c.processing_seconds
         with self.engine.connect() as conn:
             depth = conn.execute(
-                select(jobs.c.resource, func.count()).select_from(joined)
-                .where(items.c.status == Status.queued.value, due).group_by(jobs.c.resource)
+                select(items.c.resource, func.count())
+                .where(items.c.status == Status.queued.value, due).group_by(items.c.resource)
             ).all()
             failed = conn.execute(
                 select(items.c.error_code, func.count())

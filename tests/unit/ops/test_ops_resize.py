@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+import pyvips
 from PIL import Image as PILImage
 
 from imgq.ops import build_registry
@@ -308,3 +309,82 @@ def test_fused_load_of_an_animated_gif_takes_the_first_frame_like_decode(tmp_pat
     applied = bound.op.apply(decode(path, "gif"), bound.params, NullContext())
     assert _size(fused) == _size(applied) == (48, 32)
     assert psnr(to_array(fused), to_array(applied)) >= 35.0
+
+
+# The fused load reads its header and its pixels through one libvips source (the file opened
+# once, the loader named by the format). The reference is what it did before: the header of
+# the file, pyvips' thumbnail of the file name (libvips searching for the loader), then the
+# centre crop; the pixels must be the same, not merely close.
+
+
+def _thumbnail_of_the_file(path: Path, fmt: str, step: str) -> np.ndarray:
+    from imgq.ops import resize, thumbnail
+
+    bound = _bound(step)
+    opened = pyvips.Image.new_from_file(str(path))
+    width, height = opened.width, opened.height
+    if opened.get_typeof("orientation") and opened.get("orientation") >= 5:
+        width, height = height, width
+    module = resize if bound.name == "resize" else thumbnail
+    target = module._target(bound.params, width, height)
+    out = pyvips.Image.thumbnail(str(path), target.scaled_width, height=target.scaled_height,
+                                 size="force", fail_on="error")
+    left, top = (out.width - target.width) // 2, (out.height - target.height) // 2
+    return to_array(out.crop(left, top, target.width, target.height))
+
+
+def _written(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    from tests.fixtures.images import write_animated_gif, write_exif_jpeg
+
+    if kind == "jpeg":
+        return write_jpeg(tmp_path / "in.jpg", 400, 300), "jpeg"
+    if kind.startswith("jpeg-exif-"):
+        return write_exif_jpeg(tmp_path / "in.jpg", int(kind[-1]), 400, 300), "jpeg"
+    if kind == "gif":
+        return write_animated_gif(tmp_path / "in.gif", width=400, height=300), "gif"
+    sample, fmt = kind.split(".")
+    path = tmp_path / f"in.{fmt}"
+    SAMPLES[sample].vips(400, 300).write_to_file(str(path))
+    return path, fmt
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "jpeg-exif-6", "jpeg-exif-3", "rgb.png", "rgba.png",
+                                  "grey.png", "grey_alpha.png", "rgb.webp", "rgba.webp",
+                                  "rgb.tiff", "gif"])
+@pytest.mark.parametrize("step", ["resize:width=100,height=100,fit=cover",
+                                  "resize:width=90,height=50,fit=cover", "resize:width=100",
+                                  "resize:width=70,height=70,fit=fill", "thumbnail:size=64",
+                                  "thumbnail:size=48,crop=centre"])
+def test_fused_load_through_a_source_gives_the_pixels_of_the_thumbnail_of_the_file(
+    tmp_path: Path, kind: str, step: str
+) -> None:
+    path, fmt = _written(tmp_path, kind)
+    bound = _bound(step)
+    fused = bound.op.load(path, fmt, bound.params)
+    assert fused is not None
+    assert np.array_equal(to_array(fused), _thumbnail_of_the_file(path, fmt, step))
+
+
+def test_fused_load_of_a_file_that_is_gone_is_a_decode_error(tmp_path: Path) -> None:
+    from imgq.errors import DecodeError
+
+    bound = _bound("resize:width=100,height=100,fit=cover")
+    with pytest.raises(DecodeError, match="cannot decode jpeg image"):
+        bound.op.load(tmp_path / "gone.jpg", "jpeg", bound.params)
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "rgb.png", "rgb.webp"])
+def test_fused_load_of_a_truncated_file_is_a_decode_error(
+    tmp_path: Path, kind: str
+) -> None:
+    from imgq.errors import DecodeError
+    from imgq.ops.image import encode_to_file
+
+    whole, fmt = _written(tmp_path, kind)
+    path = tmp_path / f"cut.{fmt}"
+    path.write_bytes(whole.read_bytes()[: whole.stat().st_size * 2 // 3])
+    bound = _bound("resize:width=100,height=100,fit=cover")
+    with pytest.raises(DecodeError, match="truncated or corrupt|cannot decode"):
+        fused = bound.op.load(path, fmt, bound.params)  # a header cut short fails here
+        assert fused is not None
+        encode_to_file(fused, tmp_path / "out.jpg")  # pixels cut short, here
