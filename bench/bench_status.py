@@ -13,6 +13,7 @@ The prober runs at real-time priority where it may (`on_time`), so that its own 
 the shared cores is not counted as the server's.
 
     .venv/bin/python bench/bench_status.py [--seconds 5] [--rates 100,300,500]
+        [--only embedded,fleet,celery]
 """
 
 from __future__ import annotations
@@ -240,7 +241,10 @@ def measure(target: ImgqTarget | CeleryTarget, rates: list[int], seconds: float)
                   f"(load {os.getloadavg()[0]:.1f}, {priority})", flush=True)
 
 
-def run(rates: list[int], seconds: float) -> None:
+SYSTEMS = ("embedded", "fleet", "celery")
+
+
+def run(rates: list[int], seconds: float, only: tuple[str, ...] = SYSTEMS) -> None:
     print(f"bench_status · {machine_note()} · {seconds:.0f} s per rate, plain GETs while a "
           "batch runs (2 worker processes per system)")
     tag = uuid.uuid4().hex[:8]
@@ -248,28 +252,37 @@ def run(rates: list[int], seconds: float) -> None:
         tmp = Path(tmp_name)
         logs = tmp / "logs"
         logs.mkdir()
-        embedded = Fleet({"data_dir": str(tmp / "embedded"), "workers": "2", **NO_AI_START}, logs)
-        stack.callback(embedded.stop_all)
-        measure(ImgqTarget("imgq embedded", embedded.serve()), rates, seconds)
-        embedded.stop_all()
+        if "embedded" in only:
+            embedded = Fleet({"data_dir": str(tmp / "embedded"), "workers": "2", **NO_AI_START},
+                             logs)
+            stack.callback(embedded.stop_all)
+            measure(ImgqTarget("imgq embedded", embedded.serve()), rates, seconds)
+            embedded.stop_all()
 
-        fleet = redis_postgres_fleet(stack, tmp, logs, tag)
-        api = fleet.serve()
-        fleet.worker(2)
-        fleet.beat()
-        measure(ImgqTarget("imgq fleet", api), rates, seconds)
-        fleet.stop_all()
+        if "fleet" in only:
+            fleet = redis_postgres_fleet(stack, tmp, logs, tag)
+            api = fleet.serve()
+            fleet.worker(2)
+            fleet.beat()
+            measure(ImgqTarget("imgq fleet", api), rates, seconds)
+            fleet.stop_all()
 
-        celery = stack.enter_context(celery_design(tmp / "celery", 2, logs))
-        measure(CeleryTarget(celery.api), rates, seconds)
+        if "celery" in only:
+            celery = stack.enter_context(celery_design(tmp / "celery", 2, logs))
+            measure(CeleryTarget(celery.api), rates, seconds)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rates", default="100,300,500")
+    parser.add_argument("--only", default=",".join(SYSTEMS),
+                        help="the systems to measure, comma-separated, of: " + ", ".join(SYSTEMS))
     args = parser.parse_args()
-    run([int(r) for r in args.rates.split(",")], args.seconds)
+    only = tuple(args.only.split(","))
+    if unknown := set(only) - set(SYSTEMS):
+        parser.error(f"--only: unknown system(s) {', '.join(sorted(unknown))}")
+    run([int(r) for r in args.rates.split(",")], args.seconds, only)
 
 
 if __name__ == "__main__":
