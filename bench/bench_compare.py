@@ -13,12 +13,18 @@ measured in turns (interleaved rounds, median of the rounds):
 
 Each service run is timed from the first upload to the last result downloaded, by 8 client
 threads (urllib3, one keep-alive connection each) that each upload their share (imgq: jobs of
-10 files; the Celery design: one image per request), then wait for each of their jobs or tasks
-in turn (a GET every 50 ms, as each system's API has its pollers do: imgq's with the ETag in
-`If-None-Match`, the Celery design's plain) and download its results. Targets (issue 15): small images ≥ 2× the Celery design and ≥ 70 % of raw pyvips;
-2-MP images ≥ 90 % of raw pyvips.
+10 files; the Celery design: one image per request), then follow them with a GET every 50 ms,
+as each system's API has its clients do: the Celery design's wait for each task in turn (its
+status, plain) and download its result; imgq's poll all of their unfinished jobs in one
+`GET /v1/jobs?ids=…` with the ETag in `If-None-Match` and download each item's result as soon
+as it has succeeded (the README's way for many jobs; `--imgq-clients jobs`: each job followed
+in turn, then its results downloaded; `both`: the two kinds of client as systems of their own,
+on the same services). Besides items/s and CPU per item, it prints how busy the cores were in
+each tenth of the run (sampled every 20 ms) and how many items were being worked on then.
+Targets (issue 15): small images ≥ 2× the Celery design and ≥ 70 % of raw pyvips; 2-MP
+images ≥ 90 % of raw pyvips.
 
-    .venv/bin/python bench/bench_compare.py [--rounds 3] [--processes 2]
+    .venv/bin/python bench/bench_compare.py [--rounds 3] [--processes 2] [--imgq-clients both]
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ from bench.common import (  # noqa: E402
     process_tree_cpu,
 )
 from bench.bench_fleet import fresh_schema  # noqa: E402
-from bench.cpu_timeline import CpuTimeline, tenths  # noqa: E402
+from bench.cpu_timeline import CpuTimeline, occupancy, tenths  # noqa: E402
 from tests.acceptance.fleet_support import (  # noqa: E402
     BROKERS,
     DEFAULT_WORKER_NICE,
@@ -81,8 +87,7 @@ class Run:
     start: float
     end: float
     wall_start: float
-    items_started: float | None = None  # imgq: the first item's start (wall clock)
-    items_finished: float | None = None  # and the last one's end
+    spans: list[tuple[float, float]] = field(default_factory=list)  # each item's (wall clock)
 
     @property
     def elapsed(self) -> float:
@@ -127,9 +132,10 @@ def _raw_init() -> None:
     pyvips.cache_set_max(0)
 
 
-def _raw_one(job: tuple[str, str, str]) -> int:
+def _raw_one(job: tuple[str, str, str]) -> tuple[int, float, float]:
     import pyvips
 
+    started = time.time()
     source, operation, target = job
     if operation == "thumb100":
         image = pyvips.Image.thumbnail(source, 100, height=100, crop="centre")
@@ -137,7 +143,7 @@ def _raw_one(job: tuple[str, str, str]) -> int:
         image = pyvips.Image.new_from_file(source, access="sequential")
         image = image.gaussblur(2, precision="integer")
     image.jpegsave(target, Q=85, keep="none")
-    return os.path.getsize(target)
+    return os.path.getsize(target), started, time.time()
 
 
 class RawPyvips:
@@ -154,10 +160,10 @@ class RawPyvips:
         jobs = [(str(p), work.operation, str(self.folder / f"{n}.jpg"))
                 for n, p in enumerate(work.files)]
         wall, start = time.time(), time.monotonic()
-        sizes = self.pool.map(_raw_one, jobs, chunksize=1)
+        done = self.pool.map(_raw_one, jobs, chunksize=1)
         end = time.monotonic()
-        assert all(sizes)
-        return Run(len(sizes), start, end, wall)
+        assert all(size for size, _, _ in done)
+        return Run(len(done), start, end, wall, [(a, b) for _, a, b in done])
 
     def close(self) -> None:
         self.pool.terminate()
@@ -183,8 +189,7 @@ class Imgq:
         run = _timed_clients(self.api, work.files,
                              lambda http, share: follow(http, _submit(http, share, work.pipeline)))
         assert run.done == len(work.files), f"{self.name}: {run.done} of {len(work.files)} results"
-        run.items_started = min(s for s, _ in self.ends)
-        run.items_finished = max(e for _, e in self.ends)
+        run.spans = self.ends
         return run
 
     def _client_jobs(self, http: HTTPConnectionPool, jobs: list[str]) -> int:
@@ -197,24 +202,27 @@ class Imgq:
 
     def _client_items(self, http: HTTPConnectionPool, jobs: list[str]) -> int:
         """All of this client's jobs in one poll; each result fetched once it is there."""
-        path = f"/v1/jobs?ids={','.join(jobs)}"
-        headers: dict[str, str] = {}
+        pending, headers = jobs, dict[str, str]()
         fetched: set[str] = set()
         deadline = time.monotonic() + 300
         while True:
-            response = http.request("GET", path, headers=headers)
+            response = http.request("GET", f"/v1/jobs?ids={','.join(pending)}", headers=headers)
             if response.status != 304:
                 body = _json(response)
                 headers = {"If-None-Match": response.headers["ETag"]}
-                waiting = 0
-                for item in (i for job in body["jobs"] for i in job["items"]):
-                    if item["status"] in ("queued", "running"):
-                        waiting += 1
-                    elif item["id"] not in fetched:
-                        fetched.add(item["id"])
-                        self._download(http, item)
-                if not waiting:
+                still = []
+                for job in body["jobs"]:
+                    for item in job["items"]:
+                        if item["status"] in ("queued", "running"):
+                            if job["id"] not in still:
+                                still.append(job["id"])
+                        elif item["id"] not in fetched:
+                            fetched.add(item["id"])
+                            self._download(http, item)
+                if not still:
                     return len(fetched)
+                if still != pending:  # the finished jobs are no longer asked for
+                    pending, headers = still, {}
             if time.monotonic() > deadline:
                 raise SystemExit(f"jobs {jobs}: not finished in 300 s")
             time.sleep(POLL)
@@ -306,14 +314,17 @@ class CeleryDesign:
 
     def __init__(self, api: str, processes: list[subprocess.Popen[bytes]]) -> None:
         self.api, self.processes = api, processes
+        self.ends: list[tuple[float, float]] = []  # each task's start and end
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes]
 
     def run(self, work: Workload) -> Run:
+        self.ends = []
         run = _timed_clients(self.api, work.files,
                              lambda http, share: self._client(http, share, work.operation))
         assert run.done == len(work.files)
+        run.spans = self.ends
         return run
 
     def _client(self, http: HTTPConnectionPool, files: list[Path], operation: str) -> int:
@@ -328,6 +339,7 @@ class CeleryDesign:
             body = _wait(http, f"/task-status/{task}",
                          lambda b: b["status"] in ("SUCCESS", "FAILURE"))
             assert body["status"] == "SUCCESS", body
+            self.ends.append((body["result"]["started"], body["result"]["finished"]))
             results += bool(_body(http.request("GET", f"/result/{task}")))
         return results
 
@@ -410,7 +422,7 @@ def run(rounds: int, processes: int, only: str | None = None, clients: str = "it
         works = works[:1] if only == "small" else works[1:]
     print(f"bench_compare · {machine_note()} · {processes} processes per system, "
           f"{rounds} interleaved rounds (median) · imgq's clients: {clients}")
-    results = Results()
+    results = Results(cores=processes)
     timeline = CpuTimeline()
     try:
         with tempfile.TemporaryDirectory() as tmp_name:
@@ -440,6 +452,7 @@ class Results:
     cpu: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     clients: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     busy: dict[tuple[str, str], list[list[tuple[float, float]]]] = field(default_factory=dict)
+    cores: int = 2
 
     def add(self, work: Workload, system: object, cores: int, timeline: CpuTimeline) -> None:
         key = (work.name, system.name)  # type: ignore[attr-defined]
@@ -463,7 +476,9 @@ def report(works: list[Workload], results: Results) -> None:
     loop. The CPU ratio to raw pyvips moves far less with the machine's load than wall time.
     Then how busy the cores were in each tenth of the run (median of the rounds): the system's
     processes and the clients together, and the whole machine (other work on it included);
-    for imgq, when its first item started and its last ended, against the run's clock."""
+    and how many items were being worked on in each tenth, from each item's own start and end
+    (which the machine's other work does not lower), with the time before the first item
+    started (uploads) and after the last one ended (the last polls and downloads)."""
     for work in works:
         keys = [k for k in results.runs if k[0] == work.name]
         rate = {s: len(work.files) / statistics.median(r.elapsed for r in results.runs[(w, s)])
@@ -489,13 +504,18 @@ def report(works: list[Workload], results: Results) -> None:
             parts = [(statistics.median(b[n][0] for b in busy),
                       statistics.median(b[n][1] for b in busy)) for n in range(len(busy[0]))]
             print(f"    {system:38s} " + " ".join(f"{a:3.0%}({m:3.0%})" for a, m in parts))
-        for system in (s for s in rate if s.startswith("imgq")):
+        print("  items being worked on, on average, in each tenth of the run (of "
+              f"{results.cores} processes); ms before the first item started and after the "
+              "last one ended:")
+        for system in rate:
             runs = results.runs[(work.name, system)]
-            head = statistics.median(r.items_started - r.wall_start for r in runs)  # type: ignore[operator]
-            tail = statistics.median(r.wall_start + r.elapsed - r.items_finished  # type: ignore[operator]
+            held = [occupancy(r.spans, r.wall_start, r.wall_start + r.elapsed) for r in runs]
+            head = statistics.median(min(s for s, _ in r.spans) - r.wall_start for r in runs)
+            tail = statistics.median(r.wall_start + r.elapsed - max(e for _, e in r.spans)
                                      for r in runs)
-            print(f"    {system}: first item started {head * 1000:.0f} ms into the run; "
-                  f"{tail * 1000:.0f} ms from the last item's end to the last download")
+            print(f"    {system:38s} " + " ".join(
+                f"{statistics.median(h[n] for h in held):4.2f}" for n in range(len(held[0])))
+                + f"   {head * 1000:4.0f} / {tail * 1000:4.0f} ms")
 
 
 def main() -> None:

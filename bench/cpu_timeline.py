@@ -113,3 +113,15 @@ def tenths(samples: list[Sample], start: float, end: float, cores: int,
         span = max(sb[0] - sa[0], INTERVAL) * cores
         out.append((((sb[1] - sa[1]) + (sb[2] - sa[2])) / span, (sb[3] - sa[3]) / span))
     return out
+
+
+def occupancy(spans: list[tuple[float, float]], start: float, end: float,
+              parts: int = 10) -> list[float]:
+    """How many items were being worked on, on average, in each of `parts` equal parts of
+    [start, end] (each item's (start, end), same clock): with 2 worker processes, 2.0 is both
+    busy all the time. Unlike the CPU time, the machine's other work does not lower it."""
+    out = []
+    for n in range(parts):
+        a, b = start + (end - start) * n / parts, start + (end - start) * (n + 1) / parts
+        out.append(sum(max(0.0, min(e, b) - max(s, a)) for s, e in spans) / (b - a))
+    return out
