@@ -20,7 +20,8 @@ status, plain) and download its result; imgq's poll all of their unfinished jobs
 as it has succeeded (the README's way for many jobs; `--imgq-clients jobs`: each job followed
 in turn, then its results downloaded; `both`: the two kinds of client as systems of their own,
 on the same services). Besides items/s and CPU per item, it prints how busy the cores were in
-each tenth of the run (sampled every 20 ms) and how many items were being worked on then.
+each tenth of the run (sampled every 20 ms), how many items were being worked on then, and
+how long a result waited, from its item's end, for its client to download it.
 Targets (issue 15): small images ≥ 2× the Celery design and ≥ 70 % of raw pyvips; 2-MP
 images ≥ 90 % of raw pyvips.
 
@@ -88,6 +89,7 @@ class Run:
     end: float
     wall_start: float
     spans: list[tuple[float, float]] = field(default_factory=list)  # each item's (wall clock)
+    waits: list[float] = field(default_factory=list)  # each result's, from its end to its download
 
     @property
     def elapsed(self) -> float:
@@ -179,17 +181,18 @@ class Imgq:
     def __init__(self, name: str, api: str, fleet: Fleet, client: str = "items") -> None:
         self.name, self.api, self.fleet, self.client = name, api, fleet, client
         self.ends: list[tuple[float, float]] = []  # each item's start and end (server clock)
+        self.waits: list[float] = []  # each result's, from the item's end to its download
 
     def pids(self) -> list[int]:
         return [p.pid for _, p, _ in self.fleet.processes]
 
     def run(self, work: Workload) -> Run:
-        self.ends = []
+        self.ends, self.waits = [], []
         follow = self._client_items if self.client == "items" else self._client_jobs
         run = _timed_clients(self.api, work.files,
                              lambda http, share: follow(http, _submit(http, share, work.pipeline)))
         assert run.done == len(work.files), f"{self.name}: {run.done} of {len(work.files)} results"
-        run.spans = self.ends
+        run.spans, run.waits = self.ends, self.waits
         return run
 
     def _client_jobs(self, http: HTTPConnectionPool, jobs: list[str]) -> int:
@@ -231,6 +234,7 @@ class Imgq:
         assert item["status"] == "succeeded", item
         timings = item["timings"]
         self.ends.append((_epoch(timings["started_at"]), _epoch(timings["finished_at"])))
+        self.waits.append(time.time() - self.ends[-1][1])
         return bool(_body(http.request("GET", urlsplit(item["result_url"]).path)))
 
 
@@ -315,16 +319,17 @@ class CeleryDesign:
     def __init__(self, api: str, processes: list[subprocess.Popen[bytes]]) -> None:
         self.api, self.processes = api, processes
         self.ends: list[tuple[float, float]] = []  # each task's start and end
+        self.waits: list[float] = []  # each result's, from the task's end to its download
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes]
 
     def run(self, work: Workload) -> Run:
-        self.ends = []
+        self.ends, self.waits = [], []
         run = _timed_clients(self.api, work.files,
                              lambda http, share: self._client(http, share, work.operation))
         assert run.done == len(work.files)
-        run.spans = self.ends
+        run.spans, run.waits = self.ends, self.waits
         return run
 
     def _client(self, http: HTTPConnectionPool, files: list[Path], operation: str) -> int:
@@ -340,6 +345,7 @@ class CeleryDesign:
                          lambda b: b["status"] in ("SUCCESS", "FAILURE"))
             assert body["status"] == "SUCCESS", body
             self.ends.append((body["result"]["started"], body["result"]["finished"]))
+            self.waits.append(time.time() - body["result"]["finished"])
             results += bool(_body(http.request("GET", f"/result/{task}")))
         return results
 
@@ -506,16 +512,17 @@ def report(works: list[Workload], results: Results) -> None:
             print(f"    {system:38s} " + " ".join(f"{a:3.0%}({m:3.0%})" for a, m in parts))
         print("  items being worked on, on average, in each tenth of the run (of "
               f"{results.cores} processes); ms before the first item started and after the "
-              "last one ended:")
+              "last one ended; a result's mean wait from its item's end to its download:")
         for system in rate:
             runs = results.runs[(work.name, system)]
             held = [occupancy(r.spans, r.wall_start, r.wall_start + r.elapsed) for r in runs]
             head = statistics.median(min(s for s, _ in r.spans) - r.wall_start for r in runs)
             tail = statistics.median(r.wall_start + r.elapsed - max(e for _, e in r.spans)
                                      for r in runs)
+            wait = statistics.median(statistics.fmean(r.waits) if r.waits else 0.0 for r in runs)
             print(f"    {system:38s} " + " ".join(
                 f"{statistics.median(h[n] for h in held):4.2f}" for n in range(len(held[0])))
-                + f"   {head * 1000:4.0f} / {tail * 1000:4.0f} ms")
+                + f"   {head * 1000:4.0f} / {tail * 1000:4.0f} ms   wait {wait * 1000:4.0f} ms")
 
 
 def main() -> None:
