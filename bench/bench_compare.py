@@ -15,14 +15,15 @@ Each service run is timed from the first upload to the last result downloaded, b
 threads (urllib3, one keep-alive connection each) that each upload their share (imgq: jobs of
 10 files; the Celery design: one image per request), then follow them with a GET every 50 ms,
 as each system's API has its clients do: the Celery design's wait for each task in turn (its
-status, plain) and download its result; imgq's poll all of their unfinished jobs in one
-`GET /v1/jobs?ids=…` with the ETag in `If-None-Match` and download each item's result as soon
-as it has succeeded (the README's way for many jobs; `--imgq-clients jobs`: each job followed
-in turn, then its results downloaded; `both`: the two kinds of client as systems of their own,
-on the same services). Besides items/s and CPU per item, it prints how busy the cores were in
-each tenth of the run (sampled every 20 ms), how many items were being worked on then, and
-how long a result waited, from its item's end, for its client to download it.
-Targets (issue 15): small images ≥ 2× the Celery design and ≥ 70 % of raw pyvips; 2-MP
+status, plain) and download its result; imgq's follow each of their jobs in turn (its ETag in
+`If-None-Match`) until it has finished, then download its results (`--imgq-clients items`:
+they poll all of their unfinished jobs in one `GET /v1/jobs?ids=…` with the ETag and download
+each item's result as soon as it has succeeded, the README's way for many jobs; `both`: the
+two kinds of client as systems of their own, on the same services, interleaved).
+
+Besides items/s and CPU per item, it prints how busy the cores were in each tenth of the run
+(sampled every 20 ms), how many items were being worked on then, and how long a result
+waited, from its item's end, for its client to download it. Targets (issue 15): small images ≥ 2× the Celery design and ≥ 70 % of raw pyvips; 2-MP
 images ≥ 90 % of raw pyvips.
 
     .venv/bin/python bench/bench_compare.py [--rounds 3] [--processes 2] [--imgq-clients both]
@@ -74,7 +75,7 @@ CLIENTS = 8
 #: of CPU when this machine's figures are missing) would otherwise run during the first rounds.
 NO_AI_START = {"ai_measure_on_start": "false"}
 PER_JOB = 10
-JOBS_IN_TURN = " (jobs in turn)"
+ITEMS_AS_THEY_COME = " (items as they come)"
 POLL = 0.05
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -178,7 +179,7 @@ class Imgq:
     item's result downloaded as soon as it has succeeded) or `jobs` (each job followed in
     turn until it has finished, then its results downloaded)."""
 
-    def __init__(self, name: str, api: str, fleet: Fleet, client: str = "items") -> None:
+    def __init__(self, name: str, api: str, fleet: Fleet, client: str = "jobs") -> None:
         self.name, self.api, self.fleet, self.client = name, api, fleet, client
         self.ends: list[tuple[float, float]] = []  # each item's start and end (server clock)
         self.waits: list[float] = []  # each result's, from the item's end to its download
@@ -352,9 +353,9 @@ class CeleryDesign:
 
 # -- the services -------------------------------------------------------------------------------
 @contextmanager
-def services(tmp: Path, processes: int, clients: str = "items") -> Iterator[list[object]]:
+def services(tmp: Path, processes: int, clients: str = "jobs") -> Iterator[list[object]]:
     """The four systems, each imgq with the client `clients` names, or with both (`both`: the
-    clients that follow jobs in turn as systems of their own, sharing the same services)."""
+    clients that download items as they come as systems of their own, on the same services)."""
     tag = uuid.uuid4().hex[:8]
     with ExitStack() as stack:
         logs = tmp / "logs"
@@ -375,11 +376,11 @@ def services(tmp: Path, processes: int, clients: str = "items") -> Iterator[list
         imgq: list[object] = []
         for name, api, processes_of in (("imgq embedded", embedded_api, embedded),
                                         ("imgq fleet", fleet_api, fleet)):
-            if clients in ("items", "both"):
-                imgq.append(Imgq(name, api, processes_of, "items"))
             if clients in ("jobs", "both"):
-                imgq.append(Imgq(name + JOBS_IN_TURN if clients == "both" else name, api,
-                                 processes_of, "jobs"))
+                imgq.append(Imgq(name, api, processes_of, "jobs"))
+            if clients in ("items", "both"):
+                imgq.append(Imgq(name + ITEMS_AS_THEY_COME if clients == "both" else name, api,
+                                 processes_of, "items"))
 
         celery = stack.enter_context(celery_design(tmp / "celery", processes, logs))
         yield [raw, *imgq, celery]
@@ -422,7 +423,7 @@ def celery_design(folder: Path, processes: int, logs: Path) -> Iterator[CeleryDe
         forget_queues(BROKERS["redis"], [queue])
 
 
-def run(rounds: int, processes: int, only: str | None = None, clients: str = "items") -> None:
+def run(rounds: int, processes: int, only: str | None = None, clients: str = "jobs") -> None:
     works = workloads()
     if only:
         works = works[:1] if only == "small" else works[1:]
@@ -530,10 +531,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--only", choices=["small", "2mp"], help="run one workload")
-    parser.add_argument("--imgq-clients", choices=["items", "jobs", "both"], default="items",
-                        help="items: poll all of a client's jobs together and download each "
-                        "result once it is there (default); jobs: follow each job in turn, "
-                        "then download its results; both: each as a system of its own")
+    parser.add_argument("--imgq-clients", choices=["items", "jobs", "both"], default="jobs",
+                        help="jobs: follow each job in turn, then download its results "
+                        "(default); items: poll all of a client's jobs together and download "
+                        "each result once it is there; both: each as a system of its own")
     args = parser.parse_args()
     run(args.rounds, args.processes, args.only, args.imgq_clients)
 
