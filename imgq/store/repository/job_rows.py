@@ -21,7 +21,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from imgq.domain.models import Job
+from imgq.domain.models import Item, Job
 from imgq.store.repository.base import ITEM_FIELDS, JOB_FIELDS, db_value
 from imgq.store.tables import items, jobs
 
@@ -34,6 +34,8 @@ if set(_JOB_COLUMNS) != {*JOB_FIELDS, *_NEW_JOB}:
     raise RuntimeError("jobs: a column that JOB_FIELDS does not fill")
 if set(_ITEM_COLUMNS) != {*ITEM_FIELDS, *_NEW_ITEM, "owner", "resource"}:
     raise RuntimeError("items: a column that ITEM_FIELDS does not fill")
+if hasattr(Item, "__slots__") or list(Item.__dataclass_fields__) != ITEM_FIELDS:
+    raise RuntimeError("Item: create_params reads its fields from its __dict__")
 
 
 def _listed(names: list[str], prefix: str = "") -> str:
@@ -70,10 +72,11 @@ def create_params(job: Job) -> dict[str, Any]:
     """`CREATE_JOB`'s parameters for the job and its items (their order: the fair order)."""
     row = {f: getattr(job, f) for f in JOB_FIELDS}
     row.update(_NEW_JOB)
+    shared = {**_NEW_ITEM, "owner": job.owner, "resource": job.resource}
     rows = []
-    for item in job.items:
-        values = {f: db_value(getattr(item, f)) for f in ITEM_FIELDS}
-        values.update(_NEW_ITEM, owner=job.owner, resource=job.resource)
+    for item in job.items:  # a dataclass's fields are its __dict__ (ITEM_FIELDS)
+        values = {**item.__dict__, **shared}
+        values["status"] = db_value(item.status)
         rows.append(values)
     return {"job": _encode(row), "items": _encode(rows), "owner": job.owner,
             "resource": job.resource}
