@@ -108,8 +108,19 @@ def _leave_if_spent(settings: Settings) -> None:
         os._exit(EXIT_RECYCLE)
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Worker processes are forked from a fork server that imported the worker's modules
+    once (the server's main module included), not spawned: a spawned process imports them
+    again, seconds of CPU each time a process starts or is replaced. The fork server is a
+    fresh single-threaded process, so the children inherit no threads and no connections
+    (each opens its own in init_worker), as a spawned process would."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", __name__])
+    return context
+
+
 class WorkerPool:
-    """`processes` spawned workers sharing the cores: libvips, and the models when `models`
+    """`processes` worker processes sharing the cores: libvips, and the models when `models`
     (a pool that runs AI steps), get cores / processes threads each."""
 
     def __init__(self, settings: Settings, processes: int, models: bool = False) -> None:
@@ -117,7 +128,7 @@ class WorkerPool:
         self.threads = max(1, (multiprocessing.cpu_count() or 1) // processes)
         self._pool = ProcessPool(max_workers=processes, initializer=init_worker,
                                  initargs=(settings, self.threads, models),
-                                 context=multiprocessing.get_context("spawn"))
+                                 context=_worker_context())
 
     def drain(self, resource: str) -> Future[Drained]:
         """Run a drain of the queue in a worker process; the future always gets a Drained
