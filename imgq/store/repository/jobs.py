@@ -17,6 +17,7 @@ from imgq.errors import NotFound
 from imgq.store.repository.base import (
     ITEM_COLUMNS,
     ITEM_FIELDS,
+    JOB_BY_ID_WITH_ITEMS,
     JOB_FIELDS,
     RepositoryBase,
     again_if_dropped,
@@ -25,10 +26,11 @@ from imgq.store.repository.base import (
     item_from_row,
     raw_items,
     utcnow,
+    versioned,
     visible,
 )
 from imgq.store.repository.outbox import WEBHOOK_PENDING
-from imgq.store.repository.prepared import prepared, read_row, write_transaction
+from imgq.store.repository.prepared import prepared, read_row, read_rows, write_transaction
 from imgq.store.repository.usage import check_quotas, count_submission
 from imgq.store.tables import items, jobs, webhooks
 
@@ -197,6 +199,9 @@ class JobStore(RepositoryBase):
         nothing): read with `get_jobs_versioned` in a thread then. Its connections are not
         tested before use: a read on one found dropped is made again at once."""
         def read() -> list[tuple[Job, int]]:
+            if len(job_ids) == 1:  # a poller's read: its statement compiled once, no Core
+                return versioned(read_rows(self.status_engine, prepared(
+                    JOB_BY_ID_WITH_ITEMS, self.status_engine.dialect), {"id": job_ids[0]}))
             with self.status_engine.connect().execution_options(**self.one_read) as conn:
                 return self.read_by_ids(conn, list(job_ids), SYSTEM)
 
