@@ -50,23 +50,51 @@ async def submit_job(
     pipeline: str | list[Any] | list[StepSpec], ttl_seconds: int, source: str = "api",
     extra: dict[str, Any] | None = None, callback_url: str | None = None, base_url: str = "",
 ) -> Job:
-    """`store_job` in a thread, then `publish`. The staged uploads are the caller's to
-    discard."""
+    """`store_job` in a thread (its rows on the event loop where `rows_on_loop`), then
+    `publish`. The staged uploads are the caller's to discard."""
+    later = rows_on_loop(rt, caller, callback_url)
     job = await anyio.to_thread.run_sync(  # one hand-off for every check and the storing
         lambda: store_job(rt, caller, upload, pipeline, ttl_seconds, source, extra,
-                          callback_url, base_url))
+                          callback_url, base_url, rows=not later))
+    if later:
+        await store_rows(rt, job)
     publish(dispatcher, job)
     return job
+
+
+def rows_on_loop(rt: Runtime, caller: Principal, callback_url: str | None) -> bool:
+    """Are a submit's rows written on the API's event loop (`store_rows`), not by
+    `store_job` in its thread? On PostgreSQL, for a job with no quotas to check and no
+    webhook: one statement on the loop's own connection, with no pooled connection to test
+    first, nor one more opened past the pool when many submits arrive at once."""
+    return rt.repo.polls_on_loop and caller.quotas is None and not callback_url
+
+
+async def store_rows(rt: Runtime, job: Job) -> None:
+    """The rows of a job whose files `store_job(..., rows=False)` stored; the files are
+    removed when that fails."""
+    try:
+        await rt.repo.create_job_on_loop(job)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(rt.blobs.delete, stored_keys(job))
+        raise
+
+
+def stored_keys(job: Job) -> list[str]:
+    """The files a job's submit stored: its items' inputs and its attachments."""
+    return [i.input_key for i in job.items if i.input_key] + [
+        a["key"] for a in job.extra.get("attachments", {}).values()]
 
 
 def store_job(
     rt: Runtime, caller: Principal, upload: Upload, pipeline: str | list[Any] | list[StepSpec],
     ttl_seconds: int, source: str = "api", extra: dict[str, Any] | None = None,
-    callback_url: str | None = None, base_url: str = "",
+    callback_url: str | None = None, base_url: str = "", rows: bool = True,
 ) -> Job:
     """Check everything, then store files and rows (in the caller's thread, which may wait
     for the database and storage). Nothing is stored when a check fails. The job is the
-    caller's.
+    caller's. `rows=False`: the files only; the caller writes the rows (`store_rows`).
 
     Files sent in the 'attachments' field are not items: they are extra images the steps name
     (a style picture, a face), kept with the job. A pipeline that starts by making an image
@@ -77,7 +105,7 @@ def store_job(
         callback_url = accept_callback_url(rt.settings, callback_url, caller.key is not None)
     specs = pipeline if _is_specs(pipeline) else parse_pipeline(pipeline)
     return _check_and_store(rt, caller, specs, inputs, attached, ttl_seconds, source,
-                            extra or {}, callback_url, base_url)
+                            extra or {}, callback_url, base_url, rows)
 
 
 def publish(dispatcher: Dispatcher | None, job: Job) -> None:
@@ -96,7 +124,7 @@ def publish(dispatcher: Dispatcher | None, job: Job) -> None:
 def _check_and_store(rt: Runtime, caller: Principal, specs: list[StepSpec],
                      inputs: list[StagedFile], attached: list[StagedFile], ttl_seconds: int,
                      source: str, extra: dict[str, Any], callback_url: str | None,
-                     base_url: str) -> Job:
+                     base_url: str, rows: bool = True) -> Job:
     """`submit_job`'s checks in order (binding may read the models folder, probing reads each
     file's header), then the files and rows stored: the job, or the first refusal."""
     steps = rt.registry.bind(specs)
@@ -118,7 +146,8 @@ def _check_and_store(rt: Runtime, caller: Principal, specs: list[StepSpec],
     job.owner = caller.scope.owner
     if caller.quotas is not None:  # refused before any file is stored
         rt.repo.check_quotas(job, caller.quotas)
-    _store(rt, job, inputs, list(zip(attached, extras)), callback_url, base_url, caller.quotas)
+    _store(rt, job, inputs, list(zip(attached, extras)), callback_url, base_url, caller.quotas,
+           rows)
     return job
 
 
@@ -128,9 +157,9 @@ def _probe_all(files: list[StagedFile], limits: Limits) -> list[ImageInfo]:
 
 def _store(rt: Runtime, job: Job, inputs: list[StagedFile],
            attached: list[tuple[StagedFile, ImageInfo]], callback_url: str | None,
-           base_url: str, quotas: Quotas | None) -> None:
-    """The files into the blob store, then the rows, in one hand-off to a thread; on any
-    failure no file is left."""
+           base_url: str, quotas: Quotas | None, rows: bool = True) -> None:
+    """The files into the blob store, then the rows (with `rows`), in one hand-off to a
+    thread; on any failure no file is left."""
     stored: list[str] = []
     try:
         for item, staged in zip(job.items, inputs):
@@ -142,7 +171,8 @@ def _store(rt: Runtime, job: Job, inputs: list[StagedFile],
             stored.append(key)
             job.extra.setdefault("attachments", {})[staged.name] = {
                 "key": key, "format": info.format, "width": info.width, "height": info.height}
-        rt.repo.create_job(job, callback_url, base_url, quotas)
+        if rows:
+            rt.repo.create_job(job, callback_url, base_url, quotas)
     except BaseException:
         rt.blobs.delete(stored)
         raise

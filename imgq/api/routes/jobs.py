@@ -31,7 +31,7 @@ from imgq.api.deps import (
 )
 from imgq.api.job_reads import JobReads, etag_of, matches
 from imgq.api.schemas import JobList, JobOut, job_out
-from imgq.api.service import parse_ttl, publish, store_job
+from imgq.api.service import parse_ttl, publish, rows_on_loop, store_job, store_rows
 from imgq.api.uploads import Upload, UploadLimits, receive_and
 from imgq.domain.access import Scope
 from imgq.domain.views import job_json
@@ -85,18 +85,23 @@ async def create_job(request: Request) -> Response:
     rt, dispatcher, base = get_runtime(request), get_dispatcher(request), base_url(request)
     caller, s = principal_of(request), rt.settings
 
-    def store(upload: Upload) -> Job:
+    def store(upload: Upload) -> tuple[Job, bool]:
         pipeline = upload.fields.get("pipeline")
         if pipeline is None:
             raise InvalidRequest("missing the 'pipeline' field; see GET /v1/operations")
         ttl = parse_ttl(rt, upload.fields.get("ttl_seconds"))
-        return store_job(rt, caller, upload, pipeline, ttl,
-                         callback_url=upload.fields.get("callback_url"), base_url=base)
+        callback = upload.fields.get("callback_url")
+        later = rows_on_loop(rt, caller, callback)
+        return store_job(rt, caller, upload, pipeline, ttl, callback_url=callback,
+                         base_url=base, rows=not later), later
 
     # The free space checked, the body parsed and staged, the files checked and stored: one
-    # hand-off to a thread for a small upload.
-    job = await receive_and(request, rt.blobs.staging_dir(), UploadLimits.from_settings(s),
-                            store, discard=True, first=partial(refuse_when_full, rt))
+    # hand-off to a thread for a small upload; the rows on PostgreSQL back on the event loop.
+    job, later = await receive_and(request, rt.blobs.staging_dir(),
+                                   UploadLimits.from_settings(s), store, discard=True,
+                                   first=partial(refuse_when_full, rt))
+    if later:
+        await store_rows(rt, job)
     publish(dispatcher, job)
     # JobOut's bytes made without the models (as a status read makes them): FastAPI would
     # validate the returned model against response_model, and then serialise it.

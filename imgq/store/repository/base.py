@@ -189,6 +189,7 @@ JOBS_WITH_ITEMS = (select(*_JOB_COLUMNS, *ITEM_COLUMNS)
 _BY_IDS = JOBS_WITH_ITEMS.where(jobs.c.id.in_(bindparam("ids", expanding=True)))
 _BY_IDS_OF_OWNER = _BY_IDS.where(jobs.c.owner == bindparam("owner"))
 _BY_ID = JOBS_WITH_ITEMS.where(jobs.c.id == bindparam("id"))
+JOB_BY_ID_WITH_ITEMS = _BY_ID  # a job and its items by id, whoever owns it
 _BY_ID_OF_OWNER = _BY_ID.where(jobs.c.owner == bindparam("owner"))
 _JOB_POS = {c.name: n for n, c in enumerate(jobs.c)}
 _ITEM_POS = {c.name: len(jobs.c) + n for n, c in enumerate(items.c)}

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, and_, bindparam, delete, func, insert, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from imgq.domain.access import SYSTEM, Quotas, Scope
 from imgq.domain.models import Item, Job
@@ -17,6 +17,7 @@ from imgq.errors import NotFound
 from imgq.store.repository.base import (
     ITEM_COLUMNS,
     ITEM_FIELDS,
+    JOB_BY_ID_WITH_ITEMS,
     JOB_FIELDS,
     RepositoryBase,
     again_if_dropped,
@@ -25,10 +26,18 @@ from imgq.store.repository.base import (
     item_from_row,
     raw_items,
     utcnow,
+    versioned,
     visible,
 )
+from imgq.store.repository.job_rows import CREATE_JOB, JOB_EXISTS, create_params
 from imgq.store.repository.outbox import WEBHOOK_PENDING
-from imgq.store.repository.prepared import prepared, read_row, write_transaction
+from imgq.store.repository.prepared import (
+    autocommit_connection,
+    prepared,
+    read_row,
+    read_rows,
+    write_transaction,
+)
 from imgq.store.repository.usage import check_quotas, count_submission
 from imgq.store.tables import items, jobs, webhooks
 
@@ -103,9 +112,13 @@ class JobStore(RepositoryBase):
                    quotas: Quotas | None = None) -> None:
         """Store the job; with quotas, only if it keeps its owner within them (else
         QuotaExceeded, and nothing is stored)."""
-        if quotas is None and not callback_url and self.engine.dialect.name == "sqlite":
-            self._create_on_driver(job)
-            return
+        if quotas is None and not callback_url:
+            if self.engine.dialect.name == "sqlite":
+                self._create_on_driver(job)
+                return
+            if self.polls_on_loop:  # PostgreSQL: one statement (job_rows)
+                self._create_at_once(job)
+                return
         with self._write() as conn:
             if quotas is not None:
                 today = count_submission(conn, job)  # locks the owner's row (usage.py)
@@ -120,6 +133,37 @@ class JobStore(RepositoryBase):
                     id=str(uuid.uuid4()), job_id=job.id, url=callback_url, base_url=base_url,
                     status=WEBHOOK_PENDING, attempts=0, next_attempt_at=job.created_at,
                     created_at=job.created_at))
+
+    def _create_at_once(self, job: Job) -> None:
+        """`create_job` on PostgreSQL in one statement in autocommit (`job_rows`), made again
+        on a fresh connection when its connection dropped and the job is not there."""
+        params = create_params(job)
+
+        def create(conn: Any) -> None:
+            conn.execute(CREATE_JOB, params)
+
+        try:
+            try:
+                with autocommit_connection(self.engine) as conn:
+                    create(conn)
+                    return
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+            with autocommit_connection(self.engine) as conn:
+                if conn.execute(JOB_EXISTS, {"id": job.id}).fetchone() is None:
+                    create(conn)
+        finally:
+            self.writes += 1
+
+    async def create_job_on_loop(self, job: Job) -> None:
+        """`create_job` without quotas nor a callback, on the caller's event loop where
+        `polls_on_loop` (PostgreSQL through psycopg): one statement on the status reads'
+        connection (`server_polls`), no thread, no pooled connection to test."""
+        try:
+            await self._server_polls.create(CREATE_JOB, create_params(job), job.id)
+        finally:
+            self.writes += 1
 
     def _create_on_driver(self, job: Job) -> None:
         """`create_job`'s statements on SQLite's own connection, compiled once (`prepared`):
@@ -197,6 +241,9 @@ class JobStore(RepositoryBase):
         nothing): read with `get_jobs_versioned` in a thread then. Its connections are not
         tested before use: a read on one found dropped is made again at once."""
         def read() -> list[tuple[Job, int]]:
+            if len(job_ids) == 1:  # a poller's read: its statement compiled once, no Core
+                return versioned(read_rows(self.status_engine, prepared(
+                    JOB_BY_ID_WITH_ITEMS, self.status_engine.dialect), {"id": job_ids[0]}))
             with self.status_engine.connect().execution_options(**self.one_read) as conn:
                 return self.read_by_ids(conn, list(job_ids), SYSTEM)
 

@@ -128,6 +128,14 @@ def read_row(engine: Engine, statement: Prepared, values: dict[str, Any]
         return row
 
 
+def read_rows(engine: Engine, statement: Prepared, values: dict[str, Any]
+              ) -> list[tuple[Any, ...]]:
+    """Every row of a one-SELECT read, as `read_row`."""
+    with _driver_connection(engine) as conn:
+        rows: list[tuple[Any, ...]] = statement.run(conn, values).fetchall()
+        return rows
+
+
 @contextmanager
 def autocommit_connection(engine: Engine) -> Iterator[Any]:
     """A pooled connection's driver connection on a server database (psycopg), each statement

@@ -1,5 +1,5 @@
-"""The API's status reads on PostgreSQL, made on the event loop (`imgq.api.job_reads`), and
-its downloads' item reads.
+"""The API's status reads on PostgreSQL, made on the event loop (`imgq.api.job_reads`), its
+downloads' item reads, and its submits' one statement (`job_rows`).
 
 A read handed to a thread waited, on a busy machine, for that thread to get a core and the
 GIL and then for the event loop to be woken again: traced under load, 1-2 ms of the thread's
@@ -31,6 +31,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from imgq.domain.models import Job
 from imgq.store.repository.base import _BY_ID, JOBS_WITH_ITEMS, versioned
+from imgq.store.repository.job_rows import JOB_EXISTS
 from imgq.store.tables import jobs
 
 #: Several jobs by id: one array parameter (an expanding IN list is written into the SQL
@@ -70,6 +71,22 @@ class ServerPolls:
         rows = await self._read(sql, params)
         return rows[0] if rows else None
 
+    async def create(self, sql: str, params: dict[str, Any], job_id: str) -> None:
+        """Run a job's one creating statement (`job_rows.CREATE_JOB`). When the connection
+        turns out cut, the statement may have been committed before the answer was lost: it
+        is made again on a new connection only if the job is not there."""
+        try:
+            try:
+                await self._rows(sql, params, fetch=False)
+                return
+            except psycopg.Error:
+                if not self._dropped():
+                    raise
+            if not await self._rows(JOB_EXISTS, {"id": job_id}):
+                await self._rows(sql, params, fetch=False)
+        except psycopg.Error as exc:
+            raise cast(DBAPIError, DBAPIError.instance(sql, params, exc, psycopg.Error)) from exc
+
     async def _read(self, sql: str, params: dict[str, Any]) -> list[Any]:
         try:
             try:
@@ -81,11 +98,11 @@ class ServerPolls:
         except psycopg.Error as exc:
             raise cast(DBAPIError, DBAPIError.instance(sql, params, exc, psycopg.Error)) from exc
 
-    async def _rows(self, sql: str, params: dict[str, Any]) -> list[Any]:
+    async def _rows(self, sql: str, params: dict[str, Any], fetch: bool = True) -> list[Any]:
         conn = await self._connection()
         try:
             cursor = await conn.execute(sql, params)
-            return await cursor.fetchall()
+            return await cursor.fetchall() if fetch else []
         except psycopg.Error:
             raise
         except BaseException:  # cancelled mid-query: the connection's state is unknown
