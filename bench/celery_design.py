@@ -15,6 +15,7 @@ Settings by environment: BENCH_CELERY_REDIS (broker and result backend), BENCH_C
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -45,11 +46,13 @@ def _apply(image: Image.Image, operation: str) -> Image.Image:
 
 @celery_app.task(name="process_image")
 def process_image(path: str, operation: str) -> dict[str, Any]:
+    started = time.time()  # for the benchmark's timeline of the workers' use
     with Image.open(path) as image:
         out = _apply(ImageOps.exif_transpose(image), operation)
     target = OUTPUTS / (Path(path).stem + ".jpg")
     out.save(target, "JPEG", quality=85)
-    return {"output": str(target), "width": out.width, "height": out.height}
+    return {"output": str(target), "width": out.width, "height": out.height,
+            "started": started, "finished": time.time()}
 
 
 @app.post("/process-image/")

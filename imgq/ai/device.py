@@ -98,12 +98,17 @@ def torch_dtype(precision: str) -> torch.dtype:
 
 
 def cpu_threads() -> int:
-    """The CPU threads a model run uses: torch's count once torch is loaded, else the cores
-    this process may use (what the other runtimes get)."""
+    """The CPU threads a model run uses: torch's count once torch is loaded, else what it
+    would take when it loads (OMP_NUM_THREADS, which a worker process that shares the cores
+    sets: imgq.ai.warmup.limit_cpu_threads), else the cores this process may use (what the
+    other runtimes get)."""
     if "torch" in sys.modules:
         import torch
 
         return max(1, torch.get_num_threads() or os.cpu_count() or 1)
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    if limit.isdigit() and int(limit) > 0:
+        return int(limit)
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)

@@ -11,10 +11,10 @@ first and the others one at a time while its AI workers have nothing else to do
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -42,11 +42,13 @@ def limit_cpu_threads(threads: int) -> None:
     for name in _THREAD_VARIABLES:
         os.environ[name] = str(threads)
     limit_threads(threads)
-    if importlib.util.find_spec("torch") is None:
-        return
-    import torch
+    # torch takes its thread count from OMP_NUM_THREADS when it loads, so a process that has
+    # not loaded it yet does not here (importing torch costs seconds of CPU in every AI worker
+    # process, most of which never run a torch model); one that has is told now.
+    if "torch" in sys.modules:
+        import torch
 
-    torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
 
 
 def calibration_sides(descriptor: ModelDescriptor) -> tuple[int, ...]:

@@ -47,8 +47,12 @@ _runtime: Runtime | None = None  # this worker process's Runtime, made once by i
 _items_run = 0  # by this worker process
 
 
-def init_worker(settings: Settings, threads: int, models: bool = False) -> None:
+def init_worker(settings: Settings, threads: int, models: bool = False,
+                environ: dict[str, str] | None = None) -> None:
     global _runtime
+    if environ is not None:  # the environment of the process that made the pool, not the
+        os.environ.clear()   # fork server's (started once, by the first pool)
+        os.environ.update(environ)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
     setup_logging(settings.log_level, settings.log_format)
     lower_priority(settings.worker_nice)
@@ -108,16 +112,28 @@ def _leave_if_spent(settings: Settings) -> None:
         os._exit(EXIT_RECYCLE)
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Worker processes are forked from a fork server that imported the worker's modules
+    once (the server's main module included), not spawned: a spawned process imports them
+    again, seconds of CPU each time a process starts or is replaced. The fork server is a
+    fresh single-threaded process, so the children inherit no threads and no connections
+    (each opens its own in init_worker), as a spawned process would; they get the sys.path
+    and (init_worker) the environment of the process that made the pool, as a spawned one."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", __name__])
+    return context
+
+
 class WorkerPool:
-    """`processes` spawned workers sharing the cores: libvips, and the models when `models`
+    """`processes` worker processes sharing the cores: libvips, and the models when `models`
     (a pool that runs AI steps), get cores / processes threads each."""
 
     def __init__(self, settings: Settings, processes: int, models: bool = False) -> None:
         self.settings, self.models = settings, models
         self.threads = max(1, (multiprocessing.cpu_count() or 1) // processes)
         self._pool = ProcessPool(max_workers=processes, initializer=init_worker,
-                                 initargs=(settings, self.threads, models),
-                                 context=multiprocessing.get_context("spawn"))
+                                 initargs=(settings, self.threads, models, dict(os.environ)),
+                                 context=_worker_context())
 
     def drain(self, resource: str) -> Future[Drained]:
         """Run a drain of the queue in a worker process; the future always gets a Drained

@@ -2,7 +2,7 @@
 a process that dies takes only its own item with it, and processes are recycled.
 
 The slow steps come from a real plug-in package (an `imgq.operations` entry point written to a
-temporary folder on sys.path), so the spawned worker processes find them as users' plug-ins are
+temporary folder on sys.path), so the worker processes find them as users' plug-ins are
 found.
 """
 
@@ -82,7 +82,7 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         nap = imgq_test_slow_ops:Nap
         pid = imgq_test_slow_ops:Pid
         """))
-    sys.path.insert(0, str(root))  # spawned workers start with the parent's sys.path
+    sys.path.insert(0, str(root))  # workers start with the parent's sys.path
     yield
     sys.path.remove(str(root))
 
@@ -140,11 +140,17 @@ def drain_all(pool: WorkerPool, rt: Runtime, item_ids: list[str], tries: int = 2
 
 
 def worker_pids() -> set[int]:
-    """This process's spawned worker processes (not its resource tracker, nor a test
-    server another fixture started)."""
-    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
-    return {int(pid) for pid in children
-            if b"spawn_main" in (line := _cmdline(pid)) and b"resource_tracker" not in line}
+    """This process's worker processes: the children of its fork server (not its resource
+    tracker, nor a test server another fixture started)."""
+    servers = [pid for pid in _children(os.getpid()) if b"forkserver" in _cmdline(pid)]
+    return {int(pid) for server in servers for pid in _children(server)}
+
+
+def _children(pid: int | str) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []  # gone already
 
 
 def _cmdline(pid: str) -> bytes:
