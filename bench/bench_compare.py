@@ -405,7 +405,7 @@ def celery_design(folder: Path, processes: int, logs: Path) -> Iterator[CeleryDe
             started.append(subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env,
                                             stdout=out, stderr=subprocess.STDOUT))
         api = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # its imports take a minute on a loaded machine
         while True:
             try:
                 httpx.get(f"{api}/docs", timeout=1)
