@@ -152,8 +152,8 @@ def leave_server_session(nice: int) -> bool:
     0.1-0.5 s; reads that failed (over 2 s) 72-1,050 of 2,500 against 0-380.
 
     A process in a session of its own no longer gets the signals sent to the server's
-    process group (a SIGKILL of the whole server), so it ends itself when its parent ends,
-    whichever way it ends (the pool's fork server, which ends when the server does). Nothing changes without autogroup, without a way
+    process group (a SIGKILL of the whole server), so it ends itself when the process that
+    started it ends, whichever way it ends. Nothing changes without autogroup, without a way
     to watch the parent (pidfd, Linux 5.3), or at `nice` 0. Whether it left."""
     if nice <= 0 or not _autogroup_on():
         return False

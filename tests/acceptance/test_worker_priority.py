@@ -58,19 +58,12 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def descendants(pid: int) -> list[int]:
-    """Children and grandchildren (`imgq serve`'s item processes are forked by a fork server
-    that the server started)."""
-    kids = children(pid)
-    return kids + [g for c in kids for g in children(c)]
-
-
 def item_processes(worker: int, wanted_nice: int) -> list[int]:
     """The worker's item processes once each has lowered its own priority (which they do as
     they start, after the worker's own start-up)."""
     deadline = time.monotonic() + STARTED_WITHIN
     while time.monotonic() < deadline:
-        found = [c for c in descendants(worker) if nice_of(c) == wanted_nice]
+        found = [c for c in children(worker) if nice_of(c) == wanted_nice]
         if found:
             return found
         time.sleep(0.2)
