@@ -253,9 +253,7 @@ class Settings(BaseSettings):
         "still get every cycle nothing else wants; 0 gives them the same priority. Where "
         "Linux shares the cores between sessions first (autogroup), an `imgq worker` that "
         "leads its own session (as a service manager or setsid starts it) lowers its "
-        "session's CPU group by as much, and the item processes of `imgq serve` (and of a "
-        "NATS worker) each start a session of their own, its group lowered by as much, "
-        "ending with the process that started them.",
+        "session's CPU group by as much.",
         "workers", ge=0, le=19)
     worker_max_items: int = _setting(
         0, "Items a worker process runs before it is replaced by a fresh one (as Celery's "

@@ -29,7 +29,6 @@ from imgq.worker.execute import DRAIN_SECONDS, Drained, drain_concurrently
 from imgq.worker.runtime import (
     Runtime,
     items_in_flight,
-    leave_server_session,
     limit_model_threads,
     lower_priority,
     measure_model_costs,
@@ -57,7 +56,6 @@ def init_worker(settings: Settings, threads: int, models: bool = False,
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
     setup_logging(settings.log_level, settings.log_format)
     lower_priority(settings.worker_nice)
-    leave_server_session(settings.worker_nice)
     tune_libvips(threads)
     if models:  # a process that runs AI steps: its model threads share the cores too
         limit_model_threads(threads)

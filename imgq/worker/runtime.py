@@ -5,9 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,66 +130,6 @@ def lower_session_priority(nice: int) -> bool:
         except OSError:
             return False
     return False
-
-
-#: On (1) where Linux shares the cores between sessions first (autogroup).
-AUTOGROUP_SWITCH = Path("/proc/sys/kernel/sched_autogroup_enabled")
-
-
-def leave_server_session(nice: int) -> bool:
-    """An item process that a server started (the pool of `imgq serve`, or of a NATS worker)
-    leaves the server's session for one of its own, its CPU group lowered to `nice`, where
-    Linux shares the cores between sessions first (autogroup). In the server's session its
-    nice only ordered it after the API within that session's group, and the items kept the
-    group busy: when a request woke the API, the group had spent its turn on them and the
-    API waited for the other busy sessions on the machine to have theirs. Measured with
-    bench/bench_status.py at 500/s on a shared machine (six interleaved pairs, other work on
-    the cores): the API's main thread waited for a core 4.3-5.8 s of a 5-s probe, against
-    3.1-4.8 s with the items in groups of their own; its other threads 0.9-1.7 s against
-    0.1-0.5 s; reads that failed (over 2 s) 72-1,050 of 2,500 against 0-380.
-
-    A process in a session of its own no longer gets the signals sent to the server's
-    process group (a SIGKILL of the whole server), so it ends itself when the process that
-    started it ends, whichever way it ends. Nothing changes without autogroup, without a way
-    to watch the parent (pidfd, Linux 5.3), or at `nice` 0. Whether it left."""
-    if nice <= 0 or not _autogroup_on():
-        return False
-    parent = os.getppid()
-    try:
-        watch = os.pidfd_open(parent)
-    except (AttributeError, OSError):
-        return False
-    if os.getppid() != parent:  # the parent ended before the watch began
-        os.close(watch)
-        os.kill(os.getpid(), signal.SIGKILL)
-    try:
-        os.setsid()
-    except OSError:  # already leads a session
-        os.close(watch)
-        return False
-    threading.Thread(target=_end_with_parent, args=(watch,), name="imgq-parent-watch",
-                     daemon=True).start()
-    lower_session_priority(nice)
-    return True
-
-
-def _autogroup_on() -> bool:
-    try:
-        return AUTOGROUP_SWITCH.read_text().strip() == "1" and bool(AUTOGROUP.read_text().split())
-    except OSError:
-        return False
-
-
-def _end_with_parent(watch: int) -> None:
-    """Wait for the parent's end (its pidfd becomes readable), then end this process as a
-    kill of the server's process group would have."""
-    while True:
-        try:
-            if select.select([watch], [], [])[0]:
-                break
-        except InterruptedError:
-            continue
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def limit_model_threads(threads: int) -> None:

@@ -1,9 +1,7 @@
-"""Item processes' CPU priority under Linux's autogroup, where the cores are shared between
-sessions first and a process's nice only orders it within its session: an `imgq worker` that
-leads its own session lowers its session's group to IMGQ_WORKER_NICE; one started inside
-another session (a shell's) leaves that session's group as it was; `imgq serve`'s item
-processes each leave the server's session for a group of their own lowered by as much, and
-still end with the server."""
+"""`imgq worker`'s CPU priority under Linux's autogroup, where the cores are shared between
+sessions first and a process's nice only orders it within its session: a worker that leads
+its own session lowers its session's group to IMGQ_WORKER_NICE; one started inside another
+session (a shell's) leaves that session's group as it was."""
 
 from __future__ import annotations
 
@@ -12,7 +10,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,8 +23,6 @@ from tests.acceptance.fleet_support import (
     imgq_command,
 )
 from tests.conftest import service_missing
-from tests.fixtures.encoded import big_png
-from tests.fixtures.server import Server
 
 AUTOGROUP_SWITCH = Path("/proc/sys/kernel/sched_autogroup_enabled")
 STARTED_WITHIN = 60.0
@@ -70,14 +66,10 @@ def item_processes(worker: int, wanted_nice: int) -> list[int]:
     raise AssertionError(f"worker {worker} started no item process in {STARTED_WITHIN:.0f} s")
 
 
-def need_autogroup() -> None:
-    if not AUTOGROUP_SWITCH.exists() or AUTOGROUP_SWITCH.read_text().strip() != "1":
-        pytest.skip("this kernel does not schedule by session (autogroup)")
-
-
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    need_autogroup()
+    if not AUTOGROUP_SWITCH.exists() or AUTOGROUP_SWITCH.read_text().strip() != "1":
+        pytest.skip("this kernel does not schedule by session (autogroup)")
     url = BROKERS["redis"]
     problem = broker_reachable(url)
     if problem:
@@ -143,52 +135,3 @@ def running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-# -- imgq serve ------------------------------------------------------------------------------
-SLOW = "resize:width=6000,enlarge=true|encode:format=png"  # seconds of work, as test_restart's
-
-
-def serve_items(serve: Callable[..., Server],
-                **settings: object) -> tuple[Server, str, int, list[int]]:
-    """An `imgq serve` at worker_nice 7 (the test servers run items at 0) with one slow item
-    running; its job, the server's pid and its item processes."""
-    need_autogroup()
-    server = serve(worker_nice=7, **settings)
-    assert server.process is not None
-    api = server.process.pid
-    job = server.submit_ok([("big.png", big_png(1000, 1000))], SLOW)["id"]
-    server.wait_job(job, lambda j: j["items"][0]["status"] == "running", timeout=60,
-                    what="the item running")
-    return server, job, api, item_processes(api, min(19, nice_of(api) + 7))
-
-
-def test_serves_item_processes_leave_its_session_for_lowered_groups_of_their_own(
-    serve: Callable[..., Server],
-) -> None:
-    """In the server's session the items kept its group busy, and a request waited for every
-    other busy session's turn before the API ran (bench/bench_status.py)."""
-    server, _, api, items = serve_items(serve, workers=2)
-    servers = autogroup(api)
-    assert servers is None or servers[1] == 0  # the API's own group is left as it was
-    for pid in items:
-        assert os.getsid(pid) == pid != os.getsid(api)
-        group = autogroup(pid)
-        assert group is not None and group[1] == 7, server.log_text()
-        assert servers is None or group[0] != servers[0]
-
-
-def test_serves_item_processes_end_with_it_mid_item(serve: Callable[..., Server]) -> None:
-    """Out of the server's process group, a SIGKILL of the group no longer reaches them: each
-    ends itself when the server ends, its item left to be run again (not finished by an
-    orphan)."""
-    server, job, _, items = serve_items(serve, workers=1, lease_seconds=2)
-    server.kill()  # SIGKILL to the server's process group
-    deadline = time.monotonic() + 30
-    while any(running(pid) for pid in items) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(running(pid) for pid in items), "an item process outlived imgq serve"
-    server.start(worker_nice=7, workers=1, lease_seconds=2)
-    item = server.job(job)["items"][0]
-    assert item["status"] in ("running", "queued"), f"the kill came too late: {item}"
-    assert item["attempts"] == 1

@@ -92,9 +92,7 @@ def make_pool(tmp_path: Path, plugin_path: None) -> Iterator[Any]:
     made: list[tuple[WorkerPool, Runtime]] = []
 
     def make(processes: int = 1, **settings: Any) -> tuple[WorkerPool, Runtime]:
-        # worker_nice 0 unless a test names it, as tests/fixtures/server.py says why
-        options = {"data_dir": tmp_path, "worker_nice": 0, "lease_seconds": 30,
-                   "kill_grace_seconds": 1.0,
+        options = {"data_dir": tmp_path, "lease_seconds": 30, "kill_grace_seconds": 1.0,
                    "cancel_poll_seconds": 0.2, "retry_backoff_seconds": 0.05, "log_level": "WARNING",
                    **settings}
         s = load_settings(**options)
