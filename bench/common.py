@@ -337,9 +337,8 @@ def python() -> str:
 
 # -- CPU time of a set of processes -----------------------------------------------------------
 
-def process_tree_cpu(roots: list[int]) -> float:
-    """CPU seconds (user + system) used so far by the processes `roots` and every living
-    descendant, read from /proc. On a shared machine, CPU per item is steadier than wall time."""
+def _process_table() -> tuple[dict[int, int], dict[int, float]]:
+    """Every living process's parent, and its CPU seconds (user + system) so far, from /proc."""
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
@@ -353,10 +352,26 @@ def process_tree_cpu(roots: list[int]) -> float:
             continue
         parents[int(entry)] = int(fields[1])
         times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    return parents, times
+
+
+def _tree(roots: list[int], parents: dict[int, int]) -> set[int]:
     wanted = set(roots)
     grew = True
     while grew:
         more = {pid for pid, parent in parents.items() if parent in wanted} - wanted
         grew = bool(more)
         wanted |= more
-    return sum(times.get(pid, 0.0) for pid in wanted)
+    return wanted
+
+
+def process_tree(roots: list[int]) -> list[int]:
+    """The processes `roots` and every living descendant."""
+    return sorted(_tree(roots, _process_table()[0]))
+
+
+def process_tree_cpu(roots: list[int]) -> float:
+    """CPU seconds (user + system) used so far by the processes `roots` and every living
+    descendant, read from /proc. On a shared machine, CPU per item is steadier than wall time."""
+    parents, times = _process_table()
+    return sum(times.get(pid, 0.0) for pid in _tree(roots, parents))

@@ -21,26 +21,10 @@ import os
 import time
 from multiprocessing.connection import Connection
 
+from bench.common import process_tree
+
 INTERVAL = 0.02
 Sample = tuple[float, float, float, float]
-
-
-def _descendants(roots: list[int]) -> list[int]:
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    parents[int(entry)] = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-    wanted = set(roots)
-    grew = True
-    while grew:
-        more = {pid for pid, parent in parents.items() if parent in wanted} - wanted
-        grew = bool(more)
-        wanted |= more
-    return sorted(wanted)
 
 
 def _cpu(pids: list[int], tick: int) -> float:
@@ -68,7 +52,7 @@ def _sample(conn: Connection) -> None:
         message = conn.recv()
         if message is None:
             return
-        services, client = _descendants(message[0]), [message[1]]
+        services, client = process_tree(message[0]), [message[1]]
         samples: list[Sample] = []
         while not conn.poll(INTERVAL):
             samples.append((time.monotonic(), _cpu(services, tick), _cpu(client, tick),

@@ -1,14 +1,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from psycopg import pq
+from sqlalchemy import Engine, event
 
 from imgq.domain.models import Item, Job
 from imgq.domain.status import Status
@@ -37,6 +38,40 @@ def fresh_repository(url: str, **engine_options: Any) -> Iterator[Repository]:
         yield Repository(engine)
     finally:
         engine.dispose()
+
+
+class LibpqTrace:
+    """libpq's trace of the messages a client sends, to count its round trips: every connection
+    `engine` makes from here on is traced (dispose the engine's pool first), and any other
+    connection given to `follow`."""
+
+    def __init__(self, engine: Engine, path: Path) -> None:
+        self.file = path.open("w")
+        event.listen(engine, "connect", lambda dbapi_conn, _record: self.follow(dbapi_conn.pgconn))
+
+    def follow(self, pgconn: Any) -> None:
+        pgconn.trace(self.file.fileno())
+        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+
+    def mark(self) -> int:
+        self.file.flush()
+        return self.file.tell()
+
+    def since(self, mark: int) -> int:
+        """The statements sent since `mark` (each ends with a Sync, or is a simple Query)."""
+        self.file.flush()
+        with open(self.file.name) as sent:
+            sent.seek(mark)
+            return sum(1 for line in sent if line.startswith("F\t")
+                       and line.split("\t")[2].split()[0] in ("Sync", "Query"))
+
+    def round_trips(self, action: Callable[[], Any]) -> int:
+        mark = self.mark()
+        action()
+        return self.since(mark)
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def empty_tables(engine: Engine) -> None:

@@ -5,33 +5,15 @@ reads' connection); a connection that drops is met without a lost or doubled job
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from psycopg import pq
-from sqlalchemy import event, func, select, text
+from sqlalchemy import func, select, text
 
 from imgq.domain.access import SYSTEM
 from imgq.store.db import make_engine, migrate
 from imgq.store.repository import Repository
 from imgq.store.tables import items, jobs
-from tests.contract.conftest import empty_tables, make_job
-
-
-def _round_trips(trace: Any) -> Callable[[Callable[[], Any]], int]:
-    """Counts the statements sent (a Sync or a simple Query each) while an action runs, from
-    libpq's trace of the messages the client sends."""
-    def count(action: Callable[[], Any]) -> int:
-        trace.flush()
-        start = trace.tell()
-        action()
-        trace.flush()
-        with open(trace.name) as sent:
-            sent.seek(start)
-            return sum(1 for line in sent if line.startswith("F\t")
-                       and line.split("\t")[2].split()[0] in ("Sync", "Query"))
-    return count
+from tests.contract.conftest import LibpqTrace, empty_tables, make_job
 
 
 def _fair_keys(repo: Repository, job_id: str) -> list[int]:
@@ -49,16 +31,9 @@ def test_a_submits_rows_are_one_round_trip_from_the_thread_and_from_the_event_lo
     engine = make_engine(postgres_url)  # the API's engine: it tests pooled connections
     migrate(engine)
     empty_tables(engine)
-    trace = (tmp_path / "libpq.trace").open("w")
-
-    @event.listens_for(engine, "connect")
-    def traced(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.pgconn.trace(trace.fileno())
-        dbapi_conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
-
     engine.dispose()  # connections made from here on are traced
+    trace = LibpqTrace(engine, tmp_path / "libpq.trace")
     repo = Repository(engine)
-    round_trips = _round_trips(trace)
     first, second, other = make_job(3), make_job(2), make_job(2)
     first.owner = second.owner = "key:a"
     other.owner = "key:b"
@@ -67,22 +42,16 @@ def test_a_submits_rows_are_one_round_trip_from_the_thread_and_from_the_event_lo
         with engine.begin() as conn:
             conn.execute(items.update().values(status="succeeded"))  # not queued any more
         # The pool tests its connection first (pre-ping), then one statement.
-        assert round_trips(lambda: repo.create_job(first)) == 2
+        assert trace.round_trips(lambda: repo.create_job(first)) == 2
 
         async def on_loop() -> int:
             await repo.poll_jobs_on_loop([first.id])  # the loop's connection, made here
             conn = repo._server_polls._connections[asyncio.get_running_loop()]
-            conn.pgconn.trace(trace.fileno())
-            conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
-            trace.flush()
-            start = trace.tell()
+            trace.follow(conn.pgconn)
+            mark = trace.mark()
             await repo.create_job_on_loop(second)
             await repo.create_job_on_loop(other)
-            trace.flush()
-            with open(trace.name) as sent:
-                sent.seek(start)
-                return sum(1 for line in sent if line.startswith("F\t")
-                           and line.split("\t")[2].split()[0] in ("Sync", "Query"))
+            return trace.since(mark)
 
         assert asyncio.run(on_loop()) == 2  # two jobs, a statement each
         assert _fair_keys(repo, first.id) == [0, 1, 2]

@@ -5,19 +5,17 @@ connection is made again on a fresh one."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from psycopg import pq
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from imgq.domain.access import SYSTEM
 from imgq.store.db import make_engine, migrate
 from imgq.store.repository import Repository, succeeded
-from tests.contract.conftest import empty_tables, make_job
+from tests.contract.conftest import LibpqTrace, empty_tables, make_job
 
 
 def test_an_item_workers_claims_and_finishes_go_on_across_cut_connections(
@@ -124,26 +122,10 @@ def test_an_item_workers_claims_and_ends_are_one_round_trip_each_on_postgresql(
     engine = make_engine(postgres_url, pool_size=2, pre_ping=False)
     migrate(engine)
     empty_tables(engine)
-    trace = (tmp_path / "libpq.trace").open("w")
-
-    @event.listens_for(engine, "connect")
-    def traced(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.pgconn.trace(trace.fileno())
-        dbapi_conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
-
     engine.dispose()  # connections made from here on are traced
+    trace = LibpqTrace(engine, tmp_path / "libpq.trace")
     repo = Repository(engine)
-
-    def round_trips(action: Callable[[], Any]) -> int:
-        trace.flush()
-        start = trace.tell()
-        action()
-        trace.flush()
-        with open(trace.name) as sent:
-            sent.seek(start)
-            return sum(1 for line in sent  # each ends with Sync (a statement) or is a Query
-                       if line.startswith("F\t") and line.split("\t")[2].split()[0]
-                       in ("Sync", "Query"))
+    round_trips = trace.round_trips
 
     try:
         repo.create_job(make_job(4))
