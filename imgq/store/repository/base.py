@@ -99,7 +99,7 @@ class RepositoryBase:
         one = len(job_ids) == 1
         params: dict[str, Any] = {"id": job_ids[0]} if one else {"ids": job_ids}
         if scope.sees_all or scope.ids_open:
-            return self.read_versioned(conn, _BY_ID if one else _BY_IDS, params)
+            return self.read_versioned(conn, JOB_BY_ID_WITH_ITEMS if one else _BY_IDS, params)
         if scope.owner is None:
             return []
         params["owner"] = scope.owner
@@ -188,9 +188,8 @@ JOBS_WITH_ITEMS = (select(*_JOB_COLUMNS, *ITEM_COLUMNS)
                    .order_by(items.c.idx))
 _BY_IDS = JOBS_WITH_ITEMS.where(jobs.c.id.in_(bindparam("ids", expanding=True)))
 _BY_IDS_OF_OWNER = _BY_IDS.where(jobs.c.owner == bindparam("owner"))
-_BY_ID = JOBS_WITH_ITEMS.where(jobs.c.id == bindparam("id"))
-JOB_BY_ID_WITH_ITEMS = _BY_ID  # a job and its items by id, whoever owns it
-_BY_ID_OF_OWNER = _BY_ID.where(jobs.c.owner == bindparam("owner"))
+JOB_BY_ID_WITH_ITEMS = JOBS_WITH_ITEMS.where(jobs.c.id == bindparam("id"))  # whoever owns it
+_BY_ID_OF_OWNER = JOB_BY_ID_WITH_ITEMS.where(jobs.c.owner == bindparam("owner"))
 _JOB_POS = {c.name: n for n, c in enumerate(jobs.c)}
 _ITEM_POS = {c.name: len(jobs.c) + n for n, c in enumerate(items.c)}
 _JOB_ID, _JOB_VERSION = _JOB_POS["id"], _JOB_POS["version"]

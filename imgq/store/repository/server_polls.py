@@ -30,7 +30,7 @@ from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from imgq.domain.models import Job
-from imgq.store.repository.base import _BY_ID, JOBS_WITH_ITEMS, versioned
+from imgq.store.repository.base import JOB_BY_ID_WITH_ITEMS, JOBS_WITH_ITEMS, versioned
 from imgq.store.repository.job_rows import JOB_EXISTS
 from imgq.store.tables import jobs
 
@@ -49,7 +49,7 @@ def _sql(statement: ClauseElement, engine: Engine, names: set[str]) -> str:
 class ServerPolls:
     def __init__(self, engine: Engine) -> None:
         self._connect_args = engine.dialect.create_connect_args(engine.url)
-        self._one = _sql(_BY_ID, engine, {"id"})
+        self._one = _sql(JOB_BY_ID_WITH_ITEMS, engine, {"id"})
         self._many = _sql(_BY_ANY_ID, engine, {"ids"})
         self._connections: dict[asyncio.AbstractEventLoop, psycopg.AsyncConnection[Any]] = {}
         self._engine = engine
